@@ -1,0 +1,1 @@
+"""The headless engine of resviz: no Qt is imported anywhere under this package."""

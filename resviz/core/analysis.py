@@ -1,0 +1,230 @@
+"""``analyze(model, input_shape) -> Report``: the passes that turn a trace into answers.
+
+Passes, in order: trace (``trace.py``) → residual adds (``residual.py``) → blocks and stages
+(``grouping.py``) → mismatch explanations (``diagnose.py``) → optional sweep of input sizes for
+size-dependent failures. Each writes plain records; :class:`Report` only holds and serialises them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from torch import nn
+
+from . import grouping
+from .diagnose import explain
+from .errors import ResvizError
+from .records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Value
+from .residual import find_residual_adds
+from .shapes import parse_shape
+from .trace import Trace, trace_module
+
+# Square sizes users commonly feed image models; tried when a failure depends on the input size.
+COMMON_SIZES = (32, 64, 96, 112, 128, 160, 192, 224, 256, 288, 299, 320, 384, 448, 512)
+
+
+@dataclass
+class Report:
+    """Everything resviz knows about one model at one input shape."""
+
+    model_name: str
+    input_shape: tuple[int, ...]
+    values: list[Value]
+    ops: list[Op]
+    calls: list[Call]
+    residual_adds: list[ResidualAdd]
+    blocks: list[Block]
+    stages: list[Stage]
+    mismatches: list[Mismatch]
+    errors: list[ShapeError]
+    complete: bool
+    total_params: int
+    trainable_params: int
+    output_shapes: list[tuple[int, ...]]
+    seconds: float = 0.0
+    suggested_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and not self.errors and self.complete
+
+    @cached_property
+    def macs(self) -> int:
+        return sum(op.macs for op in self.ops)
+
+    def block(self, name: str) -> Block | None:
+        return next((b for b in self.blocks if b.name == name), None)
+
+    def op_named(self, name: str) -> Op | None:
+        return next((o for o in self.ops if o.name == name), None)
+
+    @cached_property
+    def graph(self):
+        """The data-flow graph as a networkx MultiDiGraph: op ids as nodes, tensors as edges."""
+        from .graph import to_networkx
+
+        return to_networkx(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Exactly what ``resviz check --json`` prints."""
+        return {
+            "model": self.model_name,
+            "ok": self.ok,
+            "complete": self.complete,
+            "input_shape": list(self.input_shape),
+            "output_shapes": [list(s) for s in self.output_shapes],
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "macs": self.macs,
+            "stages": [
+                {
+                    "name": s.name,
+                    "type": s.type,
+                    "blocks": list(s.blocks),
+                    "input_shape": _list(s.input_shape),
+                    "output_shape": _list(s.output_shape),
+                }
+                for s in self.stages
+            ],
+            "blocks": [
+                {
+                    "name": b.name,
+                    "type": b.type,
+                    "stage": b.stage,
+                    "shortcut": b.shortcut,
+                    "shortcut_detail": "; ".join(self.residual_adds[i].detail for i in b.adds),
+                    "input_shape": _list(b.input_shape),
+                    "output_shape": _list(b.output_shape),
+                    "params": b.params,
+                    "macs": b.macs,
+                    "broken": b.broken,
+                }
+                for b in self.blocks
+            ],
+            "mismatches": [
+                {
+                    "block": m.block,
+                    "residual_shape": list(m.residual_shape),
+                    "shortcut_shape": list(m.shortcut_shape),
+                    "broadcastable": m.broadcastable,
+                    "cause": m.cause,
+                    "fix": m.fix,
+                    "culprits": list(m.culprits),
+                    "input_sizes": list(m.input_sizes),
+                }
+                for m in self.mismatches
+            ],
+            "errors": [
+                {
+                    "module": e.module,
+                    "type": e.type,
+                    "message": e.message,
+                    "input_shapes": [list(s) for s in e.input_shapes],
+                    "fatal": e.fatal,
+                    "suggestion": e.suggestion,
+                }
+                for e in self.errors
+            ],
+            "suggested_input_sizes": list(self.suggested_sizes),
+        }
+
+
+def _list(shape):
+    return None if shape is None else list(shape)
+
+
+def analyze(
+    model: nn.Module,
+    input_shape: Sequence[int] | str,
+    *,
+    name: str | None = None,
+    suggest_sizes: bool = True,
+    size_budget_s: float = 1.5,
+) -> Report:
+    """Trace ``model`` at ``input_shape`` and report blocks, shapes, mismatches and errors.
+
+    The model is not modified: not its device, mode, parameters or hooks. Shape problems never
+    raise; they are in ``report.mismatches`` and ``report.errors``.
+    """
+    if not isinstance(model, nn.Module):
+        raise ResvizError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else parse_shape(input_shape)
+    t0 = time.perf_counter()
+    trace = trace_module(model, shape)
+    report = build_report(trace, model, name or type(model).__name__)
+    if suggest_sizes and not report.ok and len(shape) == 4:
+        _suggest_sizes(model, report, size_budget_s)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def build_report(trace: Trace, model: nn.Module | None, name: str) -> Report:
+    adds = find_residual_adds(trace)
+    blocks, stages = grouping.group(trace, adds)
+    mismatches = []
+    for i, add in enumerate(adds):
+        if not add.shapes_match:
+            mismatches.append(explain(trace, add))
+            for b in blocks:
+                if i in b.adds:
+                    b.broken = True
+    total, trainable = _count_params(model)
+    return Report(
+        model_name=name, input_shape=trace.input_shape, values=trace.values, ops=trace.ops,
+        calls=trace.calls, residual_adds=adds, blocks=blocks, stages=stages,
+        mismatches=mismatches, errors=trace.errors, complete=trace.complete,
+        total_params=total, trainable_params=trainable,
+        output_shapes=[trace.values[v].shape for v in trace.output_values],
+    )  # fmt: skip
+
+
+def _count_params(model: nn.Module | None) -> tuple[int, int]:
+    if model is None:
+        return 0, 0
+    total = trainable = 0
+    for p in model.parameters():  # parameters() already counts a shared tensor once
+        n = p.numel()
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return total, trainable
+
+
+def _signature(report: Report) -> tuple[set[str], bool]:
+    return {m.block for m in report.mismatches}, bool(report.errors) or not report.complete
+
+
+def _suggest_sizes(model: nn.Module, report: Report, budget_s: float) -> None:
+    """Re-trace at common square sizes; say which sizes work, globally and per broken block."""
+    n, c, h, w = report.input_shape
+    start = time.perf_counter()
+    broken_blocks = {m.block for m in report.mismatches}
+    works_for: dict[str, list[int]] = {b: [] for b in broken_blocks}
+    good: list[int] = []
+    for size in COMMON_SIZES:
+        if (size, size) == (h, w):
+            continue
+        if time.perf_counter() - start > budget_s:
+            break
+        try:
+            t = trace_module(model, (n, c, size, size))
+        except Exception:
+            continue
+        r = build_report(t, None, report.model_name)
+        still = {m.block for m in r.mismatches}
+        for b in broken_blocks - still:
+            works_for[b].append(size)
+        if r.ok:
+            good.append(size)
+    report.suggested_sizes = good
+    for m in report.mismatches:
+        m.input_sizes = works_for.get(m.block, [])
+    if good:
+        sizes = ", ".join(str(s) for s in good[:6])
+        for e in report.errors:
+            e.suggestion = f"the model runs at input sizes {sizes} (as {n}x{c}xSxS)"
+

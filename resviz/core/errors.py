@@ -1,0 +1,39 @@
+"""User-facing errors.
+
+Everything the user can get wrong (a model name, a spec field, a Python file that will not
+import, an archive that is really a state dict) raises a :class:`ResvizError` whose message is a
+short paragraph in words. The command line prints that paragraph and exits with status 2; it never
+shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class ResvizError(Exception):
+    """A problem with the user's input, explained in words."""
+
+
+class LoadError(ResvizError):
+    """The model could not be found, read, imported or built."""
+
+
+class SpecError(LoadError):
+    """A declarative spec is malformed.
+
+    The message always names the file, the field (as a dotted path such as ``stages[2].stride``)
+    and what was expected.
+    """
+
+    def __init__(self, path: str | None, field: str | None, message: str, line: int | None = None):
+        self.path = path
+        self.field = field
+        self.line = line
+        where = path or "<spec>"
+        if line is not None:
+            where += f":{line}"
+        prefix = f"{where}: " + (f"field '{field}': " if field else "")
+        super().__init__(prefix + message)
+
+
+class ShapeSyntaxError(ResvizError):
+    """An input shape such as ``1x3x224x224`` could not be parsed."""

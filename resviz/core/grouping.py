@@ -1,0 +1,78 @@
+"""Group the trace into model → stage → block → layer.
+
+A block is a module that owns a residual add. A network without any (a plain twin, a VGG) still
+has repeated units worth treating as blocks — the plain twin's ``BasicBlock`` calls — so there the
+blocks are the non-leaf calls that sit in a container (Sequential/ModuleList) next to siblings of
+the same class. A stage is a module whose direct children include blocks (torchvision's layer1..4).
+"""
+
+from __future__ import annotations
+
+from .records import Block, Call, ResidualAdd, Stage
+
+_CONTAINERS = {"Sequential", "ModuleList", "ModuleDict"}
+
+
+def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
+    calls = trace.calls
+    if not calls:
+        return [], []
+    by_call: dict[int, list[int]] = {}
+    for i, add in enumerate(adds):
+        by_call.setdefault(add.call, []).append(i)
+    block_calls = sorted(by_call) if by_call else _repeated_units(calls)
+    blocks: list[Block] = []
+    stage_of: dict[int, int] = {}
+    for cid in block_calls:
+        call = calls[cid]
+        parent = call.parent
+        if parent is not None and parent != 0 and parent not in block_calls:
+            stage_of[cid] = parent
+        kinds = [adds[i].kind for i in by_call.get(cid, [])]
+        shortcut = "+".join(dict.fromkeys(kinds)) if kinds else "none"
+        ops = list(range(call.first_op, call.last_op + 1))
+        params = sum(trace.ops[i].params for i in ops)
+        macs = sum(trace.ops[i].macs for i in ops)
+        blocks.append(
+            Block(
+                name=call.path or "(model)", type=call.type, call=cid,
+                stage=calls[stage_of[cid]].path if cid in stage_of else None,
+                index=len(blocks), input_shape=_shape(trace, call.inputs),
+                output_shape=_shape(trace, call.outputs), shortcut=shortcut,
+                adds=by_call.get(cid, []), params=params, macs=macs, ops=ops,
+            )  # fmt: skip
+        )
+    stages: list[Stage] = []
+    seen: dict[int, Stage] = {}
+    for b in blocks:
+        sid = stage_of.get(b.call)
+        if sid is None:
+            continue
+        if sid not in seen:
+            c = calls[sid]
+            seen[sid] = Stage(
+                c.path, c.type, [], _shape(trace, c.inputs), _shape(trace, c.outputs)
+            )
+            stages.append(seen[sid])
+        seen[sid].blocks.append(b.name)
+    return blocks, stages
+
+
+def _shape(trace, vids: list[int]):
+    return trace.values[vids[0]].shape if vids else None
+
+
+def _repeated_units(calls: list[Call]) -> list[int]:
+    siblings: dict[int, list[Call]] = {}
+    for c in calls:
+        if c.parent is not None:
+            siblings.setdefault(c.parent, []).append(c)
+    out = []
+    for parent, kids in siblings.items():
+        if calls[parent].type not in _CONTAINERS:
+            continue
+        types = [k.type for k in kids]
+        for k in kids:
+            if k.type not in _CONTAINERS and types.count(k.type) > 1:
+                out.append(k.id)
+    return sorted(out)

@@ -1,0 +1,162 @@
+"""Which adds are residual adds, and which operand is the shortcut.
+
+A residual add is an add whose two operands both derive from one block input through different
+paths. The block is the innermost module whose ``forward`` performed the add. Walking the
+data-flow graph backwards from each operand — only through ops made during that block's call —
+gives each operand's ancestry; the latest value both share is the *fork* (the block input, or for a
+pre-activation block with a projection, the pre-activated input). The operand reached through fewer
+ops is the shortcut; the other is the residual branch F(x).
+
+An add with a parameter or a constant (a positional embedding, a bias) has one operand that no op
+of the block produced from its input, so it is not residual.
+"""
+
+from __future__ import annotations
+
+from .records import Op, ResidualAdd
+
+_SHORTCUT_HINTS = ("shortcut", "downsample", "skip", "proj", "identity")
+
+
+def _ancestry(trace, vid: int, first_op: int) -> tuple[set[int], set[int]]:
+    """Values and ops reachable backwards from ``vid`` without leaving the current call."""
+    values, ops = {vid}, set()
+    stack = [vid]
+    tvalues, tops = trace.values, trace.ops
+    while stack:
+        p = tvalues[stack.pop()].producer
+        if p is None or p < first_op or p in ops:
+            continue
+        ops.add(p)
+        for i in tops[p].inputs:
+            if i not in values:
+                values.add(i)
+                stack.append(i)
+    return values, ops
+
+
+def _produced_by_call(trace, vid: int, first_op: int) -> bool:
+    p = trace.values[vid].producer
+    return p is not None and p >= first_op
+
+
+def analyse_add(trace, op_id: int, call_id: int) -> ResidualAdd | None:
+    """Classify the add ``op_id`` made inside call ``call_id``; None if it is not residual."""
+    op = trace.ops[op_id]
+    if len(op.inputs) != 2 or op.inputs[0] == op.inputs[1]:
+        return None
+    call = trace.calls[call_id]
+    first = call.first_op
+    a, b = op.inputs
+    vals_a, ops_a = _ancestry(trace, a, first)
+    vals_b, ops_b = _ancestry(trace, b, first)
+    common = vals_a & vals_b
+    if not common:
+        return None
+    # Both operands must come from the block's inputs (or from values made inside the block):
+    # a parameter or a constant has no producer and is not reached from the block input.
+    inputs = set(call.inputs)
+    rooted = [v for v in common if v in inputs or _produced_by_call(trace, v, first)]
+    if not rooted:
+        return None
+
+    def order(v: int) -> int:
+        p = trace.values[v].producer
+        return -1 if p is None or p < first else p
+
+    fork = max(rooted, key=order)
+    _, ops_fork = _ancestry(trace, fork, first)
+    path_a = sorted(ops_a - ops_fork)
+    path_b = sorted(ops_b - ops_fork)
+    if _is_shortcut_first(trace, path_a, path_b):
+        sc, sc_path, res, res_path = a, path_a, b, path_b
+    else:
+        sc, sc_path, res, res_path = b, path_b, a, path_a
+    kind, detail = classify_shortcut(trace, [trace.ops[i] for i in sc_path], fork, sc)
+    return ResidualAdd(
+        op=op_id, block=call.path, call=call_id, fork=fork, shortcut=sc, residual=res,
+        shortcut_ops=sc_path, residual_ops=res_path, kind=kind, detail=detail,
+        shapes_match=trace.values[a].shape == trace.values[b].shape, source=op.source,
+    )  # fmt: skip
+
+
+def _is_shortcut_first(trace, path_a: list[int], path_b: list[int]) -> bool:
+    """Is operand a the shortcut? Fewer ops wins, then fewer parameters, then names."""
+    if len(path_a) != len(path_b):
+        return len(path_a) < len(path_b)
+    pa = sum(trace.ops[i].params for i in path_a)
+    pb = sum(trace.ops[i].params for i in path_b)
+    if pa != pb:
+        return pa < pb
+
+    def hinted(path):
+        return any(h in trace.ops[i].name.lower() for i in path for h in _SHORTCUT_HINTS)
+
+    if hinted(path_a) != hinted(path_b):
+        return hinted(path_a)
+    return False  # `out + identity`: by convention the second operand is the shortcut
+
+
+_PROJECTION_TYPES = ("Conv", "Linear")
+
+
+def classify_shortcut(trace, ops: list[Op], fork: int, operand: int) -> tuple[str, str]:
+    """Kind of shortcut from what its path does to the shape, and a one-line description."""
+    if not ops:
+        return "identity", "identity"
+    from .describe import short_label
+
+    prefix = _common_prefix([o.name for o in ops if o.kind == "module"])
+    parts = " → ".join(short_label(o) for o in ops)
+    detail = f"{prefix}: {parts}" if prefix else parts
+    if any(o.kind == "module" and o.params and o.type.startswith(_PROJECTION_TYPES) for o in ops):
+        return "projection", detail
+    if any(o.params for o in ops):
+        return "other", detail
+    s_in = trace.values[fork].shape
+    s_out = trace.values[operand].shape
+    if len(s_in) >= 2 and len(s_out) >= 2:
+        if s_out[1] > s_in[1]:
+            return "zero-pad", detail
+        if s_out[1] == s_in[1] and s_out[2:] != s_in[2:]:
+            return "pool", detail
+        if s_out == s_in and all(_is_passthrough(o) for o in ops):
+            return "identity", detail
+    return "other", detail
+
+
+_PASSTHROUGH = {"Identity", "Dropout", "Dropout2d", "contiguous", "clone", "dropout"}
+
+
+def _is_passthrough(op: Op) -> bool:
+    return op.type in _PASSTHROUGH
+
+
+def _common_prefix(names: list[str]) -> str:
+    if not names:
+        return ""
+    parts = [n.split(".") for n in names]
+    out = []
+    for segs in zip(*parts):
+        if len(set(segs)) != 1:
+            break
+        out.append(segs[0])
+    if len(names) == 1:
+        return ".".join(parts[0][:-1]) if len(parts[0]) > 1 else names[0]
+    return ".".join(out)
+
+
+def find_residual_adds(trace) -> list[ResidualAdd]:
+    """Classify every candidate add of the trace (reusing the ones decided while tracing)."""
+    found: list[ResidualAdd] = []
+    counts: dict[tuple, int] = {}
+    for op_id in trace.candidate_adds:
+        op = trace.ops[op_id]
+        res = trace.online_adds.get(op_id) or analyse_add(trace, op_id, op.scope)
+        if res is None:
+            continue
+        key = (res.call, res.source)
+        res.ordinal = counts.get(key, 0)
+        counts[key] = res.ordinal + 1
+        found.append(res)
+    return found

@@ -1,0 +1,52 @@
+"""Parsing and formatting of tensor shapes as users type and read them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .errors import ShapeSyntaxError
+
+Shape = tuple[int, ...]
+
+_SEP = re.compile(r"\s*[x×,*]\s*|\s+")
+
+
+def parse_shape(text: str | Sequence[int], *, batch: bool = True) -> Shape:
+    """Parse ``"1x3x224x224"``, ``"3x224x224"`` (batch 1 implied), ``"3,32,32"`` or a sequence.
+
+    A three-dimensional shape is taken as C×H×W and given a batch of 1, the way users write image
+    sizes. Anything else must have between one and five positive dimensions.
+    """
+    if isinstance(text, str):
+        raw = text.strip().strip("()[]")
+        if not raw:
+            raise ShapeSyntaxError("empty input shape: expected something like 1x3x224x224")
+        parts = [p for p in _SEP.split(raw) if p]
+        try:
+            dims = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ShapeSyntaxError(
+                f"input shape '{text}' is not a list of integers: expected something like "
+                "1x3x224x224 or 3x224x224"
+            ) from None
+    else:
+        try:
+            dims = tuple(int(d) for d in text)
+        except (TypeError, ValueError):
+            raise ShapeSyntaxError(f"input shape {text!r} is not a sequence of integers") from None
+    if not dims or len(dims) > 5:
+        raise ShapeSyntaxError(f"input shape '{format_shape(dims)}' must have 1 to 5 dimensions")
+    if any(d <= 0 for d in dims):
+        raise ShapeSyntaxError(f"input shape '{format_shape(dims)}' has a dimension that is not positive")
+    if batch and len(dims) == 3:
+        dims = (1, *dims)
+    return dims
+
+
+def format_shape(shape: Sequence[int], *, batch: bool = True) -> str:
+    """``(1, 64, 56, 56)`` → ``1x64x56x56``; with ``batch=False`` → ``64x56x56``."""
+    dims = tuple(shape)
+    if not batch and len(dims) > 1:
+        dims = dims[1:]
+    return "x".join(str(d) for d in dims) if dims else "scalar"
