@@ -162,6 +162,31 @@ def analyze(
     return report
 
 
+def analyze_any(obj, input_shape, *, name: str | None = None, suggest_sizes: bool = True) -> Report:
+    """Like :func:`analyze`, for anything resviz can load: an eager module, a TorchScript module or
+    a ``torch.export`` program."""
+    import torch
+
+    if isinstance(obj, torch.jit.ScriptModule) or _is_exported(obj):
+        from .frontends import trace_any
+
+        shape = parse_shape(input_shape)
+        t0 = time.perf_counter()
+        trace = trace_any(obj, shape)
+        report = build_report(trace, obj if isinstance(obj, nn.Module) else None, name or "model")
+        if _is_exported(obj):
+            report.total_params = report.trainable_params = sum(
+                v.numel() for v in obj.state_dict.values()
+            )
+        report.seconds = time.perf_counter() - t0
+        return report
+    return analyze(obj, input_shape, name=name, suggest_sizes=suggest_sizes)
+
+
+def _is_exported(obj) -> bool:
+    return type(obj).__name__ == "ExportedProgram"
+
+
 def build_report(trace: Trace, model: nn.Module | None, name: str) -> Report:
     adds = find_residual_adds(trace)
     blocks, stages = grouping.group(trace, adds)

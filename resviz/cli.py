@@ -1,0 +1,203 @@
+"""The ``resviz`` command line.
+
+    resviz [MODEL] [--input SHAPE]            open the desktop app (resnet18 by default)
+    resviz check MODEL [--json]               blocks, shortcut mismatches with causes and fixes
+    resviz summary MODEL [--depth N] [--json] per-layer table with params and MACs
+    resviz render MODEL -o FILE [--depth N]   the block graph as SVG, PNG, PDF or DOT
+    resviz zoo [--json]                       the built-in models
+
+Exit status: 0 clean, 1 shape mismatches or errors found, 2 the model could not be loaded or an
+argument is invalid. User mistakes are reported as one paragraph, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .core.errors import ResvizError
+
+COMMANDS = ("check", "summary", "render", "zoo")
+EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    if model_required:
+        p.add_argument("model", metavar="MODEL",
+                       help="zoo name, spec file (.toml/.json), file.py[:Name], or an archive "
+                            "(.pt TorchScript, .pt2 torch.export)")  # fmt: skip
+    p.add_argument("--input", "-i", metavar="SHAPE",
+                   help="input shape, e.g. 1x3x224x224 or 3x32x32 (batch 1)")  # fmt: skip
+    p.add_argument("--kwargs", metavar="JSON", help="constructor arguments for a Python model, "
+                   "e.g. '{\"num_classes\": 10}'")  # fmt: skip
+    p.add_argument("--trust", action="store_true",
+                   help="allow unpickling a whole pickled model (runs code from the file)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resviz",
+        description="See, check and train residual networks.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check", help="find every shortcut mismatch, with cause and fix")
+    _model_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("summary", help="per-layer table: output shapes, params, MACs")
+    _model_args(p)
+    p.add_argument("--depth", type=int, default=None, metavar="N",
+                   help="show modules down to depth N (default: every layer)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("render", help="draw the block graph with skip edges")
+    _model_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="output file: .svg, .png, .pdf or .dot")  # fmt: skip
+    p.add_argument("--depth", type=int, default=None, metavar="N",
+                   help="expand modules down to depth N (default: blocks collapsed)")  # fmt: skip
+    p.add_argument("--layout", choices=("auto", "chain", "dot"), default="auto",
+                   help="layout engine (dot needs Graphviz installed)")  # fmt: skip
+
+    p = sub.add_parser("zoo", help="list the built-in models")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+
+    return parser
+
+
+def build_gui_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="resviz",
+        description="Open the resviz desktop app. Commands: " + ", ".join(COMMANDS)
+        + " (resviz COMMAND --help).",
+    )
+    p.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                   help="model to open (default: resnet18)")  # fmt: skip
+    _model_args(p, model_required=False)
+    p.add_argument("--screenshot", metavar="PNG",
+                   help="render offscreen once the model is drawn, save a PNG and exit")
+    p.add_argument("--train", type=int, default=0, metavar="N",
+                   help="with --screenshot: train N steps first so the plots are filled")
+    p.add_argument("--tab", default=None, help="with --screenshot: which tab to show")
+    p.add_argument("--size", default="1600x1000", help="window size for --screenshot")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+            args = build_gui_parser().parse_args(argv)
+            return _run_gui(args)
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return EXIT_OK
+        return COMMAND_FUNCS[args.command](args)
+    except ResvizError as e:
+        print(f"resviz: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("resviz: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # a bug in resviz: one line, the traceback only on request
+        if os.environ.get("RESVIZ_DEBUG"):
+            raise
+        print(
+            f"resviz: internal error: {type(e).__name__}: {e}\n"
+            "(this is a bug in resviz; run with RESVIZ_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _analyze(args):
+    from .core.session import open_model
+
+    return open_model(args.model, input_shape=args.input, kwargs_text=args.kwargs, trust=args.trust)
+
+
+def cmd_check(args) -> int:
+    from .render.text import Style, format_check
+
+    session = _analyze(args)
+    report = session.report
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for note in session.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(format_check(report, Style.for_stream()))
+    return EXIT_OK if report.ok else EXIT_FOUND
+
+
+def cmd_summary(args) -> int:
+    from .core.summary import layer_rows, summary_dict
+    from .render.text import Style, format_summary
+
+    if args.depth is not None and args.depth < 0:
+        raise ResvizError(f"--depth must be 0 or more, got {args.depth}")
+    session = _analyze(args)
+    report = session.report
+    if args.json:
+        print(json.dumps(summary_dict(report, args.depth), indent=2))
+    else:
+        for note in session.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(format_summary(report, layer_rows(report, args.depth), Style.for_stream()))
+    return EXIT_OK if report.ok else EXIT_FOUND
+
+
+def cmd_render(args) -> int:
+    from .render.export import export_graph
+
+    session = _analyze(args)
+    path = export_graph(session.report, args.output, depth=args.depth, layout=args.layout)
+    print(f"wrote {path}")
+    return EXIT_OK if session.report.ok else EXIT_FOUND
+
+
+def cmd_zoo(args) -> int:
+    from .core import zoo
+    from .render.text import Style, human, shape_str, table
+
+    entries = zoo.entries()
+    if args.json:
+        print(json.dumps([
+            {"name": e.name, "family": e.family, "kind": e.kind,
+             "input_shape": list(e.input_shape), "params": zoo.param_count(e.name),
+             "description": e.description}
+            for e in entries
+        ], indent=2))  # fmt: skip
+        return EXIT_OK
+    style = Style.for_stream()
+    rows = [
+        [e.name, shape_str(e.input_shape), human(zoo.param_count(e.name)), e.description]
+        for e in entries
+    ]
+    print(table(["name", "input", "params", "description"], rows, "llrl", style))
+    return EXIT_OK
+
+
+COMMAND_FUNCS = {
+    "check": cmd_check,
+    "summary": cmd_summary,
+    "render": cmd_render,
+    "zoo": cmd_zoo,
+}
+
+
+def _run_gui(args) -> int:
+    from .gui.app import run_app
+
+    return run_app(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

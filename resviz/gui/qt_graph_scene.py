@@ -1,0 +1,407 @@
+"""The block graph as Qt graphics items: nodes to hover, select and fold; edges with shapes.
+
+The scene draws a :class:`~resviz.render.view.BlockGraph` at the positions a
+:class:`~resviz.render.layout.Layout` gives; it computes nothing about the model itself.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QFont,
+    QFontMetricsF,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QPolygonF,
+)
+from PySide6.QtWidgets import (
+    QGraphicsItem,
+    QGraphicsPathItem,
+    QGraphicsRectItem,
+    QGraphicsScene,
+    QGraphicsSimpleTextItem,
+    QStyleOptionGraphicsItem,
+)
+
+from ..render.layout import Layout, Metrics, auto_layout
+from ..render.theme import LIGHT, SHORTCUT_DASH, Theme, category
+from ..render.view import BlockGraph, ViewNode, shape_label
+
+Z_GROUP, Z_EDGE, Z_LABEL, Z_NODE = -10, 0, 1, 2
+
+
+def fonts() -> tuple[QFont, QFont, QFont]:
+    label = QFont()
+    label.setPointSizeF(9.5)
+    label.setBold(True)
+    detail = QFont()
+    detail.setPointSizeF(8.5)
+    small = QFont()
+    small.setPointSizeF(8)
+    return label, detail, small
+
+
+class NodeItem(QGraphicsItem):
+    """One node: a rounded box with its name and what it is; an add is a small ⊕ circle."""
+
+    def __init__(self, node: ViewNode, rect: QRectF, scene: QtGraphScene):
+        super().__init__()
+        self.node = node
+        self.rect = rect
+        self._scene = scene
+        self._hover = False
+        self._highlight = None  # QColor tint set by the training view (gradient norms)
+        self.setPos(rect.topLeft())
+        self.setFlag(QGraphicsItem.ItemIsSelectable, True)
+        self.setAcceptHoverEvents(True)
+        self.setZValue(Z_NODE)
+        self.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
+        self.setToolTip(_tooltip(node))
+        self.setCursor(Qt.PointingHandCursor)
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(-3, -3, self.rect.width() + 6, self.rect.height() + 6)
+
+    def set_tint(self, color: QColor | None) -> None:
+        self._highlight = color
+        self.update()
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
+        theme = self._scene.theme
+        node = self.node
+        w, h = self.rect.width(), self.rect.height()
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        cat = category(node.type, node.kind)
+        fill = QColor(theme.kinds.get(cat, theme.kinds["other"]))
+        if self._highlight is not None:
+            fill = self._highlight
+        border = QColor(theme.node_border)
+        width = 1.2
+        if node.broken:
+            border = QColor(theme.broken)
+            fill = QColor(theme.broken_fill) if self._highlight is None else fill
+            width = 2.2
+        if self.isSelected():
+            border, width = QColor(theme.selection), 3.0
+        elif self._hover:
+            border, width = QColor(theme.hover), 2.4
+        painter.setRenderHint(QPainter.Antialiasing, True)
+        painter.setPen(QPen(border, width))
+        painter.setBrush(QBrush(fill))
+        if node.is_add and node.kind == "op":
+            d = min(w, h)
+            r = QRectF((w - d) / 2, (h - d) / 2, d, d)
+            painter.drawEllipse(r)
+            pen = QPen(QColor(theme.broken if node.broken else theme.text), 2)
+            painter.setPen(pen)
+            c = r.center()
+            painter.drawLine(QPointF(c.x() - d / 4, c.y()), QPointF(c.x() + d / 4, c.y()))
+            painter.drawLine(QPointF(c.x(), c.y() - d / 4), QPointF(c.x(), c.y() + d / 4))
+            return
+        radius = h / 2 if cat == "io" else 6
+        painter.drawRoundedRect(QRectF(0, 0, w, h), radius, radius)
+        if node.kind in ("block", "rollup"):
+            # a stripe in the shortcut's colour says "this is a residual block" at a glance
+            stripe = QColor(theme.shortcuts.get(node.skip or "none", theme.node_border))
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(stripe)
+            painter.drawRoundedRect(QRectF(0, 0, 6, h), 3, 3)
+        if node.kind == "rollup":
+            painter.setPen(QPen(border, 1))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRoundedRect(QRectF(3, 3, w, h), 6, 6)
+        if lod < 0.35:
+            return
+        label_font, detail_font, _ = self._scene.fonts
+        text = QColor(theme.background if cat == "io" else theme.text)
+        dim = QColor(theme.background if cat == "io" else theme.text_dim)
+        if node.broken and node.kind != "io":
+            dim = QColor(theme.broken)
+        painter.setPen(text)
+        painter.setFont(label_font)
+        painter.drawText(QRectF(8, 3, w - 12, h / 2), Qt.AlignHCenter | Qt.AlignVCenter, node.label)
+        painter.setPen(dim)
+        painter.setFont(detail_font)
+        painter.drawText(QRectF(8, h / 2 - 1, w - 12, h / 2 - 2), Qt.AlignHCenter | Qt.AlignVCenter,
+                         node.detail)  # fmt: skip
+
+    def hoverEnterEvent(self, event) -> None:
+        self._hover = True
+        self.update()
+        self._scene.nodeHovered.emit(self.node.id)
+        super().hoverEnterEvent(event)
+
+    def hoverLeaveEvent(self, event) -> None:
+        self._hover = False
+        self.update()
+        self._scene.nodeHovered.emit("")
+        super().hoverLeaveEvent(event)
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        self._scene.nodeActivated.emit(self.node.id)
+        event.accept()
+
+    def itemChange(self, change, value):
+        if change == QGraphicsItem.ItemSelectedHasChanged:
+            self.update()
+        return super().itemChange(change, value)
+
+
+class GroupItem(QGraphicsRectItem):
+    """A stage band or the frame of an expanded block; double-click folds it."""
+
+    def __init__(self, rect: QRectF, group, scene: QtGraphScene, fill: QColor, pen: QPen):
+        super().__init__(rect)
+        self.group = group
+        self._scene = scene
+        self.setBrush(QBrush(fill))
+        self.setPen(pen)
+        self.setZValue(Z_GROUP + group.depth)
+        self.setToolTip(f"{group.label}\n(double-click to fold)")
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        self._scene.groupActivated.emit(self.group.name)
+        event.accept()
+
+
+def _tooltip(node: ViewNode) -> str:
+    lines = [f"<b>{node.name}</b> — {node.type}"]
+    if node.in_shape is not None:
+        lines.append(f"in: {shape_label(node.in_shape)}")
+    if node.out_shape is not None:
+        lines.append(f"out: {shape_label(node.out_shape)}")
+    if node.params:
+        lines.append(f"params: {node.params:,}")
+    if node.skip:
+        lines.append(f"shortcut: {node.skip_label}")
+    if node.error:
+        lines.append(f"<span style='color:#dc2626'>{node.error}</span>")
+    if node.kind in ("block", "module", "rollup"):
+        lines.append("<i>double-click to expand</i>")
+    return "<br>".join(lines)
+
+
+class QtGraphScene(QGraphicsScene):
+    """Scene holding one drawn BlockGraph. Emits node ids; never touches the model."""
+
+    nodeActivated = Signal(str)  # double-click: fold or unfold
+    groupActivated = Signal(str)  # double-click on a band/frame: fold that module
+    nodeHovered = Signal(str)
+
+    def __init__(self, parent=None, theme: Theme = LIGHT):
+        super().__init__(parent)
+        self.theme = theme
+        self.fonts = fonts()
+        self.graph: BlockGraph | None = None
+        self.layout: Layout | None = None
+        self.node_items: dict[str, NodeItem] = {}
+        self.edge_items: list[QGraphicsPathItem] = []
+        self.label_items: list[QGraphicsSimpleTextItem] = []
+        self.greyed = False
+        self.setItemIndexMethod(QGraphicsScene.BspTreeIndex)
+
+    # ------------------------------------------------------------------ building
+
+    def measure(self):
+        fm_label = QFontMetricsF(self.fonts[0])
+        fm_detail = QFontMetricsF(self.fonts[1])
+        return (lambda t: fm_label.horizontalAdvance(t)), (lambda t: fm_detail.horizontalAdvance(t))
+
+    def layout_graph(self, graph: BlockGraph, engine: str = "auto") -> Layout:
+        big, small = self.measure()
+        return auto_layout(graph, big, small, engine=engine)
+
+    def show_graph(self, graph: BlockGraph, layout: Layout | None = None) -> None:
+        self.clear()
+        self.node_items.clear()
+        self.edge_items.clear()
+        self.label_items.clear()
+        self.graph = graph
+        self.layout = layout = layout or self.layout_graph(graph)
+        self.setBackgroundBrush(QBrush(QColor(self.theme.background)))
+        self._draw_groups(graph, layout)
+        self._draw_edges(graph, layout)
+        for nid, box in layout.nodes.items():
+            item = NodeItem(graph.nodes[nid], QRectF(box.x, box.y, box.w, box.h), self)
+            self.addItem(item)
+            self.node_items[nid] = item
+        self._draw_self_arcs(graph, layout)
+        self.setSceneRect(QRectF(0, 0, layout.width, layout.height))
+        self.set_greyed(self.greyed)
+
+    def _draw_groups(self, graph: BlockGraph, layout: Layout) -> None:
+        t = self.theme
+        stage_i = 0
+        _, _, small = self.fonts
+        title_font = QFont(self.fonts[0])
+        for g in sorted(graph.groups, key=lambda g: g.depth):
+            box = layout.groups.get(g.id)
+            if box is None:
+                continue
+            rect = QRectF(box.x, box.y, box.w, box.h)
+            if g.kind == "stage":
+                fill = QColor(t.stage_fills[stage_i % 2])
+                stage_i += 1
+                pen = QPen(QColor(t.block_frame), 1)
+                pen.setStyle(Qt.SolidLine)
+            else:
+                fill = QColor(t.block_fill)
+                fill.setAlpha(0)
+                pen = QPen(QColor(t.broken if g.broken else t.block_frame), 2 if g.broken else 1.2)
+                pen.setStyle(Qt.DashLine)
+            item = GroupItem(rect, g, self, fill, pen)
+            self.addItem(item)
+            text = QGraphicsSimpleTextItem(g.label)
+            text.setFont(title_font if g.kind == "stage" else small)
+            text.setBrush(QColor(t.broken if g.broken else t.stage_text))
+            text.setPos(rect.x() + 8, rect.y() + 6)
+            text.setZValue(Z_LABEL)
+            self.addItem(text)
+
+    def _pen_for(self, edge) -> QPen:
+        t = self.theme
+        if edge.kind == "skip":
+            color = QColor(t.shortcuts.get(edge.shortcut or "other", t.edge))
+            pen = QPen(color, 2.2)
+            dash = SHORTCUT_DASH.get(edge.shortcut or "other")
+            if dash:
+                pen.setDashPattern(list(dash))
+        else:
+            pen = QPen(QColor(t.edge), 1.5)
+        if edge.broken:
+            pen.setColor(QColor(t.broken))
+            pen.setWidthF(2.6)
+        pen.setCapStyle(Qt.RoundCap)
+        pen.setJoinStyle(Qt.RoundJoin)
+        return pen
+
+    def _draw_edges(self, graph: BlockGraph, layout: Layout) -> None:
+        t = self.theme
+        _, _, small = self.fonts
+        for edge, route in zip(graph.edges, layout.edges):
+            if len(route.points) < 2:
+                continue
+            path = _path(route)
+            pen = self._pen_for(edge)
+            item = QGraphicsPathItem(path)
+            item.setPen(pen)
+            item.setZValue(Z_EDGE)
+            self.addItem(item)
+            self.edge_items.append(item)
+            self._arrow(route, pen.color())
+            label = edge.label
+            if edge.kind == "skip" and edge.shortcut:
+                label = f"{label}"
+            text = QGraphicsSimpleTextItem(label)
+            text.setFont(small)
+            color = QColor(t.broken if edge.broken else
+                           (t.shortcuts.get(edge.shortcut, t.edge_label) if edge.kind == "skip"
+                            else t.edge_label))  # fmt: skip
+            text.setBrush(color)
+            if edge.broken:
+                f = QFont(small)
+                f.setBold(True)
+                text.setFont(f)
+            br = text.boundingRect()
+            x, y = route.label_pos
+            if route.label_anchor == "right":
+                x -= br.width()
+            text.setPos(x, y - br.height() / 2)
+            text.setZValue(Z_LABEL)
+            self.addItem(text)
+            self.label_items.append(text)
+
+    def _arrow(self, route, color: QColor) -> None:
+        (x0, y0), (x1, y1) = route.points[-2], route.points[-1]
+        import math
+
+        ang = math.atan2(y1 - y0, x1 - x0)
+        size = 7
+        p1 = QPointF(x1 - size * math.cos(ang - 0.45), y1 - size * math.sin(ang - 0.45))
+        p2 = QPointF(x1 - size * math.cos(ang + 0.45), y1 - size * math.sin(ang + 0.45))
+        poly = QPolygonF([QPointF(x1, y1), p1, p2])
+        path = QPainterPath()
+        path.addPolygon(poly)
+        path.closeSubpath()
+        item = QGraphicsPathItem(path)
+        item.setBrush(QBrush(color))
+        item.setPen(QPen(color, 1))
+        item.setZValue(Z_EDGE)
+        self.addItem(item)
+
+    def _draw_self_arcs(self, graph: BlockGraph, layout: Layout) -> None:
+        t = self.theme
+        _, _, small = self.fonts
+        for nid, route in layout.self_arcs.items():
+            node = graph.nodes[nid]
+            pen = QPen(QColor(t.broken if node.broken else t.shortcuts.get(node.skip, t.edge)), 2.2)
+            dash = SHORTCUT_DASH.get(node.skip or "other")
+            if dash:
+                pen.setDashPattern(list(dash))
+            item = QGraphicsPathItem(_path(route))
+            item.setPen(pen)
+            item.setZValue(Z_EDGE)
+            self.addItem(item)
+            self._arrow(route, pen.color())
+            text = QGraphicsSimpleTextItem(node.skip_label)
+            text.setFont(small)
+            text.setBrush(QColor(t.broken if node.broken else t.shortcuts.get(node.skip, t.edge)))
+            br = text.boundingRect()
+            text.setPos(route.label_pos[0], route.label_pos[1] - br.height() / 2)
+            text.setZValue(Z_LABEL)
+            self.addItem(text)
+
+    # ------------------------------------------------------------------ state
+
+    def set_greyed(self, greyed: bool) -> None:
+        """A reload failed: keep the last good graph on screen, visibly out of date."""
+        self.greyed = greyed
+        for item in self.items():
+            item.setOpacity(0.35 if greyed else 1.0)
+
+    def select_node(self, nid: str) -> NodeItem | None:
+        item = self.node_items.get(nid)
+        self.clearSelection()
+        if item is not None:
+            item.setSelected(True)
+        return item
+
+    def selected_node(self) -> ViewNode | None:
+        for item in self.selectedItems():
+            if isinstance(item, NodeItem):
+                return item.node
+        return None
+
+
+def _path(route) -> QPainterPath:
+    pts = [QPointF(x, y) for x, y in route.points]
+    path = QPainterPath(pts[0])
+    if route.spline and (len(pts) - 1) % 3 == 0:
+        for i in range(1, len(pts), 3):
+            path.cubicTo(pts[i], pts[i + 1], pts[i + 2])
+        return path
+    # polyline with rounded corners
+    r = 8.0
+    for i in range(1, len(pts) - 1):
+        a, b, c = pts[i - 1], pts[i], pts[i + 1]
+        d1 = _toward(b, a, r)
+        d2 = _toward(b, c, r)
+        path.lineTo(d1)
+        path.quadTo(b, d2)
+    path.lineTo(pts[-1])
+    return path
+
+
+def _toward(p: QPointF, q: QPointF, r: float) -> QPointF:
+    dx, dy = q.x() - p.x(), q.y() - p.y()
+    dist = (dx * dx + dy * dy) ** 0.5
+    if dist < 1e-6:
+        return p
+    k = min(r, dist / 2) / dist
+    return QPointF(p.x() + dx * k, p.y() + dy * k)
+
+
+__all__ = ["QtGraphScene", "NodeItem", "Metrics"]

@@ -1,0 +1,386 @@
+"""What is on screen: the report folded to the user's expand/collapse state.
+
+The report holds every op. A picture shows fewer things: a collapsed block is one node with its
+skip arc beside it, a collapsed stage is one node, a rolled-up run of identical blocks is one
+"Bottleneck × 35" node. :func:`build_view` maps every op to the node that stands for it and keeps
+the data edges between different nodes, each labelled with its tensor shape. The GUI, the DOT
+exporter and the layout all read this one structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core.describe import short_label
+from ..core.shapes import format_shape
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class ViewNode:
+    id: str
+    kind: str  # 'input' | 'output' | 'op' | 'block' | 'module' | 'rollup'
+    label: str  # first line: the name
+    detail: str  # second line: what it is
+    name: str  # module path (or op name) for search and selection
+    type: str
+    ops: list[int]  # op ids this node stands for
+    call: int | None = None
+    block: str | None = None  # the block this node is or belongs to
+    stage: str | None = None
+    side: bool = False  # on a shortcut path: drawn beside the main column
+    broken: bool = False  # part of a mismatch or a shape error
+    error: str = ""
+    skip: str | None = None  # collapsed block: kind of the shortcut drawn as a self-arc
+    skip_label: str = ""
+    in_shape: Shape | None = None
+    out_shape: Shape | None = None
+    params: int = 0
+    macs: int = 0
+    order: int = 0  # first op id: a topological order that follows execution
+    repeat: int = 1  # rollup: how many blocks it stands for
+    is_add: bool = False
+
+
+@dataclass
+class ViewEdge:
+    src: str
+    dst: str
+    value: int
+    shape: Shape
+    label: str
+    kind: str = "main"  # 'main' | 'skip'
+    shortcut: str | None = None  # for skip edges: identity, projection, zero-pad, ...
+    broken: bool = False  # one of the two operands of a mismatched add
+
+
+@dataclass
+class ViewGroup:
+    id: str
+    kind: str  # 'stage' | 'block' | 'module'
+    label: str
+    name: str
+    nodes: list[str] = field(default_factory=list)
+    broken: bool = False
+    depth: int = 0
+
+
+@dataclass
+class BlockGraph:
+    nodes: dict[str, ViewNode]
+    edges: list[ViewEdge]
+    groups: list[ViewGroup]
+    batch: int | None  # stated once; edge labels are C×H×W
+    title: str = ""
+
+    def node_for_op(self, op_id: int) -> ViewNode | None:
+        for n in self.nodes.values():
+            if op_id in n.ops:
+                return n
+        return None
+
+    def node_for_name(self, name: str) -> ViewNode | None:
+        """The visible node standing for a module path (a block, a layer, an op)."""
+        return self.find(name)
+
+    def find(self, name: str) -> ViewNode | None:
+        """The node whose module path is ``name`` (or that contains it)."""
+        best = None
+        for n in self.nodes.values():
+            if n.name == name:
+                return n
+            if name.startswith(n.name + ".") and (best is None or len(n.name) > len(best.name)):
+                best = n
+        return best
+
+
+@dataclass
+class ViewState:
+    """Which modules are folded. ``None`` means the default: blocks collapsed, unless broken."""
+
+    collapsed: set[str] | None = None
+    expanded: set[str] = field(default_factory=set)
+    rolled: set[str] = field(default_factory=set)  # stage paths whose repeated blocks roll up
+    depth: int | None = None  # collapse every module deeper than this
+
+    def copy(self) -> ViewState:
+        return ViewState(
+            None if self.collapsed is None else set(self.collapsed), set(self.expanded),
+            set(self.rolled), self.depth,
+        )  # fmt: skip
+
+
+def shape_label(shape: Shape | None) -> str:
+    if shape is None:
+        return "?"
+    if len(shape) <= 1:
+        return format_shape(shape, batch=True).replace("x", "×")
+    return format_shape(shape, batch=False).replace("x", "×")
+
+
+def default_collapsed(report) -> set[str]:
+    return {b.name for b in report.blocks if not b.broken and b.name != "(model)"}
+
+
+def _depth(path: str) -> int:
+    return 0 if not path else path.count(".") + 1
+
+
+def build_view(report, state: ViewState | None = None) -> BlockGraph:
+    state = state or ViewState()
+    calls, ops, values = report.calls, report.ops, report.values
+    collapsed = set(default_collapsed(report) if state.collapsed is None else state.collapsed)
+    collapsed -= state.expanded
+    block_by_call = {b.call: b for b in report.blocks}
+    block_names = {b.name for b in report.blocks}
+    stage_names = {s.name for s in report.stages}
+    broken_adds = {m.add_op: m for m in report.mismatches}
+    error_ops = {e.op: e for e in report.errors if e.op is not None}
+    culprits = {c for m in report.mismatches for c in m.culprits}
+
+    def folded(call) -> bool:
+        if not call.path:
+            return False
+        if call.path in collapsed:
+            return True
+        return state.depth is not None and _depth(call.path) > state.depth
+
+    # rolled-up runs: stage call id -> {block call id: rollup key}
+    rollup_of: dict[int, tuple[int, int]] = {}
+    for stage in report.stages:
+        if stage.name not in state.rolled:
+            continue
+        blocks = [report.block(n) for n in stage.blocks]
+        run: list = []
+        for b in blocks + [None]:
+            if b is not None and run and b.name in collapsed and _same_block(run[-1], b):
+                run.append(b)
+                continue
+            if len(run) >= 3:
+                for rb in run[1:]:
+                    rollup_of[rb.call] = (run[1].call, len(run) - 1)
+            run = [b] if b is not None and b.name in collapsed else []
+
+    # The node standing for each op: the outermost folded call on its scope chain.
+    owner_of_call: dict[int, str] = {}
+
+    def call_owner(cid: int) -> str | None:
+        if cid in owner_of_call:
+            return owner_of_call[cid]
+        c = calls[cid]
+        up = call_owner(c.parent) if c.parent is not None else None
+        if up is None and cid in rollup_of:
+            up = f"r{rollup_of[cid][0]}"
+        if up is None and folded(c):
+            up = f"c{cid}"
+        owner_of_call[cid] = up
+        return up
+
+    nodes: dict[str, ViewNode] = {}
+    op_owner: list[str] = []
+    enclosing = _enclosing_blocks(report)
+    for op in ops:
+        owner = call_owner(op.scope) if calls else None
+        if op.kind == "input" or op.kind == "output":
+            owner = None
+        if owner is None:
+            nid = f"o{op.id}"
+            nodes[nid] = _op_node(report, op, nid, enclosing, broken_adds, error_ops, culprits)
+        else:
+            nid = owner
+            if nid not in nodes:
+                nodes[nid] = _folded_node(report, nid, rollup_of, block_by_call)
+            n = nodes[nid]
+            n.ops.append(op.id)
+            n.params += op.params
+            n.macs += op.macs
+            if op.id in error_ops:
+                n.broken = True
+                n.error = error_ops[op.id].message
+        op_owner.append(nid)
+
+    # Which edges carry a shortcut: into a shortcut-path op, or the shortcut operand into its add.
+    skip_kind: dict[tuple[int, int], str] = {}
+    side_ops: set[int] = set()
+    for add in report.residual_adds:
+        path_vals = {add.fork} | {v for i in add.shortcut_ops for v in ops[i].outputs}
+        for i in add.shortcut_ops:
+            side_ops.add(i)
+            for v in ops[i].inputs:
+                if v in path_vals:
+                    skip_kind[(v, i)] = add.kind
+        skip_kind[(add.shortcut, add.op)] = add.kind
+    for nid, n in nodes.items():
+        if n.kind == "op" and n.ops and n.ops[0] in side_ops:
+            n.side = True
+
+    edges: list[ViewEdge] = []
+    seen: set[tuple[str, str, int]] = set()
+    for op in ops:
+        dst = op_owner[op.id]
+        for v in op.inputs:
+            p = values[v].producer
+            if p is None:
+                continue
+            src = op_owner[p]
+            if src == dst:
+                continue
+            key = (src, dst, v)
+            if key in seen:
+                continue
+            seen.add(key)
+            kind = skip_kind.get((v, op.id))
+            mm = broken_adds.get(op.id)
+            edges.append(ViewEdge(
+                src, dst, v, values[v].shape, shape_label(values[v].shape),
+                kind="skip" if kind else "main", shortcut=kind, broken=mm is not None,
+            ))  # fmt: skip
+
+    # a folded block keeps its own skip connection, drawn as an arc beside it
+    for add in report.residual_adds:
+        n = nodes[op_owner[add.op]]
+        if n.skip is None and (n.kind == "rollup" or (n.kind == "block" and add.block == n.name)):
+            n.skip = add.kind
+            n.skip_label = _skip_label(report, add)
+    groups = _groups(report, nodes, block_names, stage_names, collapsed, broken_adds)
+    batch = report.input_shape[0] if report.input_shape else None
+    return BlockGraph(nodes, edges, groups, batch, title=report.model_name)
+
+
+def _skip_label(report, add) -> str:
+    if add.kind == "identity":
+        return "identity"
+    ops = [report.ops[i] for i in add.shortcut_ops]
+    parts = [short_label(o) for o in ops if o.kind == "module" and o.params] or [
+        short_label(o) for o in ops
+    ]
+    text = " + ".join(p.split(" ", 1)[1] if " " in p else p for p in parts[:2])
+    return f"{add.kind}: {text}" if text else add.kind
+
+
+def _same_block(a, b) -> bool:
+    return (
+        a.type == b.type and a.shortcut == b.shortcut and a.input_shape == b.input_shape
+        and a.output_shape == b.output_shape and a.params == b.params and not a.broken
+        and not b.broken
+    )  # fmt: skip
+
+
+def _op_node(report, op, nid, enclosing, broken_adds, error_ops, culprits) -> ViewNode:
+    values = report.values
+    ins = [values[v].shape for v in op.inputs]
+    outs = [values[v].shape for v in op.outputs]
+    block = enclosing.get(op.scope) if report.calls else None
+    if op.kind == "input":
+        label, detail = "input", shape_label(outs[0]) if outs else ""
+    elif op.kind == "output":
+        label, detail = "output", ", ".join(shape_label(s) for s in ins)
+    else:
+        local = op.name
+        if block and op.name.startswith(block.name + "."):
+            local = op.name[len(block.name) + 1 :]
+        label = local + (f" #{op.call_index + 1}" if op.call_index else "")
+        detail = short_label(op) if op.kind == "module" else f"{op.type}()"
+    mm = broken_adds.get(op.id)
+    err = error_ops.get(op.id)
+    n = ViewNode(
+        id=nid, kind=op.kind if op.kind in ("input", "output") else "op", label=label,
+        detail=detail, name=op.name, type=op.type, ops=[op.id],
+        block=block.name if block else None, stage=block.stage if block else None,
+        broken=mm is not None or err is not None or op.name in culprits,
+        error=err.message if err else "", in_shape=ins[0] if ins else None,
+        out_shape=outs[0] if outs else None, params=op.params, macs=op.macs, order=op.id,
+        is_add=op.type == "add",
+    )  # fmt: skip
+    if mm is not None:
+        n.error = f"residual {shape_label(mm.residual_shape)} ≠ shortcut {shape_label(mm.shortcut_shape)}"
+    return n
+
+
+def _enclosing_blocks(report) -> dict:
+    """Call id -> innermost block around it (calls are recorded parents first)."""
+    blocks = {b.call: b for b in report.blocks}
+    out: dict = {}
+    for c in report.calls:
+        if c.id in blocks:
+            out[c.id] = blocks[c.id]
+        elif c.parent is not None and c.parent in out:
+            out[c.id] = out[c.parent]
+    return out
+
+
+def _folded_node(report, nid, rollup_of, block_by_call) -> ViewNode:
+    calls, values = report.calls, report.values
+    cid = int(nid[1:])
+    call = calls[cid]
+    block = block_by_call.get(cid)
+    ins = [values[v].shape for v in call.inputs]
+    outs = [values[v].shape for v in call.outputs]
+    if nid.startswith("r"):
+        count = next(n for first, n in rollup_of.values() if first == cid)
+        last = None
+        for other, (first, n) in rollup_of.items():
+            if first == cid:
+                last = other if last is None or other > last else last
+        last_path = calls[last].path if last is not None else call.path
+        return ViewNode(
+            id=nid, kind="rollup", label=f"{call.path} … {last_path.rsplit('.', 1)[-1]}",
+            detail=f"{call.type} × {count}", name=call.path, type=call.type, ops=[], call=cid,
+            block=call.path, stage=block.stage if block else None,
+            in_shape=ins[0] if ins else None, out_shape=outs[0] if outs else None,
+            order=call.first_op, repeat=count,
+        )  # fmt: skip
+    if block is not None:
+        detail = f"{call.type} · {block.shortcut}" if block.shortcut != "none" else call.type
+        n = ViewNode(
+            id=nid, kind="block", label=call.path, detail=detail, name=call.path,
+            type=call.type, ops=[], call=cid, block=call.path, stage=block.stage,
+            broken=block.broken, in_shape=ins[0] if ins else None,
+            out_shape=outs[0] if outs else None, order=call.first_op,
+        )  # fmt: skip
+        if block.broken:
+            mm = next((m for m in report.mismatches if m.block == block.name), None)
+            if mm:
+                n.error = (
+                    f"residual {shape_label(mm.residual_shape)} ≠ shortcut "
+                    f"{shape_label(mm.shortcut_shape)}"
+                )
+        return n
+    nblocks = sum(1 for b in report.blocks if b.stage == call.path)
+    detail = f"{call.type} · {nblocks} blocks" if nblocks else call.type
+    return ViewNode(
+        id=nid, kind="module", label=call.path, detail=detail, name=call.path, type=call.type,
+        ops=[], call=cid, in_shape=ins[0] if ins else None, out_shape=outs[0] if outs else None,
+        order=call.first_op,
+    )  # fmt: skip
+
+
+def _groups(report, nodes, block_names, stage_names, collapsed, broken_adds) -> list[ViewGroup]:
+    """Bands for stages and frames for expanded blocks, listing the visible nodes inside."""
+    groups: list[ViewGroup] = []
+    by_name: dict[str, ViewGroup] = {}
+    for s in report.stages:
+        if s.name in collapsed:
+            continue
+        shape = s.output_shape
+        res = f"{shape[2]}×{shape[3]}" if shape and len(shape) == 4 else shape_label(shape)
+        ch = shape[1] if shape and len(shape) >= 2 else "?"
+        g = ViewGroup(
+            f"s:{s.name}", "stage", f"{s.name}\n{res} · {ch} ch\n{len(s.blocks)} blocks",
+            s.name, depth=_depth(s.name),
+        )  # fmt: skip
+        groups.append(g)
+        by_name[s.name] = g
+    for b in report.blocks:
+        if b.name in collapsed or b.name == "(model)":
+            continue
+        g = ViewGroup(f"b:{b.name}", "block", f"{b.name}\n{b.type} · {b.shortcut}", b.name,
+                      broken=b.broken, depth=_depth(b.name))  # fmt: skip
+        groups.append(g)
+        by_name[b.name] = g
+    for n in nodes.values():
+        for name, g in by_name.items():
+            if n.name == name or n.name.startswith(name + "."):
+                g.nodes.append(n.id)
+    return [g for g in groups if g.nodes]
