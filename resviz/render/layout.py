@@ -118,17 +118,7 @@ def chain_layout(
     main = _main_path(order, preds, nodes)
     on_main = set(main)
 
-    # sizes
-    size: dict[str, tuple[float, float]] = {}
-    for n in order:
-        node = nodes[n]
-        if node.is_add and node.kind == "op":
-            size[n] = (m.add_size + 2, m.add_size)
-            continue
-        w = max(measure(node.label), small(node.detail), 40) + 2 * m.pad_x
-        if node.skip:
-            w = max(w, m.min_w)
-        size[n] = (max(w, m.min_w if node.kind != "op" or node.params else 90), m.node_h)
+    size = {n: node_size(nodes[n], measure, small, m) for n in order}
 
     # title room above the first main node of each group, padding after the last
     starts: dict[str, list] = {}
@@ -319,6 +309,16 @@ def chain_layout(
     layout = Layout(boxes, routes, group_boxes, self_arcs, main=main)
     _normalise(layout, m.margin)
     return layout
+
+
+def node_size(node, measure, small, m: Metrics) -> tuple[float, float]:
+    """Width and height of a node's box, from its two lines of text."""
+    if node.is_add and node.kind == "op":
+        return m.add_size + 2, m.add_size
+    w = max(measure(node.label), small(node.detail), 40) + 2 * m.pad_x
+    if node.skip:
+        w = max(w, m.min_w)
+    return max(w, m.min_w if node.kind != "op" or node.params else 90), m.node_h
 
 
 def _max_right(boxes, main, top, bottom) -> float:

@@ -1,0 +1,181 @@
+"""Graphviz: DOT export of the block graph, and ``dot`` as the layout for non-chain graphs.
+
+The DOT text is built with the ``graphviz`` Python package, which needs no Graphviz install; only
+laying out (``dot_layout``) runs the ``dot`` program.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import graphviz
+
+from .layout import Box, Layout, Metrics, Route, approx_measure, node_size
+from .theme import LIGHT, SHORTCUT_DASH, Theme, category
+from .view import BlockGraph, ViewState, build_view
+
+
+def _q(text: str) -> str:
+    # graphviz.quote escapes double quotes itself; a line break must be DOT's escape sequence
+    return text.replace("\n", "\\n")
+
+
+def to_dot(graph: BlockGraph, theme: Theme = LIGHT, sizes: dict | None = None) -> graphviz.Digraph:
+    """The view as a Digraph: stages and expanded blocks as nested clusters, skip edges styled by
+    shortcut kind, every edge labelled with its shape."""
+    g = graphviz.Digraph(graph.title or "resviz", strict=False)
+    g.attr(rankdir="TB", fontname="Helvetica", fontsize="10", nodesep="0.35", ranksep="0.3",
+           bgcolor=theme.background, label=_q(f"{graph.title} · batch {graph.batch}"),
+           labelloc="t")  # fmt: skip
+    g.attr("node", fontname="Helvetica", fontsize="10", shape="box", style="rounded,filled",
+           color=theme.node_border, fontcolor=theme.text)  # fmt: skip
+    g.attr("edge", fontname="Helvetica", fontsize="8", color=theme.edge,
+           fontcolor=theme.edge_label, arrowsize="0.6")  # fmt: skip
+
+    # nest groups by name: a block frame inside its stage band
+    groups = sorted(graph.groups, key=lambda x: x.depth)
+    owner: dict[str, str] = {}
+    for grp in groups:  # deeper groups come later and win
+        for n in grp.nodes:
+            owner[n] = grp.id
+    children: dict[str | None, list] = {}
+    for grp in groups:
+        parent = None
+        for other in groups:
+            if other is not grp and other.depth < grp.depth and grp.name.startswith(other.name + "."):
+                parent = other.id
+        children.setdefault(parent, []).append(grp)
+
+    def add_nodes(sub: graphviz.Digraph, group_id: str | None) -> None:
+        for nid, n in graph.nodes.items():
+            if owner.get(nid) != group_id:
+                continue
+            cat = category(n.type, n.kind)
+            attrs = {"fillcolor": theme.kinds.get(cat, theme.kinds["other"]),
+                     "tooltip": _q(n.name)}  # fmt: skip
+            if n.is_add and n.kind == "op":
+                attrs.update(shape="circle", label="+", width="0.3", fixedsize="true")
+            else:
+                attrs["label"] = _q(f"{n.label}\n{n.detail}")
+            if sizes and nid in sizes:  # the drawing's own text metrics decide the box
+                w, h = sizes[nid]
+                attrs.update(width=f"{w / 72:.3f}", height=f"{h / 72:.3f}", fixedsize="true")
+            if cat == "io":
+                attrs.update(fontcolor=theme.background, style="rounded,filled")
+            if n.broken:
+                attrs.update(color=theme.broken, penwidth="2", fillcolor=theme.broken_fill)
+            sub.node(nid, **attrs)
+        for grp in children.get(group_id, []):
+            with sub.subgraph(name=f"cluster_{grp.id.replace(':', '_').replace('.', '_')}") as c:
+                c.attr(label=_q(grp.label.replace("\n", " · ")), labeljust="l",
+                       style="dashed" if grp.kind == "block" else "filled",
+                       color=theme.broken if grp.broken else theme.block_frame,
+                       fillcolor=theme.stage_fills[0], fontcolor=theme.stage_text,
+                       id=grp.id)  # fmt: skip
+                add_nodes(c, grp.id)
+
+    add_nodes(g, None)
+    for i, e in enumerate(graph.edges):
+        attrs = {"label": _q(e.label), "id": f"e{i}"}
+        if e.kind == "skip":
+            color = theme.shortcuts.get(e.shortcut or "other", theme.edge)
+            attrs.update(color=color, fontcolor=color, penwidth="1.6", weight="0")
+            if SHORTCUT_DASH.get(e.shortcut or "other"):
+                attrs["style"] = "dashed"
+        if e.broken:
+            attrs.update(color=theme.broken, fontcolor=theme.broken, penwidth="2")
+        g.edge(e.src, e.dst, **attrs)
+    for nid, n in graph.nodes.items():
+        if n.skip:  # a folded block's own shortcut: a self-loop beside it
+            color = theme.shortcuts.get(n.skip, theme.edge)
+            g.edge(nid, nid, label=_q(n.skip_label), color=color, fontcolor=color,
+                   style="dashed" if SHORTCUT_DASH.get(n.skip) else "solid", id=f"s{nid}")  # fmt: skip
+    return g
+
+
+def write_dot(report, path, *, depth: int | None = None) -> Path:
+    """Write the default view (or every module down to ``depth``) as a .dot file, atomically."""
+    state = ViewState(collapsed=set(), depth=depth) if depth is not None else ViewState()
+    text = to_dot(build_view(report, state)).source
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def dot_layout(graph: BlockGraph, measure=approx_measure, small_measure=None) -> Layout:
+    """Positions from Graphviz ``dot`` (for graphs that are not residual chains)."""
+    m = Metrics()
+    small = small_measure or (lambda t: measure(t) * 0.85)
+    sizes = {nid: node_size(n, measure, small, m) for nid, n in graph.nodes.items()}
+    g = to_dot(graph, sizes=sizes)
+    g.attr(fontsize="14")  # cluster titles: room for the drawing's own title font
+    data = json.loads(g.pipe(format="json", engine="dot").decode("utf-8"))
+    bb = [float(v) for v in data["bb"].split(",")]
+    height = bb[3]
+
+    def pt(s: str) -> tuple[float, float]:
+        x, y = s.split(",")[:2]
+        return float(x), height - float(y)
+
+    nodes: dict[str, Box] = {}
+    groups: dict[str, Box] = {}
+    gvid_name: dict[int, str] = {}
+    for obj in data.get("objects", []):
+        name = obj.get("name", "")
+        if "nodes" in obj or name.startswith("cluster_"):
+            if "bb" in obj:
+                x0, y0, x1, y1 = (float(v) for v in obj["bb"].split(","))
+                gid = obj.get("id") or name
+                groups[gid] = Box(x0, height - y1, x1 - x0, y1 - y0)
+            continue
+        gvid_name[obj["_gvid"]] = name
+        if name in graph.nodes and "pos" in obj:
+            cx, cy = pt(obj["pos"])
+            w, h = float(obj["width"]) * 72, float(obj["height"]) * 72
+            nodes[name] = Box(cx - w / 2, cy - h / 2, w, h)
+    routes: list[Route] = [Route([], (0, 0)) for _ in graph.edges]
+    self_arcs: dict[str, Route] = {}
+    for e in data.get("edges", []):
+        eid = e.get("id", "")
+        pts, end = _spline_points(e.get("pos", ""), pt)
+        lp = pt(e["lp"]) if "lp" in e else (pts[len(pts) // 2] if pts else (0, 0))
+        route = Route(_sample(pts) + ([end] if end else []), lp, "left")
+        if eid.startswith("e") and eid[1:].isdigit():
+            routes[int(eid[1:])] = route
+        elif eid.startswith("s"):
+            self_arcs[eid[1:]] = route
+    layout = Layout(nodes, routes, groups, self_arcs, width=bb[2] + 40, height=height + 40,
+                    engine="dot")  # fmt: skip
+    return layout
+
+
+def _spline_points(pos: str, pt):
+    end = None
+    pts = []
+    for tok in pos.split():
+        if tok.startswith("e,"):
+            end = pt(tok[2:])
+        elif tok.startswith("s,"):
+            continue
+        else:
+            pts.append(pt(tok))
+    return pts, end
+
+
+def _sample(ctrl: list[tuple[float, float]], steps: int = 6) -> list[tuple[float, float]]:
+    """Cubic Bézier pieces (3n+1 control points) → a polyline."""
+    if len(ctrl) < 4:
+        return ctrl
+    out = [ctrl[0]]
+    for i in range(0, len(ctrl) - 3, 3):
+        p0, p1, p2, p3 = ctrl[i : i + 4]
+        for k in range(1, steps + 1):
+            t = k / steps
+            a, b, c, d = (1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3
+            out.append((a * p0[0] + b * p1[0] + c * p2[0] + d * p3[0],
+                        a * p0[1] + b * p1[1] + c * p2[1] + d * p3[1]))  # fmt: skip
+    return out
