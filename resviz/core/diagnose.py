@@ -1,82 +1,113 @@
 """Explain a shortcut mismatch: which layers are responsible, why, and what code fixes it.
 
 The tracer gives us, for the add, the value where the two paths fork and the ops on each path with
-their input and output shapes. A mismatch is explained by comparing what each path does to the
-channel count and to the spatial size, naming the layers that did it:
+their geometry (kernel, stride, padding). The diagnosis works like a person with a pencil:
 
-* channels: the residual branch changes them (a conv with more output channels) while the shortcut
-  keeps them (identity, pooling), or a projection produces the wrong number;
-* spatial size: a strided conv with an identity shortcut, a k×k conv without padding that shrinks
-  the map, a projection with the wrong stride, or two downsamplers that round differently (an
-  average pool rounds 7 down to 3 while a padded strided conv rounds up to 4 — odd sizes only);
-* broadcasting: an (N,C,1,1) branch added to an (N,C,H,W) identity runs silently in PyTorch.
+1. padding — a k×k conv with less than ``(k-1)/2`` padding shrinks the map (32 → 30): fix its
+   padding first, on either path;
+2. downsampling — with padding fixed, recompute both paths' sizes from the layers' formulas. If the
+   paths downsample by different factors, the shortcut is brought in line with the residual branch
+   (set its conv's stride, remove a pool, or give it a projection); if they downsample by the same
+   factor but still differ, they round differently at odd sizes (an average pool rounds 7 down to
+   3, a padded strided conv rounds up to 4): ``ceil_mode=True``, or an even input size;
+3. channels — a projection with the wrong width is corrected; a shortcut that cannot change
+   channels (identity, pooling) gets ``nn.Sequential(conv1x1, BatchNorm)``.
+
+The residual branch is taken as the intended shape (tracing also carries on with it). Every fix is
+re-checked by recomputing both paths with the fix applied before it is offered.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .describe import conv_geometry, pool_geometry, short_label
 from .records import Mismatch, Op, ResidualAdd
-from .rules import broadcast
+from .rules import broadcast, conv_out, pool_out
 from .shapes import format_shape
-
-
-@dataclass
-class _Change:
-    op: Op
-    before: tuple[int, ...]
-    after: tuple[int, ...]
 
 
 def _fmt(shape) -> str:
     return format_shape(shape, batch=False)
 
 
-def _changes(trace, path: list[int]) -> tuple[list[_Change], list[_Change]]:
-    """Ops on a path that change the channel count, and ops that change the spatial size."""
-    chans, spatial = [], []
-    for i in path:
-        op = trace.ops[i]
-        if not op.inputs or not op.outputs:
-            continue
-        before = trace.values[op.inputs[0]].shape
-        after = trace.values[op.outputs[0]].shape
-        if len(before) >= 3 and len(after) >= 3 and len(before) == len(after):
-            if before[1] != after[1]:
-                chans.append(_Change(op, before, after))
-            if before[2:] != after[2:]:
-                spatial.append(_Change(op, before, after))
-        elif before != after:
-            chans.append(_Change(op, before, after))
-    return chans, spatial
-
-
 def _name(op: Op) -> str:
     return f"`{op.name}`"
-
-
-def _conv_reason(ch: _Change) -> str:
-    """Why a conv or pool changed the spatial size, in words."""
-    g = conv_geometry(ch.op) or pool_geometry(ch.op)
-    h0, h1 = ch.before[2], ch.after[2]
-    if g is None:
-        return f"{_name(ch.op)} ({ch.op.type}) changes {h0} to {h1}"
-    k, s, p = g["kernel"][0], g["stride"][0], g["padding"]
-    p = 0 if isinstance(p, str) else p[0]
-    if s > 1:
-        return f"{_name(ch.op)} ({short_label(ch.op)}) has stride {s}: {h0} → {h1}"
-    if k > 1 and h1 < h0:
-        return (
-            f"{_name(ch.op)} is a {k}x{k} {'conv' if 'in' in g else 'pool'} with padding {p}: "
-            f"it shrinks {h0} to {h1}"
-        )
-    return f"{_name(ch.op)} ({short_label(ch.op)}) changes {h0} to {h1}"
 
 
 def _projection_code(cin: int, cout: int, stride: int, nd: int = 2) -> str:
     conv = f"nn.Conv{nd}d({cin}, {cout}, kernel_size=1, stride={stride}, bias=False)"
     return f"nn.Sequential({conv}, nn.BatchNorm{nd}d({cout}))"
+
+
+def _geometry(op: Op):
+    return conv_geometry(op) or pool_geometry(op)
+
+
+def _in_out(trace, op: Op):
+    if not op.inputs or not op.outputs:
+        return None, None
+    return trace.values[op.inputs[0]].shape, trace.values[op.outputs[0]].shape
+
+
+def _need_padding(g) -> int:
+    return g["dilation"][0] * (g["kernel"][0] - 1) // 2
+
+
+def _is_unpadded(trace, op: Op) -> bool:
+    """A conv that shrinks the map more than its stride does: it lacks 'same' padding."""
+    g = conv_geometry(op)
+    if g is None or isinstance(g["padding"], str):
+        return False
+    before, after = _in_out(trace, op)
+    if before is None or len(before) < 3 or len(after) != len(before):
+        return False
+    k, s = g["kernel"][0], g["stride"][0]
+    return k > 1 and g["padding"][0] < _need_padding(g) and after[2] < -(-before[2] // s)
+
+
+def _simulate(trace, ops: list[Op], size: int, dim: int, over: dict) -> int | None:
+    """Size along spatial ``dim`` after ``ops`` for an input of ``size``, with overrides applied.
+
+    Layers with a known geometry use PyTorch's formulas; any other layer that changed the size is
+    scaled by the ratio it showed in the trace (None when that ratio is not exact).
+    """
+    for op in ops:
+        before, after = _in_out(trace, op)
+        if before is None or len(before) <= dim or len(after) <= dim:
+            continue
+        o = over.get(op.id, {})
+        if o.get("remove"):
+            continue
+        g = conv_geometry(op)
+        i = dim - 2
+        if g is not None and not isinstance(g["padding"], str):
+            k, s = g["kernel"][i], o.get("stride", g["stride"][i])
+            p, d = o.get("padding", g["padding"][i]), g["dilation"][i]
+            size = conv_out(size, k, s, p, d)
+            continue
+        pg = pool_geometry(op)
+        if pg is not None:
+            k, s, p = pg["kernel"][i], o.get("stride", pg["stride"][i]), pg["padding"][i]
+            size = pool_out(size, k, s, p, 1, o.get("ceil_mode", pg["ceil_mode"]))
+            continue
+        if before[dim] != after[dim]:
+            if (size * after[dim]) % before[dim]:
+                return None if size != before[dim] else after[dim]
+            size = size * after[dim] // before[dim]
+    return size
+
+
+def _stride(op: Op, over: dict) -> int:
+    if over.get(op.id, {}).get("remove"):
+        return 1
+    g = _geometry(op)
+    return over.get(op.id, {}).get("stride", g["stride"][0]) if g else 1
+
+
+def _stride_product(ops: list[Op], over: dict) -> int:
+    total = 1
+    for op in ops:
+        total *= _stride(op, over)
+    return total
 
 
 def explain(trace, add: ResidualAdd) -> Mismatch:
@@ -92,192 +123,219 @@ def explain(trace, add: ResidualAdd) -> Mismatch:
     both = f"residual branch {_fmt(res_shape)} vs shortcut {_fmt(sc_shape)}"
     if mm.broadcastable:
         _explain_broadcast(trace, add, mm, both)
-        return mm
-    if len(res_shape) != len(sc_shape) or len(res_shape) < 3:
+    elif len(res_shape) != len(sc_shape) or len(res_shape) < 3 or len(fork_shape) != len(res_shape):
         _explain_generic(trace, add, mm, both)
-        return mm
-    res_ch, res_sp = _changes(trace, add.residual_ops)
-    sc_ch, sc_sp = _changes(trace, add.shortcut_ops)
-    causes, fixes, culprits = [], [], []
-    nd = len(res_shape) - 2
-    channels_differ = res_shape[1] != sc_shape[1]
-    spatial_differ = res_shape[2:] != sc_shape[2:]
-    stride = _ratio(fork_shape[2:], res_shape[2:])
-
-    if add.kind in ("identity", "pool", "zero-pad") and not sc_ch and not _has_unpadded(res_sp):
-        # The classic: a stage transition whose shortcut does not project.
-        what = {"identity": "the shortcut is the identity", "pool": "the shortcut only pools",
-                "zero-pad": "the shortcut only zero-pads"}[add.kind]  # fmt: skip
-        details = []
-        if res_sp:
-            strided = [c for c in res_sp if (conv_geometry(c.op) or {}).get("stride", (1,))[0] > 1]
-            for c in strided or res_sp:
-                culprits.append(c.op.name)
-        if channels_differ and res_ch:
-            culprits.append(res_ch[-1].op.name)
-        first = trace.ops[add.residual_ops[0]] if add.residual_ops else None
-        for name in dict.fromkeys(culprits):
-            op = next(o for o in (trace.ops[i] for i in add.residual_ops) if o.name == name)
-            g = conv_geometry(op)
-            bits = []
-            if g and g["stride"][0] > 1:
-                bits.append(f"stride {g['stride'][0]}")
-            if g and channels_differ:
-                bits.append(f"{g['out']} output channels")
-            details.append(f"{_name(op)} has {' and '.join(bits) or short_label(op)}")
-        if not details and first is not None:
-            details.append(f"the residual branch starting at {_name(first)} changes the shape")
-        causes.append(f"{'; '.join(details)} while {what}: {_fmt(sc_shape)} vs {_fmt(res_shape)}")
-        if stride is None:
-            stride = 1
-        fixes.append(_projection_code(fork_shape[1], res_shape[1], stride, nd))
-        mm.fix = fixes[0]
-        mm.cause = causes[0]
-        mm.culprits = list(dict.fromkeys(culprits))
-        return mm
-
-    if spatial_differ:
-        unpadded = [c for c in res_sp + sc_sp if _is_unpadded(c)]
-        if unpadded:
-            for c in unpadded:
-                causes.append(_conv_reason(c))
-                culprits.append(c.op.name)
-                g = conv_geometry(c.op) or pool_geometry(c.op)
-                need = (g["kernel"][0] - 1) // 2 * (g.get("dilation", (1,))[0])
-                fixes.append(f"{c.op.name}: padding={need}")
-        else:
-            res_total = _ratio(fork_shape[2:], res_shape[2:])
-            sc_total = _ratio(fork_shape[2:], sc_shape[2:])
-            res_strides = _stride_product(res_sp)
-            sc_strides = _stride_product(sc_sp)
-            if res_strides == sc_strides and res_strides > 1:
-                # Same downsampling factor, different rounding: only odd sizes break.
-                down = sc_sp[-1] if sc_sp else None
-                up = res_sp[-1] if res_sp else None
-                h = fork_shape[2]
-                lo, hi = sorted((res_shape[2], sc_shape[2]))
-                who_lo = down if sc_shape[2] == lo else up
-                who_hi = up if who_lo is down else down
-                causes.append(
-                    f"{_name(who_lo.op) if who_lo else 'one path'} rounds {h} down to {lo} while "
-                    f"{_name(who_hi.op) if who_hi else 'the other'} rounds up to {hi}: the size "
-                    f"entering the block is odd ({h})"
-                )
-                culprits += [c.op.name for c in (who_lo, who_hi) if c]
-                pool = next((c for c in sc_sp + res_sp if pool_geometry(c.op)), None)
-                if pool is not None:
-                    g = pool_geometry(pool.op)
-                    k, s = g["kernel"][0], g["stride"][0]
-                    fixes.append(
-                        f"{pool.op.name}: nn.AvgPool2d({k}, stride={s}, ceil_mode=True, "
-                        "count_include_pad=False)"
-                    )
-                mm.input_sizes = []  # filled by the analysis from a sweep of input sizes
-            elif sc_sp and res_sp and res_total != sc_total:
-                causes.append(
-                    f"the paths downsample differently: residual {'; '.join(_conv_reason(c) for c in res_sp)}"
-                    f", shortcut {'; '.join(_conv_reason(c) for c in sc_sp)}"
-                )
-                culprits += [c.op.name for c in sc_sp]
-                proj = next((c for c in sc_sp if conv_geometry(c.op)), None)
-                if proj is not None and res_total:
-                    fixes.append(f"{proj.op.name}: stride={res_total}")
-            elif res_sp and not sc_sp:
-                causes.append(
-                    "; ".join(_conv_reason(c) for c in res_sp) + " but the shortcut keeps "
-                    f"{_fmt(sc_shape[2:])}"
-                )
-                culprits += [c.op.name for c in res_sp]
-                proj = next((trace.ops[i] for i in add.shortcut_ops if conv_geometry(trace.ops[i])), None)
-                if proj is not None and res_total:
-                    fixes.append(f"{proj.name}: stride={res_total}")
-                elif res_total:
-                    fixes.append(_projection_code(fork_shape[1], res_shape[1], res_total, nd))
-            elif sc_sp and not res_sp:
-                causes.append(
-                    "; ".join(_conv_reason(c) for c in sc_sp) + " but the residual branch keeps "
-                    f"{_fmt(res_shape[2:])}"
-                )
-                culprits += [c.op.name for c in sc_sp]
-                proj = next((c for c in sc_sp if conv_geometry(c.op)), None)
-                if proj is not None:
-                    fixes.append(f"{proj.op.name}: stride=1")
-
-    if channels_differ:
-        if sc_ch:
-            proj = sc_ch[-1]
-            g = conv_geometry(proj.op)
-            causes.append(
-                f"the projection {_name(proj.op)} outputs {proj.after[1]} channels but the "
-                f"residual branch outputs {res_shape[1]}"
-            )
-            culprits.append(proj.op.name)
-            if g is not None:
-                s = g["stride"][0]
-                fixes.append(
-                    f"{proj.op.name}: nn.Conv{nd}d({g['in']}, {res_shape[1]}, kernel_size="
-                    f"{g['kernel'][0]}, stride={s}, bias=False)"
-                    + _bn_after(trace, add, proj.op, res_shape[1], nd)
-                )
-        elif res_ch:
-            last = res_ch[-1]
-            causes.append(
-                f"{_name(last.op)} outputs {res_shape[1]} channels but the shortcut carries "
-                f"{sc_shape[1]}"
-            )
-            culprits.append(last.op.name)
-            fixes.append(_projection_code(fork_shape[1], res_shape[1], stride or 1, nd))
-
-    if not causes:
-        _explain_generic(trace, add, mm, both)
-        return mm
-    mm.cause = "; ".join(causes) + f" ({both})"
-    mm.fix = "\n".join(dict.fromkeys(fixes)) if fixes else ""
-    mm.culprits = list(dict.fromkeys(culprits))
+    elif not _explain_missing_projection(trace, add, mm):
+        _explain_layers(trace, add, mm, both)
     return mm
 
 
-def _bn_after(trace, add: ResidualAdd, conv: Op, channels: int, nd: int) -> str:
-    for i in add.shortcut_ops:
-        op = trace.ops[i]
-        if op.id > conv.id and op.type.startswith("BatchNorm"):
-            return f"\n{op.name}: nn.BatchNorm{nd}d({channels})"
-    return ""
-
-
-def _is_unpadded(c: _Change) -> bool:
-    g = conv_geometry(c.op) or pool_geometry(c.op)
-    if g is None:
+def _explain_missing_projection(trace, add: ResidualAdd, mm: Mismatch) -> bool:
+    """The classic: a stage transition (stride and/or wider) whose shortcut does not project."""
+    res_ops = [trace.ops[i] for i in add.residual_ops]
+    sc_ops = [trace.ops[i] for i in add.shortcut_ops]
+    if add.kind not in ("identity", "pool", "zero-pad") or any(_is_unpadded(trace, o) for o in res_ops):
         return False
-    k, s = g["kernel"][0], g["stride"][0]
-    p = g["padding"]
-    if isinstance(p, str):
+    if any(_changes(trace, o, channels=True) for o in sc_ops):
         return False
-    return s == 1 and k > 1 and c.after[2] < c.before[2]
+    fork, res, sc = trace.values[add.fork].shape, mm.residual_shape, mm.shortcut_shape
+    nd = len(res) - 2
+    stride = _stride_product(res_ops, {})
+    # a 1x1 projection with that stride must land exactly on the residual branch's size
+    if any(conv_out(f, 1, stride, 0, 1) != r for f, r in zip(fork[2:], res[2:])):
+        return False
+    what = {"identity": "the shortcut is the identity", "pool": "the shortcut only pools",
+            "zero-pad": "the shortcut only zero-pads"}[add.kind]  # fmt: skip
+    details, culprits = [], []
+    for op in res_ops:
+        g = conv_geometry(op)
+        if g is None:
+            continue
+        bits = []
+        if g["stride"][0] > 1:
+            bits.append(f"stride {g['stride'][0]}")
+        if res[1] != sc[1] and g["out"] == res[1] and g["in"] != g["out"]:
+            bits.append(f"{g['out']} output channels")
+        if bits:
+            details.append(f"{_name(op)} has {' and '.join(bits)}")
+            culprits.append(op.name)
+    if not details:
+        return False
+    mm.cause = f"{'; '.join(details)} while {what}: {_fmt(sc)} vs {_fmt(res)}"
+    mm.fix = _shortcut_prefix(trace, add) + _projection_code(fork[1], res[1], stride, nd)
+    mm.culprits = culprits
+    return True
 
 
-def _has_unpadded(changes: list[_Change]) -> bool:
-    return any(_is_unpadded(c) for c in changes)
+def _shortcut_prefix(trace, add: ResidualAdd) -> str:
+    """``path: `` when the shortcut is one named module the fix can replace, else nothing."""
+    mods = [trace.ops[i] for i in add.shortcut_ops if trace.ops[i].kind == "module"]
+    if not mods:
+        return ""
+    names = [o.name for o in mods]
+    if len(names) == 1:
+        return f"{names[0]}: "
+    parts = [n.split(".") for n in names]
+    common = []
+    for segs in zip(*parts):
+        if len(set(segs)) != 1:
+            break
+        common.append(segs[0])
+    prefix = ".".join(common)
+    return f"{prefix}: " if prefix and prefix != add.block else ""
 
 
-def _stride_product(changes: list[_Change]) -> int:
-    total = 1
-    for c in changes:
-        g = conv_geometry(c.op) or pool_geometry(c.op)
-        if g is not None:
-            total *= g["stride"][0]
-        elif c.after[2] and c.before[2] > c.after[2]:
-            total *= round(c.before[2] / c.after[2])
-    return total
+def _changes(trace, op: Op, channels: bool) -> bool:
+    before, after = _in_out(trace, op)
+    if before is None or len(before) < 3 or len(before) != len(after):
+        return False
+    return before[1] != after[1] if channels else before[2:] != after[2:]
 
 
-def _ratio(before, after) -> int | None:
-    if not before or not after or after[0] == 0:
-        return None
-    r = before[0] / after[0]
-    if abs(r - round(r)) < 0.26 and round(r) >= 1:
-        return round(r)
-    return None
+def _explain_layers(trace, add: ResidualAdd, mm: Mismatch, both: str) -> None:
+    res_ops = [trace.ops[i] for i in add.residual_ops]
+    sc_ops = [trace.ops[i] for i in add.shortcut_ops]
+    fork, res, sc = trace.values[add.fork].shape, mm.residual_shape, mm.shortcut_shape
+    nd = len(res) - 2
+    over: dict[int, dict] = {}
+    causes: list[str] = []
+    culprits: list[str] = []
+    whole_projection = False
+
+    # 1. missing padding, on either path
+    for op in res_ops + sc_ops:
+        if _is_unpadded(trace, op):
+            g = conv_geometry(op)
+            before, after = _in_out(trace, op)
+            k, s, p = g["kernel"][0], g["stride"][0], g["padding"][0]
+            extra = f" with stride {s}" if s > 1 else ""
+            causes.append(f"{_name(op)} is a {k}x{k} conv{extra} with padding {p}: it shrinks "
+                          f"{before[2]} to {after[2]}")  # fmt: skip
+            culprits.append(op.name)
+            over[op.id] = {"padding": _need_padding(g)}
+
+    # 2. downsampling, with the padding fixed
+    def sizes():
+        r = [_simulate(trace, res_ops, fork[d], d, over) for d in range(2, len(fork))]
+        s = [_simulate(trace, sc_ops, fork[d], d, over) for d in range(2, len(fork))]
+        return r, s
+
+    r_sp, s_sp = sizes()
+    if r_sp != s_sp and None not in r_sp + s_sp:
+        rs, ss = _stride_product(res_ops, over), _stride_product(sc_ops, over)
+        strided_res = [o for o in res_ops if _stride(o, over) > 1]
+        strided_sc = [o for o in sc_ops if _stride(o, over) > 1]
+        if rs == ss and rs > 1:
+            lo_op = (strided_sc if s_sp[0] < r_sp[0] else strided_res)[-1:]
+            hi_op = (strided_res if s_sp[0] < r_sp[0] else strided_sc)[-1:]
+            h = fork[2]
+            causes.append(
+                f"{_name(lo_op[0]) if lo_op else 'one path'} rounds {h} down to "
+                f"{min(r_sp[0], s_sp[0])} while {_name(hi_op[0]) if hi_op else 'the other'} rounds "
+                f"up to {max(r_sp[0], s_sp[0])}: the size entering the block is odd ({h})"
+            )
+            culprits += [o.name for o in lo_op + hi_op]
+            for o in sc_ops + res_ops:
+                pg = pool_geometry(o)
+                if pg is not None and not pg["ceil_mode"] and _stride(o, over) > 1:
+                    over.setdefault(o.id, {})["ceil_mode"] = True
+                    break
+        elif ss < rs:
+            causes.append(
+                f"{_strides_text(strided_res, over)}: the residual branch downsamples by {rs} but "
+                f"the shortcut by {ss}"
+            )
+            culprits += [o.name for o in strided_res]
+            conv = next((o for o in sc_ops if conv_geometry(o)), None)
+            if conv is not None and rs % ss == 0:
+                over.setdefault(conv.id, {})["stride"] = _stride(conv, over) * rs // ss
+                culprits.append(conv.name)
+            else:
+                whole_projection = True
+        else:
+            causes.append(
+                f"{_strides_text(strided_sc, over)}: the shortcut downsamples by {ss} but the "
+                f"residual branch by {rs}"
+            )
+            culprits += [o.name for o in strided_sc]
+            for o in reversed(strided_sc):
+                if ss % rs:
+                    break
+                new = _stride(o, over) * rs // ss
+                if new >= 1 and pool_geometry(o) is not None and new == 1:
+                    over.setdefault(o.id, {})["remove"] = True
+                    break
+                if new >= 1 and _stride(o, over) % (ss // rs) == 0:
+                    over.setdefault(o.id, {})["stride"] = _stride(o, over) // (ss // rs)
+                    break
+        r_sp, s_sp = sizes()
+        if r_sp != s_sp and not whole_projection:
+            whole_projection = True
+
+    # 3. channels
+    sc_chan = [o for o in sc_ops if _changes(trace, o, channels=True)]
+    if res[1] != sc[1]:
+        if sc_chan and conv_geometry(sc_chan[-1]):
+            proj = sc_chan[-1]
+            causes.append(f"the projection {_name(proj)} outputs {sc[1]} channels but the residual "
+                          f"branch outputs {res[1]}")  # fmt: skip
+            culprits.append(proj.name)
+            over.setdefault(proj.id, {})["out_channels"] = res[1]
+        else:
+            res_chan = [o for o in res_ops if _changes(trace, o, channels=True)]
+            last = res_chan[-1] if res_chan else None
+            causes.append(
+                f"{_name(last) if last else 'the residual branch'} outputs {res[1]} channels but "
+                f"the shortcut carries {sc[1]}"
+            )
+            if last is not None:
+                culprits.append(last.name)
+            whole_projection = True
+
+    if not causes:
+        _explain_generic(trace, add, mm, both)
+        return
+    mm.cause = "; ".join(causes) + f" ({both})"
+    mm.culprits = list(dict.fromkeys(culprits))
+    fixes: list[str] = []
+    sc_ids = {o.id for o in sc_ops}
+    if whole_projection:
+        stride = _stride_product(res_ops, over)
+        fixes.append(_shortcut_prefix(trace, add) + _projection_code(fork[1], res[1], stride, nd))
+        over = {k: v for k, v in over.items() if k not in sc_ids}
+    for op in res_ops + sc_ops:
+        o = over.get(op.id)
+        if o:
+            fixes.append(_fix_line(trace, op, o, add, nd))
+    mm.fix = "\n".join(f for f in dict.fromkeys(fixes) if f)
+
+
+def _strides_text(ops: list[Op], over: dict) -> str:
+    return ", ".join(f"{_name(o)} has stride {_stride(o, over)}" for o in ops) or "no layer strides"
+
+
+def _fix_line(trace, op: Op, o: dict, add: ResidualAdd, nd: int) -> str:
+    if o.get("remove"):
+        return f"{op.name}: nn.Identity()  # remove {short_label(op)}"
+    g = conv_geometry(op)
+    if "out_channels" in o and g is not None:
+        s = o.get("stride", g["stride"][0])
+        line = (f"{op.name}: nn.Conv{nd}d({g['in']}, {o['out_channels']}, kernel_size="
+                f"{g['kernel'][0]}, stride={s}, bias=False)")  # fmt: skip
+        for i in add.shortcut_ops:
+            bn = trace.ops[i]
+            if bn.id > op.id and bn.type.startswith("BatchNorm"):
+                line += f"\n{bn.name}: nn.BatchNorm{nd}d({o['out_channels']})"
+                break
+        return line
+    if "ceil_mode" in o:
+        pg = pool_geometry(op)
+        k, s = pg["kernel"][0], o.get("stride", pg["stride"][0])
+        kind = "AvgPool" if "Avg" in op.type else "MaxPool"
+        extra = ", count_include_pad=False" if kind == "AvgPool" else ""
+        return f"{op.name}: nn.{kind}{nd}d({k}, stride={s}, ceil_mode=True{extra})"
+    parts = [f"{k}={v}" for k, v in o.items()]
+    return "\n".join(f"{op.name}: {p}" for p in parts)
 
 
 def _explain_broadcast(trace, add: ResidualAdd, mm: Mismatch, both: str) -> None:
@@ -288,11 +346,9 @@ def _explain_broadcast(trace, add: ResidualAdd, mm: Mismatch, both: str) -> None
     squeezer = None
     for i in small_ops:
         op = trace.ops[i]
-        if op.inputs and op.outputs:
-            b = trace.values[op.inputs[0]].shape
-            a = trace.values[op.outputs[0]].shape
-            if len(a) == len(b) and any(x == 1 and y != 1 for x, y in zip(a, b)):
-                squeezer = op
+        b, a = _in_out(trace, op)
+        if b is not None and len(a) == len(b) and any(x == 1 and y != 1 for x, y in zip(a, b)):
+            squeezer = op
     where = f" at {_name(squeezer)} ({short_label(squeezer)})" if squeezer else ""
     mm.cause = (
         f"the {name} is reduced to {_fmt(small)}{where}; PyTorch broadcasts it over the other "
@@ -306,12 +362,16 @@ def _explain_broadcast(trace, add: ResidualAdd, mm: Mismatch, both: str) -> None
 
 
 def _explain_generic(trace, add: ResidualAdd, mm: Mismatch, both: str) -> None:
-    res_ch, _ = _changes(trace, add.residual_ops)
-    sc_ch, _ = _changes(trace, add.shortcut_ops)
-    last = (res_ch or sc_ch or [None])[-1]
+    last = None
+    for i in add.residual_ops + add.shortcut_ops:
+        op = trace.ops[i]
+        b, a = _in_out(trace, op)
+        if b is not None and b != a:
+            last = op
     if last is not None:
-        mm.cause = f"{_name(last.op)} ({short_label(last.op)}) makes {_fmt(last.after)}: {both}"
-        mm.culprits = [last.op.name]
+        out = trace.values[last.outputs[0]].shape
+        mm.cause = f"{_name(last)} ({short_label(last)}) makes {_fmt(out)}: {both}"
+        mm.culprits = [last.name]
     else:
         mm.cause = both
     r, s = mm.residual_shape, mm.shortcut_shape

@@ -129,7 +129,7 @@ _PASSTHROUGH = {"Identity", "Dropout", "Dropout2d", "contiguous", "clone", "drop
 
 
 def _is_passthrough(op: Op) -> bool:
-    return op.type in _PASSTHROUGH
+    return op.type in _PASSTHROUGH or bool(op.attrs.get("passthrough"))
 
 
 def _common_prefix(names: list[str]) -> str:

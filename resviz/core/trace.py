@@ -180,6 +180,8 @@ class Trace:
             op.outputs = [self._new_value(out, op.id, out_shape)]
         else:
             out = self._run_real(proxy, op, args, kwargs)
+            if in_tensors and out is in_tensors[0]:
+                op.attrs["passthrough"] = True  # an empty nn.Sequential() shortcut, say
             op.outputs = [self._new_value(t, op.id) for t in _tensors(out)]
         if proxy._info.weights and op.outputs:
             op.macs = proxy._info.macs(self.values[op.outputs[0]].shape)

@@ -211,7 +211,7 @@ def build_view(report, state: ViewState | None = None) -> BlockGraph:
                 if v in path_vals:
                     skip_kind[(v, i)] = add.kind
         skip_kind[(add.shortcut, add.op)] = add.kind
-    for nid, n in nodes.items():
+    for n in nodes.values():
         if n.kind == "op" and n.ops and n.ops[0] in side_ops:
             n.side = True
 
@@ -320,7 +320,7 @@ def _folded_node(report, nid, rollup_of, block_by_call) -> ViewNode:
     if nid.startswith("r"):
         count = next(n for first, n in rollup_of.values() if first == cid)
         last = None
-        for other, (first, n) in rollup_of.items():
+        for other, (first, _n) in rollup_of.items():
             if first == cid:
                 last = other if last is None or other > last else last
         last_path = calls[last].path if last is not None else call.path

@@ -1,0 +1,342 @@
+"""Step records, a bounded run history, and CSV / JSON-lines export.
+
+A :class:`StepRecord` holds plain Python numbers only (no tensors), so the GUI thread, the command
+line and the exporters can read it without touching torch. Files are written atomically: into a
+temporary file next to the target, then ``os.replace``; a crash or Ctrl-C never leaves half a file
+under the user's name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ResvizError
+
+#: Probe names, in the order they appear in CSV columns.
+PROBES = ("grad_norm", "input_grad_norm", "output_grad_norm", "residual_ratio", "gain")
+#: Probes that are gradient norms: these are flagged as vanishing or exploding.
+NORM_PROBES = ("grad_norm", "input_grad_norm", "output_grad_norm")
+VANISHING = 1e-7
+EXPLODING = 1e3
+
+_FIXED = ("step", "loss", "accuracy", "lr", "seconds", "nonfinite")
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """What one training step measured. Plain numbers and strings only.
+
+    ``blocks`` maps a block name (``layer1.0``) to its probes: ``grad_norm`` (L2 norm of the
+    gradients of the block's own parameters), ``input_grad_norm`` ‖∂L/∂x‖ at the block input,
+    ``output_grad_norm`` ‖∂L/∂H‖ at its output, ``gain`` (their ratio, input over output: the
+    block's gradient gain) and ``residual_ratio`` ‖F(x)‖/‖x‖ at its residual add. A probe that
+    could not be measured is NaN. ``flags`` maps ``"<block>.<probe>"`` to ``"vanishing"`` or
+    ``"exploding"``. ``nonfinite`` is set when the loss or a gradient was NaN/Inf: the step was
+    not applied and ``message`` says what to do.
+    """
+
+    step: int
+    loss: float
+    accuracy: float
+    lr: float
+    seconds: float
+    blocks: dict[str, dict[str, float]] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)
+    nonfinite: bool = False
+    message: str = ""
+
+    @property
+    def probes(self) -> dict[str, float]:
+        """The probes as one flat dict: ``{"layer1.0.grad_norm": 0.12, ...}``."""
+        return {f"{b}.{k}": v for b, d in self.blocks.items() for k, v in d.items()}
+
+    def to_dict(self) -> dict:
+        """JSON-ready: NaN and Inf become None (JSON has no NaN)."""
+        return {
+            "step": self.step,
+            "loss": _json_num(self.loss),
+            "accuracy": _json_num(self.accuracy),
+            "lr": self.lr,
+            "seconds": _json_num(self.seconds),
+            "nonfinite": self.nonfinite,
+            "blocks": {b: {k: _json_num(v) for k, v in d.items()} for b, d in self.blocks.items()},
+            "flags": dict(self.flags),
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepRecord:
+        return cls(
+            step=int(d["step"]),
+            loss=_num(d.get("loss")),
+            accuracy=_num(d.get("accuracy")),
+            lr=_num(d.get("lr")),
+            seconds=_num(d.get("seconds")),
+            blocks={b: {k: _num(v) for k, v in p.items()} for b, p in (d.get("blocks") or {}).items()},
+            flags=dict(d.get("flags") or {}),
+            nonfinite=bool(d.get("nonfinite", False)),
+            message=str(d.get("message") or ""),
+        )
+
+
+def flag_norms(blocks: dict[str, dict[str, float]]) -> dict[str, str]:
+    """``"<block>.<probe>" -> "vanishing" | "exploding"`` for gradient norms out of range."""
+    flags = {}
+    for b, d in blocks.items():
+        for k in NORM_PROBES:
+            v = d.get(k)
+            if v is None or math.isnan(v):
+                continue
+            if v < VANISHING:
+                flags[f"{b}.{k}"] = "vanishing"
+            elif v > EXPLODING:
+                flags[f"{b}.{k}"] = "exploding"
+    return flags
+
+
+def _json_num(v: float) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+def _num(v) -> float:
+    if v is None or v == "":
+        return math.nan
+    return float(v)
+
+
+# ------------------------------------------------------------------------------------ history
+
+
+class RunHistory:
+    """Records of a run with bounded memory.
+
+    Every record is kept until there are ``capacity`` of them; then every other one is dropped
+    and from then on only every second step is kept (then every fourth, ...). The first record,
+    every record with ``nonfinite`` set and the latest record are always available.
+    """
+
+    def __init__(self, capacity: int = 4096):
+        if capacity < 4:
+            raise ValueError("capacity must be at least 4")
+        self.capacity = capacity
+        self.stride = 1
+        self._records: list[StepRecord] = []
+        self._count = 0
+        self.last: StepRecord | None = None
+
+    def append(self, rec: StepRecord) -> None:
+        self.last = rec
+        keep = self._count % self.stride == 0 or rec.nonfinite
+        self._count += 1
+        if not keep:
+            return
+        self._records.append(rec)
+        if len(self._records) > self.capacity:
+            self._records = [
+                r for i, r in enumerate(self._records) if i % 2 == 0 or r.nonfinite
+            ]
+            self.stride *= 2
+
+    def records(self) -> list[StepRecord]:
+        """Kept records in step order, always ending with the latest one."""
+        out = list(self._records)
+        if self.last is not None and (not out or out[-1] is not self.last):
+            out.append(self.last)
+        return out
+
+    def clear(self) -> None:
+        self._records.clear()
+        self._count = 0
+        self.stride = 1
+        self.last = None
+
+    def __len__(self) -> int:
+        return len(self.records())
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """``(steps, values)`` of ``loss``, ``accuracy``, ``lr`` or ``"<block>.<probe>"``."""
+        steps, vals = [], []
+        for r in self.records():
+            if key in ("loss", "accuracy", "lr", "seconds"):
+                v = getattr(r, key)
+            else:
+                block, _, probe = key.rpartition(".")
+                v = r.blocks.get(block, {}).get(probe, math.nan)
+            steps.append(r.step)
+            vals.append(v)
+        return steps, vals
+
+
+# ------------------------------------------------------------------------------------ export
+
+
+def csv_columns(block_names: Sequence[str]) -> list[str]:
+    """``step, loss, accuracy, lr, seconds, nonfinite, <block>.<probe>..., flags``."""
+    return [*_FIXED, *(f"{b}.{p}" for b in block_names for p in PROBES), "flags"]
+
+
+def _csv_row(rec: StepRecord, columns: Sequence[str]) -> list[str]:
+    row = []
+    for c in columns:
+        if c == "flags":
+            row.append(";".join(f"{k}={v}" for k, v in rec.flags.items()))
+        elif c == "nonfinite":
+            row.append("1" if rec.nonfinite else "0")
+        elif c in _FIXED:
+            row.append(_fmt(getattr(rec, c)))
+        else:
+            block, _, probe = c.rpartition(".")
+            row.append(_fmt(rec.blocks.get(block, {}).get(probe, math.nan)))
+    return row
+
+
+def _fmt(v) -> str:
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v))  # 'nan', 'inf' and full precision; float() reads them back
+
+
+def _blocks_of(records: Iterable[StepRecord]) -> list[str]:
+    names: dict[str, None] = {}
+    for r in records:
+        for b in r.blocks:
+            names.setdefault(b, None)
+    return list(names)
+
+
+class _AtomicFile:
+    """A text file written under a temporary name and moved into place on ``commit``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise ResvizError(f"cannot write {self.path}: the folder {parent} does not exist")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
+        except OSError as e:
+            raise ResvizError(f"cannot write {self.path}: {e.strerror or e}") from None
+        self.tmp = tmp
+        self.file = io.open(fd, "w", encoding="utf-8", newline="")
+
+    def commit(self) -> Path:
+        if self.file.closed:
+            return self.path
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+class RecordWriter:
+    """Streams records to a CSV or JSON-lines file; the file appears (atomically) on ``close``.
+
+    ``fmt`` is ``"csv"`` or ``"jsonl"``. For CSV the columns are fixed by ``block_names``.
+    Use as a context manager: on an exception the records written so far are still committed.
+    """
+
+    def __init__(self, path: str | os.PathLike, fmt: str, block_names: Sequence[str] = ()):
+        if fmt not in ("csv", "jsonl"):
+            raise ValueError(f"unknown format {fmt!r}")
+        self.fmt = fmt
+        self._out = _AtomicFile(path)
+        self.path = self._out.path
+        if fmt == "csv":
+            self.columns = csv_columns(block_names)
+            self._csv = csv.writer(self._out.file, lineterminator="\n")
+            self._csv.writerow(self.columns)
+
+    def write(self, rec: StepRecord) -> None:
+        if self.fmt == "csv":
+            self._csv.writerow(_csv_row(rec, self.columns))
+        else:
+            self._out.file.write(json.dumps(rec.to_dict(), allow_nan=False) + "\n")
+
+    def close(self) -> Path:
+        return self._out.commit()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_csv(records: Sequence[StepRecord], path: str | os.PathLike,
+              block_names: Sequence[str] | None = None) -> Path:  # fmt: skip
+    """Write ``records`` as CSV (one row per step), atomically."""
+    w = RecordWriter(path, "csv", _blocks_of(records) if block_names is None else block_names)
+    try:
+        for r in records:
+            w.write(r)
+    except BaseException:
+        w._out.discard()
+        raise
+    return w.close()
+
+
+def write_jsonl(records: Sequence[StepRecord], path: str | os.PathLike) -> Path:
+    """Write ``records`` as JSON lines (one object per step), atomically."""
+    w = RecordWriter(path, "jsonl")
+    try:
+        for r in records:
+            w.write(r)
+    except BaseException:
+        w._out.discard()
+        raise
+    return w.close()
+
+
+def read_csv(path: str | os.PathLike) -> list[StepRecord]:
+    """Read a file written by :func:`write_csv` back into records."""
+    out = []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ResvizError(f"{path}: empty file, expected a resviz training CSV") from None
+        if header[: len(_FIXED)] != list(_FIXED):
+            raise ResvizError(f"{path}: not a resviz training CSV (expected columns {', '.join(_FIXED)})")
+        for row in reader:
+            rec = StepRecord(step=int(row[0]), loss=float(row[1]), accuracy=float(row[2]),
+                             lr=float(row[3]), seconds=float(row[4]), nonfinite=row[5] == "1")  # fmt: skip
+            for c, v in zip(header[len(_FIXED):], row[len(_FIXED):]):
+                if c == "flags":
+                    rec.flags = dict(p.split("=", 1) for p in v.split(";") if p)
+                else:
+                    block, _, probe = c.rpartition(".")
+                    rec.blocks.setdefault(block, {})[probe] = float(v)
+            out.append(rec)
+    return out
+
+
+def read_jsonl(path: str | os.PathLike) -> list[StepRecord]:
+    """Read a file written by :func:`write_jsonl` back into records."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(StepRecord.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ResvizError(f"{path}:{n}: not a resviz step record ({e})") from None
+    return out
