@@ -21,6 +21,7 @@ How it works, and why this way:
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import os
 import sys
@@ -155,8 +156,6 @@ class Trace:
         inputs = [self._ensure_value(t) for t in in_tensors]
         n = self._module_calls.get(id(module), 0)
         self._module_calls[id(module)] = n + 1
-        if proxy._info is None:
-            proxy._prepare()
         op = self._add_op(
             "module", proxy._path, proxy._info.type, inputs,
             params=proxy._info.params if n == 0 else 0, module=module, call_index=n,
@@ -355,11 +354,10 @@ class _LeafProxy:
         self._module = module
         self._path = path
         self._rule = rules.module_rule(module)
-        self._info = None
+        # computed here, before the function mode is active: under it, every Parameter
+        # attribute access is a __torch_function__ round trip (~20 µs per layer)
+        self._info = _LeafInfo(module)
         self._meta = None
-
-    def _prepare(self) -> None:
-        self._info = _LeafInfo(self._module)
 
     def __call__(self, *args, **kwargs):
         return self._trace.call_leaf(self, args, kwargs)
@@ -480,6 +478,18 @@ def trace_module(
 
     Problems land in ``trace.errors``; ``trace.complete`` says whether forward ran to the end.
     """
+    # The trace allocates tens of thousands of small objects and no cycles; letting the cyclic
+    # collector walk them mid-trace costs ~30% on resnet1202. Pausing it only delays collection.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _trace_module(model, input_shape, device, dtype)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _trace_module(model, input_shape, device, dtype) -> Trace:
     trace = Trace(input_shape, device=device, dtype=dtype)
     cache: dict[int, Any] = {}
     root = _shadow(trace, model, "", cache)
