@@ -1,0 +1,1 @@
+"""Presentation without Qt: the folded view, layouts, DOT, terminal text."""
