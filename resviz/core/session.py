@@ -73,4 +73,4 @@ def analyze_session(loaded, input_shape=None) -> Session:
     if target is None:
         raise ResvizError(f"{loaded.name}: nothing to analyse")
     report = analyze_any(target, shape, name=loaded.name)
-    return Session(loaded, shape, report, notes)
+    return Session(loaded, shape, report, list(getattr(loaded, "notes", [])) + notes)
