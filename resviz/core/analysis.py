@@ -21,7 +21,7 @@ from .errors import ResvizError
 from .records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Value
 from .residual import find_residual_adds
 from .shapes import parse_shape
-from .trace import Trace, trace_module
+from .trace import Trace, gc_paused, trace_module
 
 # Square sizes users commonly feed image models; tried when a failure depends on the input size.
 COMMON_SIZES = (32, 64, 96, 112, 128, 160, 192, 224, 256, 288, 299, 320, 384, 448, 512)
@@ -154,10 +154,11 @@ def analyze(
         raise ResvizError(f"expected a torch.nn.Module, got {type(model).__name__}")
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else parse_shape(input_shape)
     t0 = time.perf_counter()
-    trace = trace_module(model, shape)
-    report = build_report(trace, model, name or type(model).__name__)
-    if suggest_sizes and not report.ok and len(shape) == 4:
-        _suggest_sizes(model, report, size_budget_s)
+    with gc_paused():
+        trace = trace_module(model, shape)
+        report = build_report(trace, model, name or type(model).__name__)
+        if suggest_sizes and not report.ok and len(shape) == 4:
+            _suggest_sizes(model, report, size_budget_s)
     report.seconds = time.perf_counter() - t0
     return report
 

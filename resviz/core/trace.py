@@ -478,15 +478,27 @@ def trace_module(
 
     Problems land in ``trace.errors``; ``trace.complete`` says whether forward ran to the end.
     """
-    # The trace allocates tens of thousands of small objects and no cycles; letting the cyclic
-    # collector walk them mid-trace costs ~30% on resnet1202. Pausing it only delays collection.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _trace_module(model, input_shape, device, dtype)
-    finally:
-        if gc_was_enabled:
+
+
+class gc_paused:
+    """Pause the cyclic garbage collector for the duration of an analysis.
+
+    A trace allocates tens of thousands of small objects and no reference cycles; letting the
+    collector walk them (and every module of a big model) mid-analysis costs ~30% on resnet1202.
+    Pausing only delays collection; nesting is fine.
+    """
+
+    def __enter__(self):
+        self._was = gc.isenabled()
+        gc.disable()
+        return self
+
+    def __exit__(self, *exc):
+        if self._was:
             gc.enable()
+        return False
 
 
 def _trace_module(model, input_shape, device, dtype) -> Trace:
