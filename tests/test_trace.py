@@ -161,3 +161,22 @@ def test_unknown_leaf_modules_run_on_meta():
     op = report.op_named("blocks.0")
     assert report.values[op.outputs[0]].shape == (1, 16, 8, 8)
     assert op.params == 1
+
+
+def test_cat_and_chunk_in_forward_code():
+    class Split(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(16, 8, 3, 1, 1)
+            self.b = nn.Conv2d(16, 8, 1)
+
+        def forward(self, x):
+            y = torch.cat([self.a(x), self.b(x)], 1)
+            left, right = torch.chunk(y, 2, dim=1)
+            return x + torch.cat((right, left), dim=1)
+
+    model = Net([Split()])
+    report = resviz.analyze(model, (1, 3, 8, 8))
+    assert report.ok, report.errors
+    assert [b.shortcut for b in report.blocks] == ["identity"]
+    assert report.output_shapes == [tuple(model(torch.randn(1, 3, 8, 8)).shape)]

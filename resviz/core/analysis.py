@@ -163,25 +163,32 @@ def analyze(
     return report
 
 
-def analyze_any(obj, input_shape, *, name: str | None = None, suggest_sizes: bool = True) -> Report:
+def analyze_any(obj, input_shape, *, name: str | None = None, suggest_sizes: bool = True,
+                size_budget_s: float = 1.5) -> Report:  # fmt: skip
     """Like :func:`analyze`, for anything resviz can load: an eager module, a TorchScript module or
     a ``torch.export`` program."""
     import torch
 
-    if isinstance(obj, torch.jit.ScriptModule) or _is_exported(obj):
-        from .frontends import trace_any
+    if not (isinstance(obj, torch.jit.ScriptModule) or _is_exported(obj)):
+        return analyze(obj, input_shape, name=name, suggest_sizes=suggest_sizes,
+                       size_budget_s=size_budget_s)  # fmt: skip
+    from .frontends import trace_any
 
-        shape = parse_shape(input_shape)
-        t0 = time.perf_counter()
-        trace = trace_any(obj, shape)
-        report = build_report(trace, obj if isinstance(obj, nn.Module) else None, name or "model")
+    shape = parse_shape(input_shape)
+    t0 = time.perf_counter()
+    with gc_paused():
+        report = build_report(trace_any(obj, shape), None, name or "model")
         if _is_exported(obj):
-            report.total_params = report.trainable_params = sum(
-                v.numel() for v in obj.state_dict.values()
-            )
-        report.seconds = time.perf_counter() - t0
-        return report
-    return analyze(obj, input_shape, name=name, suggest_sizes=suggest_sizes)
+            names = set(obj.graph_signature.parameters)
+            params = [v for k, v in obj.state_dict.items() if k in names]
+        else:
+            params = list(obj.parameters())
+        report.total_params = sum(p.numel() for p in params)
+        report.trainable_params = sum(p.numel() for p in params if p.requires_grad)
+        if suggest_sizes and not report.ok and len(shape) == 4:
+            _suggest_sizes(obj, report, size_budget_s, tracer=trace_any)
+    report.seconds = time.perf_counter() - t0
+    return report
 
 
 def _is_exported(obj) -> bool:
@@ -224,7 +231,7 @@ def _signature(report: Report) -> tuple[set[str], bool]:
     return {m.block for m in report.mismatches}, bool(report.errors) or not report.complete
 
 
-def _suggest_sizes(model: nn.Module, report: Report, budget_s: float) -> None:
+def _suggest_sizes(model, report: Report, budget_s: float, tracer=trace_module) -> None:
     """Re-trace at common square sizes; say which sizes work, globally and per broken block."""
     n, c, h, w = report.input_shape
     start = time.perf_counter()
@@ -237,7 +244,7 @@ def _suggest_sizes(model: nn.Module, report: Report, budget_s: float) -> None:
         if time.perf_counter() - start > budget_s:
             break
         try:
-            t = trace_module(model, (n, c, size, size))
+            t = tracer(model, (n, c, size, size))
         except Exception:
             continue
         r = build_report(t, None, report.model_name)

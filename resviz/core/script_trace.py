@@ -47,7 +47,10 @@ from .trace import Trace
 
 Shape = tuple[int, ...]
 
-__all__ = ["trace_script_module", "aten_eval", "module_rule_by_name", "leaf_macs", "hyper_object"]
+__all__ = [
+    "trace_script_module", "aten_eval", "add_shape", "module_rule_by_name", "leaf_macs",
+    "hyper_object", "hyper_from_aten",
+]  # fmt: skip
 
 
 # ====================================================================== shared core (also used by
@@ -155,9 +158,7 @@ def _binary_inplace(args, kwargs):
     out, _ = _binary(args, kwargs)
     sa = args[0]
     if out != sa:
-        raise rules.RuleError(
-            f"output with shape {list(sa)} doesn't match the broadcast shape {list(out)}"
-        )
+        raise rules.RuleError(f"output with shape {list(sa)} doesn't match the broadcast shape {list(out)}")
     return sa, 0
 
 
@@ -190,14 +191,14 @@ def conv_shape(x: Shape, w: Shape, stride, padding, dilation, groups: int, trans
         p = rules._tuple(padding, nd)
         op = rules._tuple(output_padding, nd)
         expected, cout = w[0], w[1] * groups
-        out_sp = tuple(
-            (spatial[i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 for i in range(nd)
-        )
+        out_sp = tuple((spatial[i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 for i in range(nd))
     else:
         expected, cout = w[1] * groups, w[0]
         if isinstance(padding, str):
-            out_sp = tuple(spatial) if padding == "same" else tuple(
-                rules.conv_out(spatial[i], k[i], s[i], 0, d[i]) for i in range(nd)
+            out_sp = (
+                tuple(spatial)
+                if padding == "same"
+                else tuple(rules.conv_out(spatial[i], k[i], s[i], 0, d[i]) for i in range(nd))
             )
         else:
             p = rules._tuple(padding, nd)
@@ -211,21 +212,24 @@ def conv_shape(x: Shape, w: Shape, stride, padding, dilation, groups: int, trans
         )
     if min(out_sp) <= 0:
         raise rules.RuleError(
-            f"Calculated output size: {list(out_sp)} is too small (input {list(x)}, kernel "
-            f"{list(k)})"
+            f"Calculated output size: {list(out_sp)} is too small (input {list(x)}, kernel {list(k)})"
         )
     return out
 
 
-def _conv_nd(args, kwargs):  # conv1d/2d/3d(input, weight, bias, stride, padding, dilation, groups)
+def _conv_nd(args, kwargs):
+    # conv1d/2d/3d(input, weight, bias, stride, padding, dilation, groups)
     return conv_shape(args[0], args[1], args[3], args[4], args[5], args[6]), None
 
 
-def _convolution(args, kwargs):  # (input, weight, bias, stride, padding, dilation, transposed, output_padding, groups, ...)
+def _convolution(args, kwargs):
+    # (_)convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding,
+    # groups, ...)
     return conv_shape(args[0], args[1], args[3], args[4], args[5], args[8], args[6], args[7]), None
 
 
-def _conv_transpose_nd(args, kwargs):  # (input, weight, bias, stride, padding, output_padding, groups, dilation)
+def _conv_transpose_nd(args, kwargs):
+    # conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
     return conv_shape(args[0], args[1], args[3], args[4], args[7], args[6], True, args[5]), None
 
 
@@ -445,8 +449,14 @@ def _nn_rules() -> dict[str, Any]:
 _RULES_BY_NAME = _nn_rules()
 
 
-def module_rule_by_name(type_name: str):
-    """The eager tracer's shape rule for a layer class name ('Conv2d'), or None."""
+def module_rule_by_name(type_name: str, qualname: str | None = None):
+    """The eager tracer's shape rule for a layer of ``torch.nn`` by class name ('Conv2d'), or None.
+
+    ``qualname`` (``torch.nn.modules.conv.Conv2d``, or TorchScript's ``__torch__.torch.nn...``)
+    keeps a user's own class that happens to be called ``Linear`` from getting nn.Linear's rule.
+    """
+    if qualname is not None and not qualname.startswith(("torch.nn.", "__torch__.torch.nn.")):
+        return None
     return _RULES_BY_NAME.get(type_name)
 
 
@@ -575,6 +585,38 @@ def leaf_macs(type_name: str, weights: int, out: Shape) -> int:
     return weights * out[0]
 
 
+def add_shape(trace: Trace, op: Op, sa: Shape, sb: Shape, traced: tuple[bool, bool],
+              distinct: bool, inplace: bool) -> Shape:  # fmt: skip
+    """The eager tracer's handling of an add (``Trace._call_add``) for an op already recorded with
+    its operands: register a candidate residual add, and where the operands disagree decide which
+    is the residual branch (tracing goes on with its shape) or record a broadcast error."""
+    both = traced[0] and traced[1] and distinct and len(op.inputs) == 2
+    if both:
+        trace.candidate_adds.append(op.id)
+    shape = rules.broadcast(sa, sb)
+    bad = shape is None or (inplace and shape != sa)
+    out_shape = shape
+    decided = False
+    if sa != sb and both and trace._stack:
+        res = analyse_add(trace, op.id, trace._stack[-1])
+        if res is not None:
+            decided = True
+            if bad:
+                out_shape = trace.values[res.residual].shape
+    if bad and not decided:
+        msg = (
+            rules.broadcast_error(sa, sb)
+            if shape is None
+            else (
+                f"in-place add: output with shape {rules._fmt(sa)} doesn't match the broadcast "
+                f"shape {rules._fmt(shape)}"
+            )
+        )
+        trace._error(op.name, op.id, "add", msg, [sa, sb])
+        out_shape = sa if traced[0] else sb
+    return out_shape
+
+
 # ====================================================================== the TorchScript interpreter
 
 
@@ -602,7 +644,7 @@ class _Fn:
 
 class _Node:
     __slots__ = ("kind", "ins", "outs", "run", "attr", "blocks", "opo", "base", "argn", "kwn",
-                 "source", "value")  # fmt: skip
+                 "tnode", "value", "_source")  # fmt: skip
 
     def __init__(self, kind, ins, outs):
         self.kind = kind
@@ -614,8 +656,15 @@ class _Node:
         self.base = ""
         self.argn = 0  # number of positional arguments; the rest are kwarg-only
         self.kwn: tuple[str, ...] = ()
-        self.source = None
+        self.tnode = None  # the TorchScript node, for its source range (read only when recorded)
         self.value = None
+        self._source = False
+
+    @property
+    def source(self) -> tuple[str, int] | None:
+        if self._source is False:
+            self._source = _node_source(self.tnode) if self.tnode is not None else None
+        return self._source
 
 
 class _Block:
@@ -628,17 +677,18 @@ class _Block:
 
 
 _SOURCE = re.compile(r'File "([^"]+)", line (\d+)')
-_SOURCE_TRACED = re.compile(r"^(.+\.py):(\d+)")
+_SOURCE_TRACED = re.compile(r"^(.+?)\((\d+)\): ")
 
 
 def _node_source(n) -> tuple[str, int] | None:
+    """File and line of the model's code: scripted graphs keep the original source range,
+    traced graphs the Python stack of the tracing run, both before the archive's own code."""
     try:
         text = n.sourceRange()
     except Exception:
         return None
-    m = _SOURCE.search(text)
-    if m is None:
-        m = _SOURCE_TRACED.search(text.strip())
+    original = text.split("Serialized", 1)[0]
+    m = _SOURCE_TRACED.match(original.strip()) or _SOURCE.search(original) or _SOURCE.search(text)
     return (m.group(1), int(m.group(2))) if m else None
 
 
@@ -656,7 +706,7 @@ class _Mod:
         self.qualname = t.qualified_name()
         self.type = t.name()
         names = list(py._modules.keys()) if py is not None else []
-        self.leaf = not names or module_rule_by_name(self.type) is not None
+        self.leaf = not names or module_rule_by_name(self.type, self.qualname) is not None
         self.children: dict[str, _Mod] = {}
         self.cache: dict[str, Any] = {}
         self.overlay: dict[str, Any] = {}
@@ -697,25 +747,9 @@ class _Interp:
         self.graphs = cache  # (qualname, method, inlined) -> _Block, shared by traces of one module
         self.quiet = 0
         self.const_vids: dict[int, int] = {}
-        self.keep: list[Any] = []
+        self.keep: list[Any] = []  # constants given value ids, kept alive so ids stay unique
         self.hypers: dict[str, dict] = cache.setdefault("__hyper__", {})
-        self.handlers = {
-            "prim::Constant": self._constant, "prim::GetAttr": self._getattr,
-            "prim::SetAttr": self._setattr, "prim::CallMethod": self._callmethod,
-            "prim::CallFunction": self._callfunction, "prim::ListConstruct": self._list,
-            "prim::TupleConstruct": self._tuple, "prim::ListUnpack": self._unpack,
-            "prim::TupleUnpack": self._unpack, "prim::TupleIndex": self._tupleindex,
-            "prim::DictConstruct": self._dict, "prim::If": self._if, "prim::Loop": self._loop,
-            "prim::RaiseException": self._raise, "prim::unchecked_cast": self._passthrough,
-            "prim::unchecked_unwrap_optional": self._passthrough, "prim::data": self._passthrough,
-            "prim::isinstance": self._isinstance, "prim::NumToTensor": self._numtotensor,
-            "prim::dtype": self._dtype, "prim::device": self._device,
-            "prim::Uninitialized": self._none, "prim::Print": self._nothing,
-            "prim::Enter": self._nothing, "prim::Exit": self._nothing,
-            "prim::requires_grad": self._false, "prim::is_cuda": self._false,
-            "prim::layout": self._layout, "prim::TupleSlice": self._tupleslice,
-            "prim::shape": self._shape, "prim::grad": self._none,
-        }  # fmt: skip
+        self.handlers = _HANDLERS
 
     # ------------------------------------------------------------------ compiling graphs
 
@@ -726,6 +760,7 @@ class _Interp:
             m = mod.c._get_method(method)
             graph = m.inlined_graph if inlined else m.graph
             g = self.graphs[key] = self._compile(graph.inputs(), graph.outputs(), graph.nodes())
+            self.graphs[("graph", *key)] = graph  # the compiled nodes point into it
         return g
 
     def _compile(self, inputs, outputs, nodes) -> _Block:
@@ -739,15 +774,13 @@ class _Interp:
             elif kind in ("prim::GetAttr", "prim::SetAttr", "prim::CallMethod"):
                 node.attr = n.s("name")
             elif kind in ("prim::If", "prim::Loop"):
-                node.blocks = tuple(
-                    self._compile(b.inputs(), b.outputs(), b.nodes()) for b in n.blocks()
-                )
+                node.blocks = tuple(self._compile(b.inputs(), b.outputs(), b.nodes()) for b in n.blocks())
             elif kind == "prim::TupleIndex":
                 pass
             elif kind == "prim::isinstance":
                 node.attr = tuple(str(t) for t in n.tys("types"))
             elif kind == "prim::CallFunction":
-                node.source = _node_source(n)
+                node.tnode = n
                 node.value = n  # compiled lazily into a stand-alone graph (see _function_graph)
             if handler is None:
                 handler = self._schema_op(n, node)
@@ -762,26 +795,26 @@ class _Interp:
             text = "(no schema)"
         if text == "(no schema)":
             node.attr = f"unsupported TorchScript node {node.kind}"
-            return self._unsupported
+            return _Interp._unsupported
         schema = torch._C.parse_schema(text)
         ns, name = schema.name.split("::", 1)
         node.base = name
         node.attr = f"{name}.{schema.overload_name}" if schema.overload_name else name
         node.argn = sum(1 for a in schema.arguments if not a.kwarg_only)
         node.kwn = tuple(a.name for a in schema.arguments if a.kwarg_only)
-        node.source = _node_source(n)
+        node.tnode = n
         py = _PY_OPS.get(node.attr) or _PY_OPS.get(name)
         if py is not None and (node.attr in _PY_OPS or not _schema_has_tensor(schema)):
             node.value = py
-            return self._pyop
+            return _Interp._pyop
         try:
             packet = getattr(getattr(torch.ops, ns), name)
             node.opo = getattr(packet, schema.overload_name or "default")
         except AttributeError:
             node.attr = f"unknown operator {schema.name}"
-            return self._unsupported
+            return _Interp._unsupported
         node.value = py  # scalar overloads of tensor ops (aten::add.int) run as Python
-        return self._aten
+        return _Interp._aten
 
     # ------------------------------------------------------------------ running graphs
 
@@ -796,12 +829,13 @@ class _Interp:
 
     def _block(self, block: _Block, env: dict) -> None:
         for node in block.nodes:
-            node.run(node, env)
+            node.run(self, node, env)
 
     # ------------------------------------------------------------------ prim nodes
 
     def _constant(self, node, env):
-        env[node.outs[0]] = node.value
+        v = node.value
+        env[node.outs[0]] = list(v) if type(v) is list else v  # code may append to it
 
     def _passthrough(self, node, env):
         env[node.outs[0]] = env[node.ins[0]]
@@ -968,7 +1002,9 @@ class _Interp:
         fn = node.value
         args = [env[i] for i in node.ins]
         try:
-            out = fn(*args) if fn is not None else _builtin(node.kind)(*args)
+            if fn is None:
+                raise RuntimeError(f"unsupported operator {node.kind}")
+            out = fn(*args)
         except (_Abort, _Quiet):
             raise
         except Exception as e:
@@ -1039,9 +1075,13 @@ class _Interp:
         op = self._record(base, tensors, node.source)
         shape = rules.broadcast(sa, sb)
         if shape is None or (inplace and shape != sa):
-            msg = rules.broadcast_error(sa, sb) if shape is None else (
-                f"in-place {base}: output with shape {rules._fmt(sa)} doesn't match the "
-                f"broadcast shape {rules._fmt(shape)}"
+            msg = (
+                rules.broadcast_error(sa, sb)
+                if shape is None
+                else (
+                    f"in-place {base}: output with shape {rules._fmt(sa)} doesn't match the "
+                    f"broadcast shape {rules._fmt(shape)}"
+                )
             )
             self.trace._error(op.name, op.id, base, msg, [sa, sb])
             shape = sa
@@ -1051,33 +1091,12 @@ class _Interp:
 
     def _record_add(self, node, args, inplace):
         a, b = args[0], args[1]
-        t = self.trace
         sa = _shape_of(a) if isinstance(a, _TENSORS) else ()
         sb = _shape_of(b) if isinstance(b, _TENSORS) else ()
         tensors = [x for x in (a, b) if isinstance(x, _TENSORS)]
-        traced = [x for x in tensors if isinstance(x, _T)]
         op = self._record("add", tensors, node.source)
-        both = len(tensors) == 2 and len(traced) == 2 and a is not b
-        if both:
-            t.candidate_adds.append(op.id)
-        shape = rules.broadcast(sa, sb)
-        bad = shape is None or (inplace and shape != sa)
-        out_shape = shape
-        decided = False
-        if sa != sb and both and t._stack:
-            # Decide now which operand is the residual branch: tracing continues with it.
-            res = analyse_add(t, op.id, t._stack[-1])
-            if res is not None:
-                decided = True
-                if bad:
-                    out_shape = t.values[res.residual].shape
-        if bad and not decided:
-            msg = rules.broadcast_error(sa, sb) if shape is None else (
-                f"in-place add: output with shape {rules._fmt(sa)} doesn't match the broadcast "
-                f"shape {rules._fmt(shape)}"
-            )
-            t._error(op.name, op.id, "add", msg, [sa, sb])
-            out_shape = sa if isinstance(a, _T) else sb
+        traced = (isinstance(a, _T), isinstance(b, _T))
+        out_shape = add_shape(self.trace, op, sa, sb, traced, a is not b, inplace)
         out = self._result(a, b, out_shape, inplace and out_shape == sa)
         op.outputs = [self._new_value(out, op.id)]
         return out
@@ -1115,7 +1134,8 @@ class _Interp:
         return vid
 
     def _record(self, fname: str, tensors, source) -> Op:
-        inputs = [self._vid(t) for t in tensors]
+        # scalars that tracing turned into constant tensors (`x * 2`) are not inputs
+        inputs = [self._vid(t) for t in tensors if isinstance(t, _T) or t.dim() or t.is_meta]
         return self.trace._add_op("function", self.trace._function_name(fname), fname, inputs,
                                   source=source)  # fmt: skip
 
@@ -1150,9 +1170,7 @@ class _Interp:
         inputs = [self._vid(a) for a in _flat_tensors(args, [])]
         cid = len(t.calls)
         parent = t._stack[-1] if t._stack else None
-        t.calls.append(
-            Call(cid, mod.path, mod.type, parent, inputs, first_op=len(t.ops), module=mod.py)
-        )
+        t.calls.append(Call(cid, mod.path, mod.type, parent, inputs, first_op=len(t.ops), module=mod.py))
         t._stack.append(cid)
         out = self.run_method(mod, method, args)
         outs = _flat_tensors(out, [])
@@ -1176,7 +1194,7 @@ class _Interp:
                     weights += n
             if mod.py._modules:
                 params = sum(p.numel() for p in mod.py.parameters())
-        rule = module_rule_by_name(mod.type)
+        rule = module_rule_by_name(mod.type, mod.qualname)
         attrs = self._hyper_attrs(mod, rule)
         hyper = None
         if attrs is not None:
@@ -1217,29 +1235,26 @@ class _Interp:
 
     def _hyper_from_graph(self, mod: _Mod) -> dict | None:
         """A traced layer keeps no constants: read them off its aten call's constant arguments."""
-        try:
-            g = self._graph(mod, "forward", True)
-        except Exception:
+        key = ("layer-call", mod.qualname)
+        spec = self.graphs.get(key)
+        if spec is None:
+            try:
+                spec = _scan_layer_graph(mod.c._get_method("forward").graph)
+            except Exception:
+                spec = None
+            self.graphs[key] = spec = spec or False
+        if not spec:
             return None
-        consts: dict[int, Any] = {}
-        for node in g.nodes:
-            if node.kind == "prim::Constant":
-                consts[node.outs[0]] = node.value
-            elif node.kind == "prim::ListConstruct" and all(i in consts for i in node.ins):
-                consts[node.outs[0]] = [consts[i] for i in node.ins]
-            elif node.kind == "prim::GetAttr":
+        base, argspec = spec
+        args = []
+        for kind, v in argspec:
+            if kind == "attr":
                 try:
-                    v = mod.c.getattr(node.attr)
+                    v = mod.c.getattr(v)
                 except Exception:
-                    continue
-                if isinstance(v, torch.Tensor):
-                    consts[node.outs[0]] = v
-            elif node.opo is not None:
-                args = [consts.get(i, _T((), torch.float32)) for i in node.ins]
-                attrs = hyper_from_aten(node.base, args, node.base.endswith("_"))
-                if attrs:
-                    return attrs
-        return None
+                    return None
+            args.append(v)
+        return hyper_from_aten(base, args, base.endswith("_"))
 
     def call_leaf(self, mod: _Mod, method: str, args: list):
         t = self.trace
@@ -1354,8 +1369,69 @@ class _Interp:
                 g2.registerOutput(o)
             torch._C._jit_pass_inline(g2)
             g = self.graphs[key] = self._compile(g2.inputs(), g2.outputs(), g2.nodes())
-            self.keep.append(g2)
+            self.graphs[("graph", *key)] = g2
         return g
+
+
+_HANDLERS = {
+    "prim::Constant": _Interp._constant, "prim::GetAttr": _Interp._getattr,
+    "prim::SetAttr": _Interp._setattr, "prim::CallMethod": _Interp._callmethod,
+    "prim::CallFunction": _Interp._callfunction, "prim::ListConstruct": _Interp._list,
+    "prim::TupleConstruct": _Interp._tuple, "prim::ListUnpack": _Interp._unpack,
+    "prim::TupleUnpack": _Interp._unpack, "prim::TupleIndex": _Interp._tupleindex,
+    "prim::DictConstruct": _Interp._dict, "prim::If": _Interp._if, "prim::Loop": _Interp._loop,
+    "prim::RaiseException": _Interp._raise, "prim::unchecked_cast": _Interp._passthrough,
+    "prim::unchecked_unwrap_optional": _Interp._passthrough, "prim::data": _Interp._passthrough,
+    "prim::isinstance": _Interp._isinstance, "prim::NumToTensor": _Interp._numtotensor,
+    "prim::dtype": _Interp._dtype, "prim::device": _Interp._device,
+    "prim::Uninitialized": _Interp._none, "prim::Print": _Interp._nothing,
+    "prim::Enter": _Interp._nothing, "prim::Exit": _Interp._nothing,
+    "prim::requires_grad": _Interp._false, "prim::is_cuda": _Interp._false,
+    "prim::layout": _Interp._layout, "prim::TupleSlice": _Interp._tupleslice,
+    "prim::shape": _Interp._shape, "prim::grad": _Interp._none,
+}  # fmt: skip
+
+
+_LAYER_OPS = frozenset(
+    {"conv1d", "conv2d", "conv3d", "convolution", "_convolution", "max_pool1d", "max_pool2d",
+     "max_pool3d", "max_pool2d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+     "adaptive_max_pool2d", "adaptive_max_pool3d", "linear", "batch_norm", "flatten"}
+    | {k for k, v in ATEN_RULES.items() if v in (_same, _same_inplace)}
+)  # fmt: skip
+
+
+def _scan_layer_graph(graph):
+    """(aten op name, [(kind, value)]) for the first layer op of a traced layer's graph; kind is
+    'const' for constant arguments, 'attr' for the module's own tensors, 'input' otherwise."""
+    consts: dict[int, Any] = {}
+    attrs: dict[int, str] = {}
+    self_id = next(iter(graph.inputs())).unique()
+    for n in graph.nodes():
+        kind = n.kind()
+        if kind == "prim::Constant":
+            if n.output().type().kind() != "FunctionType":
+                consts[n.output().unique()] = n.output().toIValue()
+        elif kind == "prim::ListConstruct":
+            ins = [v.unique() for v in n.inputs()]
+            if all(i in consts for i in ins):
+                consts[n.output().unique()] = [consts[i] for i in ins]
+        elif kind == "prim::GetAttr":
+            ins = list(n.inputs())
+            if ins[0].unique() == self_id:
+                attrs[n.output().unique()] = n.s("name")
+        elif kind.startswith("aten::") and kind[6:] in _LAYER_OPS:
+            spec = []
+            for v in n.inputs():
+                u = v.unique()
+                if u in consts:
+                    spec.append(("const", consts[u]))
+                elif u in attrs:
+                    spec.append(("attr", attrs[u]))
+                else:
+                    spec.append(("input", _T((), torch.float32)))
+            return kind[6:], spec
+    return None
 
 
 def _inplace_call(fname: str, args) -> bool:
@@ -1501,10 +1577,6 @@ def _is_fp(x):
     return x.dtype.is_floating_point
 
 
-def _builtin(kind):
-    raise RuntimeError(f"unsupported operator {kind}")
-
-
 def _div(a, b):
     return a / b
 
@@ -1538,6 +1610,28 @@ _PY_OPS: dict[str, Any] = {
 
 # ====================================================================== entry point
 
+
+def _forward_args(sm, x: _T) -> list | str:
+    """``[x]`` plus the defaults of any further arguments of ``forward``; a message if one has
+    no default."""
+    try:
+        arguments = sm._c._get_method("forward").schema.arguments[1:]
+    except Exception:
+        return [x]
+    if not arguments:
+        return "forward takes no input"
+    args: list = [x]
+    for a in arguments[1:]:
+        if not a.has_default_value():
+            n = len(arguments)
+            return (
+                f"forward takes {n} inputs ({', '.join(b.name for b in arguments)}); resviz "
+                f"traces models with one input tensor"
+            )
+        args.append(a.default_value)
+    return args
+
+
 _GRAPH_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -1559,10 +1653,14 @@ def trace_script_module(sm, input_shape: Sequence[int], *, dtype=torch.float32) 
     trace.calls.append(Call(0, "", root.type, None, [x.vid], first_op=len(trace.ops), module=sm))
     trace._stack.append(cid)
     try:
-        if root.leaf:
-            out = interp.call_leaf(root, "forward", [x])
-        else:
-            out = interp.run_method(root, "forward", [x])
+        args = _forward_args(sm, x)
+        if isinstance(args, str):
+            trace._error("(model)", None, root.type, args, [x.shape], fatal=True)
+            raise _Abort
+        if root.leaf and module_rule_by_name(root.type, root.qualname) is not None:
+            out = interp.call_leaf(root, "forward", args)  # a single layer
+        else:  # a model, or a frozen one (its layers inlined): record its ops one by one
+            out = interp.run_method(root, "forward", args)
         trace.calls[0].outputs = [interp._vid(o) for o in _flat_tensors(out, [])]
         trace.complete = True
     except _Abort:

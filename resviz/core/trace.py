@@ -563,9 +563,10 @@ def _tensors(obj) -> list[torch.Tensor]:
 
 
 def _shapes_of(obj):
+    """Tensors replaced by their shapes, at any depth (``torch.cat([a, b], 1)``)."""
     if isinstance(obj, torch.Tensor):
         return tuple(obj.shape)
-    if isinstance(obj, (list, tuple)) and any(isinstance(o, torch.Tensor) for o in obj):
+    if isinstance(obj, (list, tuple)):
         return type(obj)(_shapes_of(o) for o in obj)
     return obj
 
