@@ -19,6 +19,8 @@ Nothing here reads tensor values, so models build under ``with torch.device("met
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from typing import TYPE_CHECKING
 
 import torch
@@ -352,6 +354,19 @@ BLOCKS: dict[str, type[_Block]] = {
 _META = torch.device("meta")
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """Building makes tens of thousands of small objects and no cycles; the cyclic collector
+    walking them mid-build is half the time of resnet1202 on meta. Pausing only delays it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _clone_on_meta(module: nn.Module) -> nn.Module:
     """A structural copy of a freshly built meta module, with new meta parameters and buffers.
 
@@ -394,6 +409,10 @@ class ResNet(nn.Module):
     def __init__(self, spec: NetSpec):
         super().__init__()
         self.spec = spec
+        with _gc_paused():
+            self._build(spec)
+
+    def _build(self, spec: NetSpec) -> None:
         stem = spec.stem
         self.conv1 = nn.Conv2d(
             spec.input_shape[1], stem.channels, stem.kernel, stem.stride, stem.kernel // 2, bias=False

@@ -381,7 +381,7 @@ def _parse_stages(c: _Checker, data: dict) -> tuple[StageSpec, ...]:
     raw = data["stages"]
     if isinstance(raw, dict):
         raise c.error("stages", "expected an array of tables; write each stage as [[stages]], not [stages]")
-    if not isinstance(raw, list):
+    if not isinstance(raw, (list, tuple)):
         raise c.error("stages", f"expected an array of tables ([[stages]]); got {_show(raw)}")
     if not raw:
         raise c.error("stages", "expected at least one stage; got an empty list")
@@ -428,7 +428,7 @@ def _parse_stem(c: _Checker, data: dict, first_block: str) -> StemSpec:
 
 
 def _parse_input(c: _Checker, value: Any) -> tuple[int, ...]:
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         if not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
             raise c.error("input", f"expected a list of integers such as [3, 224, 224]; got {_show(value)}")
     elif not isinstance(value, str):
@@ -473,7 +473,7 @@ def _type_name(value: Any) -> str:
         return "a float"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "an array"
     if isinstance(value, dict):
         return "a table"

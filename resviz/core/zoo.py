@@ -3,7 +3,9 @@
 * ImageNet (torchvision's layouts, shortcut B; parameter counts equal torchvision's exactly):
   resnet18..152, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2/101_2.
 * CIFAR-10 (He et al. 2015 §4.2: 3 stages of 16/32/64 planes, n blocks each, depth 6n+2, option A
-  shortcuts): resnet20/32/44/56/110/1202.
+  shortcuts): resnet20/32/44/56/110/1202, 269,722 .. 19,421,274 parameters. The often-quoted
+  272,474 .. 19,424,026 count 1x1 conv + BN projections at the two stage transitions (option B,
+  2,752 parameters more); the paper's 0.27M .. 19.4M fit both.
 * Pre-activation (He et al. 2016): preact_resnet18..152 (ImageNet), preact_resnet20/56/110 (CIFAR,
   basic, option A), preact_resnet164/1001 (CIFAR, bottleneck, depth 9n+2, projections).
 * The plain twin of every net, ``plain_<name>``, and the paper's short names of the plain baselines
@@ -67,10 +69,8 @@ def _residual_entries() -> list[ZooEntry]:
     for d, (block, layers) in _IMAGENET_LAYERS.items():
         add(
             _imagenet(f"resnet{d}", block, layers),
-            "imagenet",
-            "resnet",
-            f"ResNet-{d}, {block}, ImageNet, He et al. 2015",
-        )
+            "imagenet", "resnet", f"ResNet-{d}, {block}, ImageNet, He et al. 2015",
+        )  # fmt: skip
     for d, g, w in ((50, 32, 4), (101, 32, 8), (101, 64, 4)):
         add(
             _imagenet(f"resnext{d}_{g}x{w}d", "bottleneck", _IMAGENET_LAYERS[d][1], groups=g, width_per_group=w),
@@ -92,6 +92,9 @@ def _residual_entries() -> list[ZooEntry]:
             _imagenet(f"preact_resnet{d}", pblock, layers),
             "imagenet", "preact", f"Pre-activation ResNet-{d}, {block}, ImageNet, He et al. 2016",
         )  # fmt: skip
+    # CIFAR pre-activation nets: basic ones keep option A, to compare with resnet20..110 as the
+    # paper does; the bottleneck ones widen 16 -> 64 channels in stage 1 and project, as the
+    # paper's reference code (a bare 1x1 conv on the pre-activated input).
     for d in (20, 56, 110):
         add(
             _cifar(f"preact_resnet{d}", "preact", (d - 2) // 6, "A"),

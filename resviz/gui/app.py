@@ -1,0 +1,254 @@
+"""Starting the app: ``resviz [MODEL]`` (:func:`run_app`) and ``resviz.show(model)`` (:func:`show`).
+
+The window is shown before PyTorch is imported: torch and the analysis load on the worker thread
+while the window says what it is doing. ``--screenshot`` renders offscreen, waits until the model is
+drawn and nothing is left to do, saves the window as PNG and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux), else since this module was imported."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = float(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
+
+
+_T_START = time.perf_counter() - _process_age()  # timings count from the process start
+_open_windows: list = []  # windows opened by show(): kept alive while they are open
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 2, 3
+SCREENSHOT_TIMEOUT_S = float(os.environ.get("RESVIZ_SCREENSHOT_TIMEOUT", "300"))
+
+
+def _application(offscreen: bool = False):
+    if offscreen:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    created = app is None
+    if created:
+        app = QApplication([sys.argv[0] if sys.argv else "resviz"])
+        app.setApplicationName("resviz")
+        app.setOrganizationName("resviz")
+    return app, created
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        from ..core.errors import ResvizError
+
+        raise ResvizError(f"--size must look like 1600x1000, got {text!r}") from None
+    if not (200 <= w <= 10000 and 200 <= h <= 10000):
+        from ..core.errors import ResvizError
+
+        raise ResvizError(f"--size {text} is out of range (200 to 10000 pixels each way)")
+    return w, h
+
+
+EXTENSIONS = ("resviz.gui.qt_training",)  # modules with ``install(window, args)``: extra tabs
+
+
+def _install_extensions(window, args=None) -> int:
+    """Optional tabs living in other modules (the Training tab); returns how many installed."""
+    import importlib
+
+    count = 0
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        install = getattr(module, "install", None)
+        if install is not None:
+            install(window, args)
+            count += 1
+    return count
+
+
+def _check_display(screenshot: bool) -> None:
+    if screenshot or not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        from ..core.errors import ResvizError
+
+        raise ResvizError(
+            "no display to open a window on (DISPLAY is not set). Use `resviz MODEL --screenshot "
+            "out.png` for a picture of the app, or `resviz render MODEL -o graph.svg` / `resviz check MODEL`."
+        )
+
+
+def run_app(args) -> int:
+    """``resviz [MODEL] [--input] [--kwargs] [--trust] [--screenshot PNG] [--size WxH] [--tab]``."""
+    screenshot = getattr(args, "screenshot", None)
+    size = _size(getattr(args, "size", None))
+    if getattr(args, "input", None):
+        from ..core.shapes import parse_shape
+
+        parse_shape(args.input)  # a bad --input is an argument error (exit 2), before any window
+    _check_display(bool(screenshot))
+    app, _created = _application(offscreen=bool(screenshot))
+    from .qt_main_window import QtMainWindow
+
+    window = QtMainWindow()
+    window.t0 = _T_START
+    if not _install_extensions(window, args) and getattr(args, "train", 0):
+        print("resviz: --train needs the Training tab, which is not installed; ignoring it", file=sys.stderr)
+    if size:
+        window.resize(*size)
+    window.show()
+    window.open_source(getattr(args, "model", None) or "resnet18", input_shape=getattr(args, "input", None),
+                       kwargs_text=getattr(args, "kwargs", None), trust=bool(getattr(args, "trust", False)))  # fmt: skip
+    if getattr(args, "tab", None):
+        if not window.select_tab(args.tab):
+            print(f"resviz: no tab called {args.tab!r}; tabs: "
+                  + ", ".join(window.tabs.tabText(i) for i in range(window.tabs.count())), file=sys.stderr)  # fmt: skip
+    result = {"code": EXIT_OK}
+    if screenshot:
+        _arm_screenshot(window, screenshot, result, getattr(args, "tab", None))
+    code = app.exec()
+    if os.environ.get("RESVIZ_TIMING"):
+        t = window.timings
+        print(f"resviz: window shown after {t.get('shown', float('nan')):.2f} s, model drawn after "
+              f"{t.get('drawn', float('nan')):.2f} s", file=sys.stderr)  # fmt: skip
+    window.shutdown()
+    if window.isVisible():
+        window.close()
+    window.deleteLater()
+    return result["code"] if screenshot else code
+
+
+def _arm_screenshot(window, path: str, result: dict, tab: str | None) -> None:
+    """Once the window is idle (model drawn, no background work), save it and quit."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    done = {"flag": False}
+
+    def finish(code: int) -> None:
+        if done["flag"]:
+            return
+        done["flag"] = True
+        if tab:
+            window.select_tab(tab)
+        window.view.overview.refresh()
+        QApplication.processEvents()
+        QTimer.singleShot(150, lambda: _grab(window, path, result, code))
+
+    def check() -> None:
+        if done["flag"] or not window.is_idle():
+            return
+        if window.document.drawn is not None or window.document.error is not None:
+            failed = window.document.error is not None and window.document.session is None
+            if failed:
+                print(f"resviz: {window.document.error}", file=sys.stderr)
+            finish(EXIT_BAD_INPUT if window.document.error is not None else EXIT_OK)
+
+    window.document.idle.connect(lambda: QTimer.singleShot(50, check))
+    poll = QTimer(window)
+    poll.setInterval(200)
+    poll.timeout.connect(check)
+    poll.start()
+
+    def timeout() -> None:
+        if not done["flag"]:
+            print(
+                f"resviz: gave up waiting for the model after {SCREENSHOT_TIMEOUT_S:.0f} s", file=sys.stderr
+            )
+            finish(EXIT_TIMEOUT)
+
+    QTimer.singleShot(int(SCREENSHOT_TIMEOUT_S * 1000), timeout)
+
+
+def _grab(window, path: str, result: dict, code: int) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    from .export import atomic_write
+
+    QApplication.processEvents()
+    pixmap = window.grab()
+
+    def write(tmp: str) -> None:
+        if not pixmap.save(tmp, "PNG"):
+            raise OSError(f"could not write {path}")
+
+    try:
+        atomic_write(path, write)
+        print(f"wrote {path}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - report, then exit with an error status
+        print(f"resviz: could not save the screenshot: {exc}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    result["code"] = code
+    window.shutdown()
+    QApplication.instance().exit(code)
+
+
+def show(model, input_shape=None, *, name: str | None = None, block: bool | None = None):
+    """Open the resviz window on a live ``nn.Module``; returns the window.
+
+    With a running Qt application (Jupyter's ``%gui qt``, napari, another Qt app) the window is
+    shown and this returns at once. In a plain script it runs the event loop until the window is
+    closed (``block=False`` returns at once; keep a reference and run the loop yourself).
+    """
+    app, created = _application()
+    if created and block is None and _in_ipython():
+        block = not _ipython_qt_loop()
+    from .qt_main_window import QtMainWindow
+
+    window = QtMainWindow()
+    window.setAttribute(_delete_on_close(), True)
+    window.open_module(model, input_shape, name=name)
+    window.show()
+    window.raise_()
+    _open_windows.append(window)
+    window.destroyed.connect(lambda *_: _forget(window))
+    if block if block is not None else created:
+        app.exec()
+    return window
+
+
+def _forget(window) -> None:
+    try:
+        _open_windows.remove(window)
+    except ValueError:
+        pass
+
+
+def _delete_on_close():
+    from PySide6.QtCore import Qt
+
+    return Qt.WA_DeleteOnClose
+
+
+def _in_ipython() -> bool:
+    return (
+        "IPython" in sys.modules
+        and getattr(sys.modules["IPython"], "get_ipython", lambda: None)() is not None
+    )
+
+
+def _ipython_qt_loop() -> bool:
+    """Ask IPython to run Qt's event loop alongside the prompt (``%gui qt``); True if it does."""
+    try:
+        ip = sys.modules["IPython"].get_ipython()
+        ip.enable_gui("qt")
+        return True
+    except Exception:
+        return False

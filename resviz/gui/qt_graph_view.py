@@ -1,0 +1,277 @@
+"""The graph on screen: zoom around the cursor, drag to pan, fit, find, and a mini-map.
+
+:class:`QtGraphView` shows a :class:`~resviz.gui.qt_graph_scene.QtGraphScene`. It never relayouts
+while panning or zooming: the scene's items are built once per view change, and the viewport only
+repaints (with a bounding-rect update mode and cached node pixmaps), so resnet1202's 600 blocks move
+smoothly. :class:`QtOverview` is a small second picture of the same scene for deep nets, with the
+visible part outlined; click or drag in it to jump there.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPoint, QPointF, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QPainter, QPen, QPixmap
+from PySide6.QtWidgets import QFrame, QGraphicsView, QWidget
+
+MIN_SCALE, MAX_SCALE = 0.01, 4.0
+READABLE_SCALE = 0.75  # centring on a node zooms in at least this far
+
+
+class QtGraphView(QGraphicsView):
+    viewChanged = Signal()  # zoomed or scrolled: the visible rect moved
+
+    def __init__(self, scene, parent: QWidget | None = None):
+        super().__init__(scene, parent)
+        self.setDragMode(QGraphicsView.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.AnchorViewCenter)
+        self.setRenderHints(QPainter.Antialiasing | QPainter.TextAntialiasing)
+        self.setViewportUpdateMode(QGraphicsView.BoundingRectViewportUpdate)
+        self.setOptimizationFlags(
+            QGraphicsView.DontSavePainterState | QGraphicsView.DontAdjustForAntialiasing
+        )
+        self.setCacheMode(QGraphicsView.CacheBackground)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self._placeholder = ""
+        self.horizontalScrollBar().valueChanged.connect(self.viewChanged)
+        self.verticalScrollBar().valueChanged.connect(self.viewChanged)
+        self.overview = QtOverview(self)
+        self.viewChanged.connect(self.overview.sync)
+
+    # ---------------------------------------------------------------- zoom
+
+    def scale_factor(self) -> float:
+        return self.transform().m11()
+
+    def set_zoom(self, scale: float, anchor: QPointF | None = None) -> None:
+        """Zoom to ``scale`` keeping ``anchor`` (a scene point) where it is on screen."""
+        scale = min(MAX_SCALE, max(MIN_SCALE, scale))
+        factor = scale / self.scale_factor()
+        if abs(factor - 1) < 1e-6:
+            return
+        if anchor is None:
+            self.scale(factor, factor)
+        else:
+            vp = self.mapFromScene(anchor)
+            self.scale(factor, factor)
+            self.keep_at(anchor, QPointF(vp))
+        self.viewChanged.emit()
+
+    def zoom_by(self, factor: float) -> None:
+        old = self.transformationAnchor()
+        self.setTransformationAnchor(QGraphicsView.AnchorViewCenter)
+        self.set_zoom(self.scale_factor() * factor)
+        self.setTransformationAnchor(old)
+
+    def zoom_in(self) -> None:
+        self.zoom_by(1.25)
+
+    def zoom_out(self) -> None:
+        self.zoom_by(0.8)
+
+    def wheelEvent(self, event) -> None:
+        delta = event.angleDelta().y() or event.pixelDelta().y()
+        if not delta or event.modifiers() & Qt.ShiftModifier:
+            super().wheelEvent(event)  # horizontal or shift-wheel: scroll
+            return
+        factor = 1.0015**delta
+        scale = min(MAX_SCALE, max(MIN_SCALE, self.scale_factor() * factor))
+        self.scale(scale / self.scale_factor(), scale / self.scale_factor())  # around the cursor
+        self.viewChanged.emit()
+        event.accept()
+
+    def fit(self) -> None:
+        """The whole graph in the window."""
+        rect = self.scene().sceneRect() if self.scene() else QRectF()
+        if rect.isEmpty():
+            return
+        self.fitInView(rect, Qt.KeepAspectRatio)
+        if self.scale_factor() > 1.0:
+            self.set_zoom(1.0)
+            self.centerOn(rect.center())
+        self.viewChanged.emit()
+
+    def fit_readable(self) -> None:
+        """Fit when that stays legible; a deep net is shown from its top at a readable size."""
+        rect = self.scene().sceneRect() if self.scene() else QRectF()
+        if rect.isEmpty():
+            return
+        vw, vh = max(1, self.viewport().width() - 8), max(1, self.viewport().height() - 8)
+        whole = min(vw / rect.width(), vh / rect.height(), 1.0)
+        if whole >= 0.7:
+            self.fit()
+            return
+        scale = max(whole, min(0.9, vw / rect.width()))
+        self.resetTransform()
+        self.set_zoom(scale)
+        self.centerOn(QPointF(rect.center().x(), rect.top() + vh / scale / 2))
+        self.viewChanged.emit()
+
+    # ---------------------------------------------------------------- moving
+
+    def keep_at(self, scene_pt: QPointF, viewport_pt: QPointF) -> None:
+        """Scroll so that ``scene_pt`` appears at ``viewport_pt`` (viewport pixels)."""
+        now = QPointF(self.mapFromScene(scene_pt))
+        dx, dy = now.x() - viewport_pt.x(), now.y() - viewport_pt.y()
+        h, v = self.horizontalScrollBar(), self.verticalScrollBar()
+        h.setValue(h.value() + round(dx))
+        v.setValue(v.value() + round(dy))
+
+    def center_on_rect(self, rect: QRectF) -> None:
+        if self.scale_factor() < READABLE_SCALE * 0.6:
+            self.set_zoom(READABLE_SCALE)
+        self.centerOn(rect.center())
+        self.viewChanged.emit()
+
+    def visible_scene_rect(self) -> QRectF:
+        return self.mapToScene(self.viewport().rect()).boundingRect()
+
+    # ---------------------------------------------------------------- placeholder
+
+    def set_placeholder(self, text: str) -> None:
+        """Text shown in the middle while there is nothing drawn (loading, or nothing loaded)."""
+        self._placeholder = text
+        self.viewport().update()
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        super().drawForeground(painter, rect)
+        if not self._placeholder:
+            return
+        painter.save()
+        painter.resetTransform()
+        painter.setPen(self.palette().color(self.palette().ColorRole.PlaceholderText))
+        font = painter.font()
+        font.setPointSizeF(font.pointSizeF() * 1.3)
+        painter.setFont(font)
+        painter.drawText(self.viewport().rect().adjusted(20, 20, -20, -20),
+                         Qt.AlignCenter | Qt.TextWordWrap, self._placeholder)  # fmt: skip
+        painter.restore()
+
+    # ---------------------------------------------------------------- overview
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.viewChanged.emit()
+
+    def scene_drawn(self) -> None:
+        """The scene was rebuilt: refresh the mini-map."""
+        self.overview.refresh()
+
+
+class QtOverview(QWidget):
+    """A mini-map strip beside the graph: the whole scene, the visible part outlined; click to jump.
+
+    It renders the same scene once per change into a pixmap, so scrolling the big view only
+    repaints an outline here. It shows itself only when the graph is much taller than the window,
+    and it sits beside the view (the window puts it there), never over the graph.
+    """
+
+    WIDTH = 150
+
+    def __init__(self, view: QtGraphView):
+        super().__init__()
+        self._view = view
+        self._pix: QPixmap | None = None
+        self._scale = 1.0
+        self._offset = QPointF()
+        self.enabled_by_user = True
+        self.setCursor(Qt.PointingHandCursor)
+        self.setToolTip("Overview: click or drag to move there")
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(60)
+        self._timer.timeout.connect(self._render)
+        self.hide()
+
+    def needed(self) -> bool:
+        scene = self._view.scene()
+        if scene is None or scene.sceneRect().isEmpty() or not self.enabled_by_user:
+            return False
+        return scene.sceneRect().height() > 2.2 * self._view.visible_scene_rect().height()
+
+    def refresh(self) -> None:
+        self._timer.start()
+
+    def place(self) -> None:
+        """Width from the scene's aspect (a thin strip for thin nets); shown only when needed."""
+        scene = self._view.scene()
+        if scene is None or scene.sceneRect().isEmpty():
+            self.hide()
+            return
+        rect = scene.sceneRect()
+        h = max(60, self._view.height() - 8)
+        w = max(40, min(self.WIDTH, int(rect.width() * h / max(1.0, rect.height())) + 8))
+        if w != self.width():
+            self.setFixedWidth(w)
+        self.setVisible(self.needed())
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.refresh()
+
+    def _render(self) -> None:
+        self.place()
+        scene = self._view.scene()
+        if scene is None or scene.sceneRect().isEmpty():
+            self._pix = None
+            return
+        rect = scene.sceneRect()
+        size = QSize(self.width(), self.height())
+        self._scale = min((size.width() - 4) / rect.width(), (size.height() - 4) / rect.height())
+        w, h = rect.width() * self._scale, rect.height() * self._scale
+        self._offset = QPointF((size.width() - w) / 2, 2)  # top-aligned, like the graph
+        dpr = self.devicePixelRatioF()
+        pix = QPixmap(size * dpr)
+        pix.setDevicePixelRatio(dpr)
+        pix.fill(scene.backgroundBrush().color())
+        painter = QPainter(pix)
+        scene.render(painter, QRectF(self._offset, QSize(int(w), int(h)).toSizeF()), rect)
+        painter.end()
+        self._pix = pix
+        self.update()
+
+    def _to_scene(self, p: QPoint) -> QPointF:
+        rect = self._view.scene().sceneRect()
+        return QPointF(rect.x() + (p.x() - self._offset.x()) / self._scale,
+                       rect.y() + (p.y() - self._offset.y()) / self._scale)  # fmt: skip
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        border = self.palette().color(self.palette().ColorRole.Mid)
+        if self._pix is not None:
+            painter.drawPixmap(0, 0, self._pix)
+            scene = self._view.scene()
+            if scene is not None and not scene.sceneRect().isEmpty():
+                rect = scene.sceneRect()
+                vis = self._view.visible_scene_rect().intersected(rect)
+                r = QRectF(self._offset.x() + (vis.x() - rect.x()) * self._scale,
+                           self._offset.y() + (vis.y() - rect.y()) * self._scale,
+                           max(4.0, vis.width() * self._scale), max(4.0, vis.height() * self._scale))  # fmt: skip
+                accent = QColor(self.palette().color(self.palette().ColorRole.Highlight))
+                painter.setPen(QPen(accent, 1.5))
+                accent.setAlpha(50)
+                painter.setBrush(accent)
+                painter.drawRect(r)
+        painter.setPen(QPen(border, 1))
+        painter.setBrush(Qt.NoBrush)
+        painter.drawRect(self.rect().adjusted(0, 0, -1, -1))
+
+    def mousePressEvent(self, event) -> None:
+        if self._pix is not None:
+            self._view.centerOn(self._to_scene(event.position().toPoint()))
+            self._view.viewChanged.emit()
+        event.accept()
+
+    def mouseMoveEvent(self, event) -> None:
+        if event.buttons() & Qt.LeftButton:
+            self.mousePressEvent(event)
+
+    def sync(self) -> None:
+        """The big view moved: redraw the outline; show or hide as the zoom level needs."""
+        visible = self.needed()
+        if visible != self.isVisible():
+            self.setVisible(visible)
+            if visible:
+                self.refresh()
+        self.update()

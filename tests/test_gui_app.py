@@ -1,0 +1,157 @@
+"""Starting the app (``resviz --screenshot``, ``resviz.show``), background workers, theme, zoo."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtGui import QColor, QImage, QPalette  # noqa: E402
+
+from resviz.gui.qt_workers import QtWorker  # noqa: E402
+
+TIMEOUT = 30_000
+
+
+# ---------------------------------------------------------------------------- workers
+
+
+def test_worker_newest_request_wins(qtbot):
+    worker = QtWorker("test-worker")
+    got, failed = [], []
+    worker.finished.connect(lambda ch, r: got.append((ch, r)))
+    worker.failed.connect(lambda ch, e: failed.append(e))
+    gate = threading.Event()
+    worker.submit("model", lambda: gate.wait(5) and "old")  # running while the next one is asked
+    worker.submit("model", lambda: "new")
+    worker.submit("view", lambda: "view")  # other channels are independent
+    gate.set()
+    qtbot.waitUntil(lambda: not worker.busy, timeout=5000)
+    assert got == [("model", "new"), ("view", "view")] or sorted(got) == [("model", "new"), ("view", "view")]
+    assert not failed
+    assert worker.stop() and not worker.is_running()
+
+
+def test_worker_reports_errors_in_words(qtbot):
+    from resviz.core.errors import ResvizError
+
+    worker = QtWorker("test-worker")
+    errors = []
+    worker.failed.connect(lambda ch, e: errors.append(e))
+
+    def user_mistake():
+        raise ResvizError("no such model")
+
+    worker.submit("a", user_mistake)
+    worker.submit("b", lambda: 1 / 0)
+    qtbot.waitUntil(lambda: len(errors) == 2, timeout=5000)
+    assert errors[0].user and errors[0].message == "no such model"
+    assert not errors[1].user and "ZeroDivisionError" in errors[1].message and errors[1].details
+    worker.stop()
+
+
+def test_stop_waits_for_the_running_job(qtbot):
+    worker = QtWorker("test-worker")
+    worker.submit("x", lambda: time.sleep(0.2))
+    time.sleep(0.05)
+    assert worker.stop()
+    assert not worker.is_running()
+    assert worker.submit("x", lambda: 1) == -1  # a stopped worker takes no more work
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def test_screenshot_from_the_command_line(qapp, tmp_path):
+    from resviz.cli import main
+
+    path = tmp_path / "shot.png"
+    assert main(["resnet20", "--screenshot", str(path), "--size", "900x700", "--tab", "issues"]) == 0
+    image = QImage(str(path))
+    assert not image.isNull() and (image.width(), image.height()) == (900, 700)
+
+
+def test_screenshot_of_a_model_that_does_not_load(qapp, tmp_path, capsys):
+    from resviz.cli import main
+
+    path = tmp_path / "shot.png"
+    assert main(["no_such_model_xyz", "--screenshot", str(path), "--size", "800x600"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert not QImage(str(path)).isNull()  # the window, showing the error
+
+
+def test_bad_arguments_exit_2_before_any_window(qapp, tmp_path):
+    from resviz.cli import main
+
+    assert main(["resnet18", "--input", "1x3xfoo", "--screenshot", str(tmp_path / "a.png")]) == 2
+    assert main(["resnet18", "--size", "huge", "--screenshot", str(tmp_path / "b.png")]) == 2
+
+
+# ---------------------------------------------------------------------------- resviz.show
+
+
+def test_show_opens_a_live_module_without_blocking(qtbot):
+    torch = pytest.importorskip("torch")
+    import resviz
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten())
+    window = resviz.show(model, (1, 3, 16, 16))  # a QApplication exists: returns at once
+    qtbot.waitUntil(lambda: window.is_idle() and window.document.drawn is not None, timeout=TIMEOUT)
+    assert window.session.input_shape == (1, 3, 16, 16)
+    assert window.isVisible() and len(window.scene.node_items) >= 5
+    assert next(model.parameters()).device.type == "cpu"  # the user's model was not moved
+    window.close()
+    assert not window.document.worker.is_running()
+
+
+# ---------------------------------------------------------------------------- theme, zoo
+
+
+def test_dark_palette_gives_dark_scene(qapp):
+    from resviz.gui.qt_theme import is_dark_palette, scene_theme
+    from resviz.render.theme import DARK, LIGHT
+
+    dark = QPalette()
+    dark.setColor(QPalette.Window, QColor("#202124"))
+    light = QPalette()
+    light.setColor(QPalette.Window, QColor("#f0f0f0"))
+    assert is_dark_palette(dark) and not is_dark_palette(light)
+    assert scene_theme(dark) is DARK and scene_theme(light) is LIGHT
+
+
+def test_zoo_picker_searches_and_opens(qtbot):
+    from resviz.gui.qt_main_window import QtMainWindow
+
+    w = QtMainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    w.actions_.ask_zoo()
+    qtbot.waitUntil(lambda: w.actions_._zoo_dialog is not None, timeout=TIMEOUT)
+    dlg = w.actions_._zoo_dialog
+    dlg.search.setText("resnet20")
+    assert dlg.chosen() == "resnet20"
+    dlg.accept()
+    qtbot.waitUntil(lambda: w.document.drawn is not None and w.is_idle(), timeout=TIMEOUT)
+    assert w.session.report.model_name == "resnet20"
+    w.close()  # also stops the parameter counting still running for the dialog
+    assert not w.aux.is_running()
+
+
+def test_recent_files_are_remembered(qtbot, tmp_path):
+    from resviz.gui.qt_main_window import QtMainWindow
+
+    spec = tmp_path / "r.toml"
+    spec.write_text(
+        'name = "r"\ninput = "3x32x32"\n[stem]\nkind = "cifar"\n[[stages]]\nblocks = 1\nwidth = 8\n'
+    )
+    w = QtMainWindow()
+    qtbot.addWidget(w)
+    w.open_source(str(spec))
+    assert w.actions_._recent()[0] == str(spec)
+    w.actions_._fill_recent()
+    assert any(a.text() == str(spec) for a in w.actions_.recent_menu.actions())
+    qtbot.waitUntil(lambda: w.is_idle(), timeout=TIMEOUT)
+    w.close()
