@@ -215,13 +215,19 @@ def chain_layout(
     # side columns, right of the arcs
     off = [n for n in order if n not in on_main]
     col: dict[str, int] = {}
-    col_busy: list[list[tuple[float, float]]] = []
+    col_busy: list[list[tuple[float, float]]] = []  # spans per column, in placement order
+
+    def free(c: int, span) -> bool:
+        # spans arrive roughly in y order: checking the most recent few is enough and keeps this
+        # linear for resnet1202's 1200 shortcut nodes
+        return all(span[1] <= a or span[0] >= b for a, b in col_busy[c][-4:])
+
     for n in off:
         span = (y[n] - m.gap / 2, y[n] + size[n][1] + m.gap / 2)
         want = next((col[p] for p in preds[n] if p in col), None)
         choice = None
         for c in ([want] if want is not None else []) + list(range(len(col_busy))):
-            if all(span[1] <= a or span[0] >= b for a, b in col_busy[c]):
+            if free(c, span):
                 choice = c
                 break
         if choice is None:
@@ -245,7 +251,7 @@ def chain_layout(
             routes.append(Route([], (0, 0)))
             continue
         if i in arc_lane:
-            local = max(a.right, b.right, _max_right(boxes, main, a.bottom, b.y))
+            local = max(a.right, b.right, _max_right(boxes, main, main_index, e.src, e.dst))
             x = local + 14 + arc_lane[i] * m.lane
             pts = [(a.cx, a.bottom), (a.cx, a.bottom + 8), (x, a.bottom + 8), (x, b.cy),
                    (b.right, b.cy)]  # fmt: skip
@@ -256,17 +262,17 @@ def chain_layout(
         elif e.src in on_main:  # main → side: the tensor forks just below its producer
             sy = a.bottom + 8
             pts = [(a.cx, a.bottom), (a.cx, sy), (b.cx, sy), (b.cx, b.y)]
-            routes.append(Route(pts, (b.cx + 6, (sy + b.y) / 2), "left"))
+            routes.append(Route(pts, (b.cx - 6, (sy + b.y) / 2), "right"))
         elif e.dst in on_main:  # side → main
             pts = [(a.cx, a.bottom), (a.cx, b.cy), (b.right, b.cy)]
-            routes.append(Route(pts, (a.cx + 6, (a.bottom + b.cy) / 2), "left"))
+            routes.append(Route(pts, (a.cx - 6, (a.bottom + b.cy) / 2), "right"))
         else:  # side → side
             if abs(a.cx - b.cx) < 1:
                 pts = [(a.cx, a.bottom), (b.cx, b.y)]
             else:
                 mid = (a.bottom + b.y) / 2
                 pts = [(a.cx, a.bottom), (a.cx, mid), (b.cx, mid), (b.cx, b.y)]
-            routes.append(Route(pts, (b.cx + 6, (a.bottom + b.y) / 2), "left"))
+            routes.append(Route(pts, (b.cx - 6, (a.bottom + b.y) / 2), "right"))
 
     self_arcs: dict[str, Route] = {}
     for n in main:
@@ -282,6 +288,11 @@ def chain_layout(
     right_edge = max((b.right for b in boxes.values()), default=0)
     right_edge = max(right_edge, main_half + n_lanes * m.lane + arc_label_w + 20,
                      main_half + self_arc_w)  # fmt: skip
+    arc_x: dict[str, float] = {}  # an arc's lane x, by the node it ends at
+    for i in arc_edges:
+        if routes[i].points:
+            dst = graph.edges[i].dst
+            arc_x[dst] = max(arc_x.get(dst, 0), routes[i].points[2][0])
     gutter = max((measure(line) for g in graph.groups for line in g.label.split("\n")),
                  default=0) + 16  # fmt: skip
     left_edge = -main_half - 12 - gutter
@@ -301,8 +312,7 @@ def chain_layout(
         else:
             x0 = min(min(b.x for b in members) - m.group_pad, left_edge + 4 + 6 * g.depth)
             x1 = max(b.right for b in members) + m.group_pad
-            arcs_right = max((routes[i].points[2][0] for i in arc_edges
-                              if graph.edges[i].dst in g.nodes and routes[i].points), default=0)  # fmt: skip
+            arcs_right = max((arc_x.get(n, 0) for n in g.nodes), default=0)
             x1 = max(x1, arcs_right + 10)
         group_boxes[g.id] = Box(x0, top, x1 - x0, bottom - top + m.group_pad)
 
@@ -321,13 +331,10 @@ def node_size(node, measure, small, m: Metrics) -> tuple[float, float]:
     return max(w, m.min_w if node.kind != "op" or node.params else 90), m.node_h
 
 
-def _max_right(boxes, main, top, bottom) -> float:
-    r = 0.0
-    for n in main:
-        b = boxes[n]
-        if b.bottom >= top and b.y <= bottom:
-            r = max(r, b.right)
-    return r
+def _max_right(boxes, main, main_index, src, dst) -> float:
+    """Rightmost edge of the main nodes an arc passes (those between its ends)."""
+    lo, hi = main_index[src], main_index[dst]
+    return max((boxes[n].right for n in main[lo : hi + 1]), default=0.0)
 
 
 def _main_path(order: list[str], preds: dict[str, list[str]], nodes) -> list[str]:

@@ -249,14 +249,26 @@ def build_view(report, state: ViewState | None = None) -> BlockGraph:
 
 
 def _skip_label(report, add) -> str:
+    """Short text beside a folded block's arc: what the shortcut does to the tensor."""
     if add.kind == "identity":
         return "identity"
+    fork = report.values[add.fork].shape
+    out = report.values[add.shortcut].shape
+    if add.kind in ("zero-pad", "pool") and len(fork) >= 3 and len(out) >= 3:
+        bits = []
+        if fork[2] != out[2] and out[2]:
+            bits.append(f"/{round(fork[2] / out[2])}")
+        if fork[1] != out[1]:
+            bits.append(f"{fork[1]}→{out[1]} ch")
+        return f"{add.kind} " + " ".join(bits) if bits else add.kind
     ops = [report.ops[i] for i in add.shortcut_ops]
-    parts = [short_label(o) for o in ops if o.kind == "module" and o.params] or [
-        short_label(o) for o in ops
-    ]
-    text = " + ".join(p.split(" ", 1)[1] if " " in p else p for p in parts[:2])
-    return f"{add.kind}: {text}" if text else add.kind
+    convs = [o for o in ops if o.kind == "module" and o.params and o.type.startswith(("Conv", "Linear"))]
+    if convs:
+        text = " + ".join(short_label(o).replace("Conv2d ", "conv ") for o in convs[:2])
+        if any(o.type.startswith("BatchNorm") for o in ops):
+            text += " + BN"
+        return text
+    return f"{add.kind}: " + " + ".join(short_label(o) for o in ops[:2])
 
 
 def _same_block(a, b) -> bool:
@@ -379,8 +391,10 @@ def _groups(report, nodes, block_names, stage_names, collapsed, broken_adds) -> 
                       broken=b.broken, depth=_depth(b.name))  # fmt: skip
         groups.append(g)
         by_name[b.name] = g
-    for n in nodes.values():
-        for name, g in by_name.items():
-            if n.name == name or n.name.startswith(name + "."):
+    for n in nodes.values():  # every group whose module path is a prefix of the node's
+        parts = n.name.split(".")
+        for i in range(1, len(parts) + 1):
+            g = by_name.get(".".join(parts[:i]))
+            if g is not None:
                 g.nodes.append(n.id)
     return [g for g in groups if g.nodes]
