@@ -5,6 +5,9 @@
     resviz summary MODEL [--depth N] [--json] per-layer table with params and MACs
     resviz render MODEL -o FILE [--depth N]   the block graph as SVG, PNG, PDF or DOT
     resviz zoo [--json]                       the built-in models
+    resviz train MODEL [--steps N] [--batch B] [--lr LR] [--optimizer sgd|adam|adamw]
+                 [--data SOURCE] [--plain] [--device DEV] [--seed S] [--csv F] [--json]
+                                              headless training with per-block gradient probes
 
 Exit status: 0 clean, 1 shape mismatches or errors found, 2 the model could not be loaded or an
 argument is invalid. User mistakes are reported as one paragraph, never a traceback.
@@ -19,7 +22,7 @@ import sys
 
 from .core.errors import ResvizError
 
-COMMANDS = ("check", "summary", "render", "zoo")
+COMMANDS = ("check", "summary", "render", "zoo", "train")
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -66,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("zoo", help="list the built-in models")
     p.add_argument("--json", action="store_true", help="print a JSON list")
 
+    from .train_cli import add_train_arguments
+
+    p = sub.add_parser("train", help="train headless with per-block gradient probes")
+    _model_args(p)
+    add_train_arguments(p)
     return parser
 
 
@@ -185,11 +193,18 @@ def cmd_zoo(args) -> int:
     return EXIT_OK
 
 
+def cmd_train(args) -> int:
+    from .train_cli import run_train
+
+    return run_train(args)
+
+
 COMMAND_FUNCS = {
     "check": cmd_check,
     "summary": cmd_summary,
     "render": cmd_render,
     "zoo": cmd_zoo,
+    "train": cmd_train,
 }
 
 

@@ -37,7 +37,7 @@ from .records import Call, Op, ShapeError, Value
 from .residual import analyse_add
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
-_HERE = os.path.dirname(__file__)
+_THIS_FILE = os.path.abspath(__file__)
 
 
 class TraceAborted(Exception):
@@ -583,11 +583,12 @@ def _func_name(func) -> str:
 
 
 def _source() -> tuple[str, int] | None:
-    """File and line of the user's code that made the current call (skips torch and resviz)."""
+    """File and line of the model code that made the current call (skips torch and this tracer;
+    resviz's own zoo blocks are model code like any other)."""
     f = sys._getframe(2)
     while f is not None:
         fn = f.f_code.co_filename
-        if not (fn.startswith(_TORCH_DIR) or fn.startswith(_HERE)):
+        if not (fn.startswith(_TORCH_DIR) or fn == _THIS_FILE):
             return fn, f.f_lineno
         f = f.f_back
     return None

@@ -357,7 +357,9 @@ def _read_pickle(path: Path) -> dict:
             "with 'data' (N×3072 uint8) and 'labels'"
         ) from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a pickled dict with 'data' and 'labels', found a {type(obj).__name__}")
+        raise DataError(
+            f"{path}: expected a pickled dict with 'data' and 'labels', found a {type(obj).__name__}"
+        )
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
@@ -380,7 +382,9 @@ def load_cifar10(path: str | os.PathLike, sample_shape: Sequence[int], seed: int
     for f in files:
         batch = _read_pickle(f)
         if "data" not in batch or ("labels" not in batch and "fine_labels" not in batch):
-            raise DataError(f"{f}: expected keys 'data' and 'labels', found {', '.join(map(str, batch)) or 'none'}")
+            raise DataError(
+                f"{f}: expected keys 'data' and 'labels', found {', '.join(map(str, batch)) or 'none'}"
+            )
         x = np.asarray(batch["data"])
         y = np.asarray(batch.get("labels", batch.get("fine_labels")))
         if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
@@ -430,7 +434,9 @@ def load_npz(path: str | os.PathLike, sample_shape: Sequence[int], seed: int = 0
     except DataError:
         raise
     except ValueError as e:
-        raise DataError(f"{where}: cannot read ({e}); object arrays are not allowed, use numeric arrays") from None
+        raise DataError(
+            f"{where}: cannot read ({e}); object arrays are not allowed, use numeric arrays"
+        ) from None
     except (OSError, zipfile.BadZipFile) as e:
         raise DataError(f"{where}: not a readable .npz file ({e})") from None
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
@@ -495,7 +501,9 @@ def read_image(path: Path) -> np.ndarray:
             elif a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
                 a = a.transpose(1, 2, 0)
             if a.ndim != 3 or not np.issubdtype(a.dtype, np.number):
-                raise DataError(f"{path}: expected a numeric H×W, H×W×C or C×H×W array, got {a.shape} {a.dtype}")
+                raise DataError(
+                    f"{path}: expected a numeric H×W, H×W×C or C×H×W array, got {a.shape} {a.dtype}"
+                )
             return a
         if suffix in (".ppm", ".pgm", ".pnm"):
             return _read_pnm(path)
@@ -542,8 +550,12 @@ def _read_pnm(path: Path) -> np.ndarray:
     n = w * h * channels
     if magic in (b"P5", b"P6"):
         pos += 1  # exactly one whitespace byte before the raster
-        dtype = np.dtype(">u2") if maxval > 255 else np.uint8
-        raster = np.frombuffer(data, dtype=dtype, count=n, offset=pos) if len(data) - pos >= n * dtype.itemsize else None
+        dtype = np.dtype(">u2") if maxval > 255 else np.dtype(np.uint8)
+        raster = (
+            np.frombuffer(data, dtype=dtype, count=n, offset=pos)
+            if len(data) - pos >= n * dtype.itemsize
+            else None
+        )
         if raster is None:
             raise DataError(f"{path}: truncated image data ({w}x{h}, {channels} channels)")
     else:
@@ -591,8 +603,10 @@ def load_image_folder(path: str | os.PathLike, sample_shape: Sequence[int], seed
             elif s in _PIL_IMAGES:
                 skipped[s] = skipped.get(s, 0) + 1
         if len(files) == n_before:
-            hint = _pil_hint(skipped) if skipped else (
-                "resviz reads .npy, .ppm and .pgm" + (" and PNG/JPEG/BMP/TIFF/WebP" if pil else "")
+            hint = (
+                _pil_hint(skipped)
+                if skipped
+                else ("resviz reads .npy, .ppm and .pgm" + (" and PNG/JPEG/BMP/TIFF/WebP" if pil else ""))
             )
             raise DataError(f"{where}: no readable images in {name}/ ({hint})")
     _, h, w = want

@@ -9,7 +9,6 @@ under the user's name.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -128,26 +127,27 @@ class RunHistory:
             raise ValueError("capacity must be at least 4")
         self.capacity = capacity
         self.stride = 1
-        self._records: list[StepRecord] = []
+        self._records: list[tuple[int, StepRecord]] = []  # (sequence number, record)
         self._count = 0
         self.last: StepRecord | None = None
 
     def append(self, rec: StepRecord) -> None:
         self.last = rec
-        keep = self._count % self.stride == 0 or rec.nonfinite
+        seq = self._count
         self._count += 1
-        if not keep:
+        if seq % self.stride != 0 and not rec.nonfinite:
             return
-        self._records.append(rec)
-        if len(self._records) > self.capacity:
-            self._records = [
-                r for i, r in enumerate(self._records) if i % 2 == 0 or r.nonfinite
-            ]
+        self._records.append((seq, rec))
+        while len(self._records) > self.capacity:
+            if self.stride > self._count:  # only faults left: keep the latest ones
+                self._records = self._records[-self.capacity :]
+                break
             self.stride *= 2
+            self._records = [(n, r) for n, r in self._records if n % self.stride == 0 or r.nonfinite]
 
     def records(self) -> list[StepRecord]:
         """Kept records in step order, always ending with the latest one."""
-        out = list(self._records)
+        out = [r for _, r in self._records]
         if self.last is not None and (not out or out[-1] is not self.last):
             out.append(self.last)
         return out
@@ -225,7 +225,7 @@ class _AtomicFile:
         except OSError as e:
             raise ResvizError(f"cannot write {self.path}: {e.strerror or e}") from None
         self.tmp = tmp
-        self.file = io.open(fd, "w", encoding="utf-8", newline="")
+        self.file = open(fd, "w", encoding="utf-8", newline="")
 
     def commit(self) -> Path:
         if self.file.closed:
@@ -318,7 +318,7 @@ def read_csv(path: str | os.PathLike) -> list[StepRecord]:
         for row in reader:
             rec = StepRecord(step=int(row[0]), loss=float(row[1]), accuracy=float(row[2]),
                              lr=float(row[3]), seconds=float(row[4]), nonfinite=row[5] == "1")  # fmt: skip
-            for c, v in zip(header[len(_FIXED):], row[len(_FIXED):]):
+            for c, v in zip(header[len(_FIXED) :], row[len(_FIXED) :]):
                 if c == "flags":
                     rec.flags = dict(p.split("=", 1) for p in v.split(";") if p)
                 else:

@@ -1,0 +1,544 @@
+"""Per-block probes and the plain twin, by per-instance wrappers on a training copy.
+
+Nothing global is patched. On the *training copy* only, each residual block's ``forward`` is
+replaced by a :class:`BlockWatch` instance attribute (``nn.Module.__call__`` looks up
+``self.forward``, so the class and every other instance are untouched). While the block runs,
+the watch holds a thread-local ``TorchFunctionMode`` that sees the add calls (``out += identity``
+arrives as ``Tensor.add_``, ``a + b`` as ``Tensor.add``) and picks the block's residual add:
+
+* by its position among the adds made directly in the block's call (adds inside child modules are
+  recognised by a ``Module._call_impl`` frame between the add and the watch, and skipped), checked
+  against the operand shapes of the trace; or, when the trace recorded a source line inside the
+  block's own code, by (source line, ordinal among adds at that line in the call);
+* the shortcut is the operand at the position the trace found it (``ops[add.op].inputs``).
+
+At the matched add the watch takes ``‖F(x)‖`` and ``‖x‖`` (before an in-place add mutates
+``out``), or, for a plain twin, returns the residual operand alone. Around the call it registers
+tensor hooks on the block input and output; a hook registered before a later in-place change of
+the tensor still receives the gradient of the version it was registered on, so ``x`` and ``H``
+are measured correctly under ``ReLU(inplace=True)`` and ``out += identity``.
+
+Norms are kept on the device as 0-d tensors and summed per slot with one ``index_add_``; the
+trainer packs them with the loss and the parameter-gradient norms (``torch._foreach_norm``) into
+one tensor and copies it to the host once per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import copy as _copy
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .. import rules
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_CORE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # resviz/core
+_CALL_CODES = frozenset({nn.Module._call_impl.__code__, nn.Module._wrapped_call_impl.__code__})
+_ADD_FUNCS = rules.ADD_FUNCS
+
+# probe slots per block, in the activation-norm vector
+IN, OUT, RES, SC = 0, 1, 2, 3
+SLOTS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class AddSite:
+    """Where a block's residual add is, in terms that can be recognised at run time."""
+
+    add: int  # index into report.residual_adds
+    index: int  # position among the add ops made directly in the block's call
+    source: tuple[str, int] | None
+    src_ordinal: int  # position among the direct add ops at that source line
+    shortcut_pos: int  # which operand (0 or 1) is the shortcut
+    shapes: tuple[tuple[int, ...], tuple[int, ...]]  # operand shapes in the trace
+
+
+@dataclass(slots=True)
+class BlockSites:
+    name: str
+    sites: list[AddSite] = field(default_factory=list)
+    by_source: bool = False
+
+    def lookup(self) -> dict:
+        if self.by_source:
+            return {(s.source, s.src_ordinal): s for s in self.sites}
+        return {s.index: s for s in self.sites}
+
+
+def block_sites(report, module: nn.Module | None = None, match: str = "auto") -> dict[str, BlockSites]:
+    """For every block of ``report`` with residual adds, where its adds are (see module doc).
+
+    ``match``: ``"auto"`` (by source line where the trace's line lies in the block's own code,
+    else by position), ``"index"`` (always by position) or ``"source"``.
+    """
+    if match not in ("auto", "index", "source"):
+        raise ValueError(f"match must be auto, index or source, not {match!r}")
+    out: dict[str, BlockSites] = {}
+    ops = report.ops
+    for block in report.blocks:
+        if not block.adds:
+            continue
+        bs = out.setdefault(block.name, BlockSites(block.name))
+        for ai in block.adds:
+            ra = report.residual_adds[ai]
+            call = report.calls[ra.call]
+            # adds of two distinct tensors made directly in the call: what the watch counts
+            direct = [
+                o for o in ops[call.first_op : call.last_op + 1]
+                if o.scope == ra.call and o.kind == "function" and o.type == "add"
+                and len(o.inputs) == 2 and o.inputs[0] != o.inputs[1]
+            ]  # fmt: skip
+            ids = [o.id for o in direct]
+            if ra.op not in ids:
+                continue
+            index = ids.index(ra.op)
+            op = ops[ra.op]
+            src_ordinal = sum(1 for o in direct[:index] if o.source == op.source)
+            if len(op.inputs) != 2 or ra.shortcut not in op.inputs:
+                continue
+            pos = op.inputs.index(ra.shortcut)
+            shapes = (tuple(report.values[op.inputs[0]].shape), tuple(report.values[op.inputs[1]].shape))
+            site = AddSite(ai, index, op.source, src_ordinal, pos, shapes)
+            if site not in bs.sites:
+                bs.sites.append(site)
+        sub = _get(module, block.name) if module is not None else None
+        code_file = _forward_file(sub)
+        # The tracer names the user's line, skipping torch and resviz/core; only trust it when it
+        # points into the block's own forward file.
+        bs.by_source = match == "source" or (
+            match == "auto"
+            and bool(bs.sites)
+            and code_file is not None
+            and all(s.source is not None and s.source[0] == code_file for s in bs.sites)
+        )
+    return {k: v for k, v in out.items() if v.sites}
+
+
+def _get(module: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return module.get_submodule(name) if name else module
+    except AttributeError:
+        return None
+
+
+def _forward_file(module: nn.Module | None) -> str | None:
+    if module is None:
+        return None
+    fwd = getattr(type(module), "forward", None)
+    code = getattr(fwd, "__code__", None)
+    if code is None or code.co_filename.startswith((_TORCH_DIR, _CORE_DIR)):
+        return None
+    return code.co_filename
+
+
+def _first_tensor(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        for o in obj:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    if isinstance(obj, dict):
+        for o in obj.values():
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+# ------------------------------------------------------------------------------------ the sink
+
+
+def _dot_ok(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+
+
+def _sq_norm(t: torch.Tensor) -> torch.Tensor:
+    """Squared L2 norm as a 0-d float32 tensor on t's device. On CPU a BLAS dot product is ~3x
+    faster than ``vector_norm`` (and as exact); elsewhere a float32-accumulated norm."""
+    t = t.detach()
+    if _dot_ok(t):
+        f = t.view(-1)
+        return torch.dot(f, f)
+    return torch.linalg.vector_norm(t, dtype=torch.float32).square()
+
+
+class ProbeSink:
+    """Collects 0-d norm tensors during one step; ``reduce()`` sums squares per slot on device."""
+
+    def __init__(self, n_blocks: int):
+        self.n_slots = n_blocks * SLOTS
+        self.active = False
+        self.vals: list[torch.Tensor] = []
+        self.slots: list[int] = []
+        # The output of one block is usually the input of the next, at the same version: one
+        # gradient hook serves both (``alias[input slot] = output slot``).
+        self.alias: dict[int, int] = {}
+        self._last_out: tuple[torch.Tensor, int, int] | None = None
+
+    def begin(self) -> None:
+        self.vals.clear()
+        self.slots.clear()
+        self.alias.clear()
+        self._last_out = None
+        self.active = True
+
+    def end(self) -> None:
+        self.active = False
+        self._last_out = None
+
+    def hook_input(self, x: torch.Tensor, slot: int) -> None:
+        last = self._last_out
+        if last is not None and last[0] is x and last[1] == x._version:
+            self.alias[slot] = last[2]
+            return
+        x.register_hook(lambda g, k=slot: self.grad_hook(k, g))
+
+    def hook_output(self, y: torch.Tensor, slot: int) -> None:
+        y.register_hook(lambda g, k=slot: self.grad_hook(k, g))
+        self._last_out = (y, y._version, slot)
+
+    def grad_hook(self, slot: int, grad: torch.Tensor) -> None:
+        # fires during backward (the hook was registered in this step's forward)
+        self.vals.append(_sq_norm(grad))
+        self.slots.append(slot)
+
+    def add_norms(self, slot_res: int, res: torch.Tensor, sc: torch.Tensor) -> None:
+        if not (res.is_floating_point() and sc.is_floating_point()):
+            return
+        if _dot_ok(res) and _dot_ok(sc):
+            self.vals += (_sq_norm(res), _sq_norm(sc))
+        else:
+            r, s = torch._foreach_norm([res.detach(), sc.detach()])
+            self.vals += (r.float().square(), s.float().square())
+        self.slots += (slot_res, slot_res + 1)
+
+    def reduce(self, device) -> tuple[torch.Tensor, set[int], dict[int, int]]:
+        """Sum of squared norms per slot (a device tensor), the set of slots measured and the
+        slot aliases (host side)."""
+        out = torch.zeros(self.n_slots, device=device, dtype=torch.float32)
+        if self.vals:
+            v = torch.stack(self.vals)
+            idx = torch.tensor(self.slots, device=v.device)
+            out.index_add_(0, idx, v)
+        return out, set(self.slots), dict(self.alias)
+
+    def clear(self) -> None:
+        self.vals.clear()
+        self.slots.clear()
+        self.alias.clear()
+        self._last_out = None
+
+
+# ------------------------------------------------------------------------------------ the watch
+
+
+class _AddMode(TorchFunctionMode):
+    __slots__ = ("watch",)
+
+    def __init__(self, watch: BlockWatch):
+        super().__init__()
+        self.watch = watch
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _ADD_FUNCS:
+            return self.watch._on_add(func, args, kwargs or {})
+        return func(*args, **(kwargs or {}))
+
+
+class BlockWatch:
+    """Replaces ``module.forward`` on one block of a training copy (an instance attribute).
+
+    ``drop_shortcut``: return only the residual operand at the block's residual adds (plain twin).
+    ``sink``/``block_index``: record input/output gradient norms and the residual ratio.
+    Deep copies of the module carry a copy of the watch bound to the new module (without a sink).
+    """
+
+    def __init__(self, module: nn.Module, sites: BlockSites | None, *, drop_shortcut: bool = False):
+        self.module = module
+        self.sites = sites
+        self._lookup = sites.lookup() if sites is not None else {}
+        self.by_source = bool(sites and sites.by_source)
+        self.drop_shortcut = drop_shortcut
+        self.sink: ProbeSink | None = None
+        self.block_index = -1
+        self.prev_forward = module.__dict__.get("forward")  # an instance forward we wrap, if any
+        self._frames: list = []
+        self._counts: list = []
+        self.matched = 0  # residual adds recognised so far (for diagnostics)
+        self.missed = 0  # calls where an expected residual add was not found
+
+    # installation -------------------------------------------------------------------------
+
+    def install(self) -> BlockWatch:
+        self.module.__dict__["forward"] = self
+        return self
+
+    def uninstall(self) -> None:
+        if self.module.__dict__.get("forward") is self:
+            if self.prev_forward is None:
+                del self.module.__dict__["forward"]
+            else:
+                self.module.__dict__["forward"] = self.prev_forward
+
+    def __deepcopy__(self, memo):
+        new = object.__new__(BlockWatch)
+        memo[id(self)] = new
+        new.__dict__.update(self.__dict__)
+        new.module = copy.deepcopy(self.module, memo)
+        new.prev_forward = copy.deepcopy(self.prev_forward, memo)
+        new.sink = None
+        new.block_index = -1
+        new._frames = []
+        new._counts = []
+        return new
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(sink=None, block_index=-1, _frames=[], _counts=[])
+        return state
+
+    # the call -----------------------------------------------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        sink = self.sink if self.sink is not None and self.sink.active else None
+        if sink is not None and torch.is_grad_enabled():
+            x = _first_tensor(args) if args else _first_tensor(kwargs)
+            if x is not None and x.requires_grad:
+                sink.hook_input(x, self.block_index * SLOTS + IN)
+        fwd = self.prev_forward
+        if self._lookup and (self.drop_shortcut or sink is not None):
+            self._frames.append(sys._getframe())
+            self._counts.append([0, {}, 0])  # direct adds seen, per-source counts, matched
+            try:
+                with _AddMode(self):
+                    out = (
+                        fwd(*args, **kwargs)
+                        if fwd is not None
+                        else type(self.module).forward(self.module, *args, **kwargs)
+                    )
+            finally:
+                self._frames.pop()
+                if self._counts.pop()[2] < len(self._lookup):
+                    self.missed += 1
+        else:
+            out = (
+                fwd(*args, **kwargs)
+                if fwd is not None
+                else type(self.module).forward(self.module, *args, **kwargs)
+            )
+        if sink is not None and torch.is_grad_enabled():
+            y = _first_tensor(out)
+            if y is not None and y.requires_grad:
+                sink.hook_output(y, self.block_index * SLOTS + OUT)
+        return out
+
+    def _scope_source(self):
+        """(in the block's own call?, source line of the add) by walking up the frames."""
+        stop = self._frames[-1]
+        f = sys._getframe(1)  # frames of this file and of torch are skipped below
+        source = None
+        want_source = self.by_source
+        while f is not None and f is not stop:
+            code = f.f_code
+            if code in _CALL_CODES:
+                return False, None
+            if want_source and source is None:
+                fn = code.co_filename
+                if not fn.startswith((_TORCH_DIR, _CORE_DIR)):
+                    source = (fn, f.f_lineno)
+            f = f.f_back
+        return f is stop, source
+
+    def _on_add(self, func, args, kwargs):
+        a = args[0] if len(args) > 0 else kwargs.get("input")
+        b = args[1] if len(args) > 1 else kwargs.get("other")
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a is b:
+            return func(*args, **kwargs)
+        in_scope, source = self._scope_source()
+        if not in_scope:
+            return func(*args, **kwargs)
+        counts = self._counts[-1]
+        if self.by_source:
+            ordinal = counts[1].get(source, 0)
+            counts[1][source] = ordinal + 1
+            site = self._lookup.get((source, ordinal))
+        else:
+            site = self._lookup.get(counts[0])
+        counts[0] += 1
+        if site is None or not _shapes_agree(a, b, site.shapes):
+            return func(*args, **kwargs)
+        counts[2] += 1
+        self.matched += 1
+        if site.shortcut_pos == 0:
+            sc, res = a, b
+        else:
+            res, sc = a, b
+        sink = self.sink if self.sink is not None and self.sink.active else None
+        if self.drop_shortcut:
+            return _residual_only(func, args, kwargs, res, site.shortcut_pos)
+        if sink is not None:
+            sink.add_norms(self.block_index * SLOTS + RES, res, sc)  # before an in-place add
+        return func(*args, **kwargs)
+
+
+def _shapes_agree(a: torch.Tensor, b: torch.Tensor, shapes) -> bool:
+    sa, sb = shapes
+    return (
+        a.dim() == len(sa)
+        and b.dim() == len(sb)
+        and tuple(a.shape[1:]) == sa[1:]
+        and tuple(b.shape[1:]) == sb[1:]
+    )
+
+
+def _residual_only(func, args, kwargs, res: torch.Tensor, shortcut_pos: int):
+    """What the add returns in the plain twin: the residual operand alone (same object rules)."""
+    alpha = kwargs.get("alpha", 1)
+    if alpha != 1 and shortcut_pos == 0:  # alpha scales the second operand: here the residual
+        res = res * alpha
+    if _ADD_FUNCS.get(func, False):  # in-place: the result is the first operand
+        target = args[0]
+        if target is res:
+            return target  # `out += identity` → `out` unchanged
+        return target.copy_(res)  # `identity += out` → the residual's value in the shortcut's tensor
+    return res.clone()  # a new tensor, as `a + b` would give: later in-place ops stay safe
+
+
+# ------------------------------------------------------------------------------------ probe sets
+
+
+def probe_blocks(report) -> list[str]:
+    """Names of the blocks to probe: residual blocks, or a plain net's repeated units."""
+    names: list[str] = []
+    for b in report.blocks:
+        if b.name and b.name not in names:
+            names.append(b.name)
+    return names
+
+
+class ProbeSet:
+    """The probes installed on one training copy.
+
+    ``names``: probed block names (in model order). ``params``: every trainable parameter of the
+    model (the trainer takes norms of their gradients in this order); ``param_index`` and
+    ``block_index`` pair each block with its own parameters for ``grad_norm``.
+    """
+
+    def __init__(self, model: nn.Module, report, names: list[str] | None = None, *,
+                 residual_ratio: bool = True, device=None, match: str = "auto"):  # fmt: skip
+        self.model = model
+        self.names = []
+        self.watches: list[BlockWatch] = []
+        sites = block_sites(report, model, match) if residual_ratio else {}
+        names = probe_blocks(report) if names is None else names
+        modules = []
+        for name in names:
+            sub = _get(model, name)
+            if sub is None or sub is model:
+                continue
+            self.names.append(name)
+            modules.append(sub)
+        self.sink = ProbeSink(len(self.names))
+        self.notes: list[str] = []
+        for i, (name, sub) in enumerate(zip(self.names, modules)):
+            w = sub.__dict__.get("forward")
+            if not isinstance(w, BlockWatch):
+                w = BlockWatch(sub, sites.get(name)).install()
+            elif sites.get(name) is None or w.drop_shortcut:
+                pass  # a plain twin's watch: keep its sites, measure gradients only
+            w.sink = self.sink
+            w.block_index = i
+            self.watches.append(w)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        pid = {id(p): i for i, p in enumerate(self.params)}
+        pi, bi = [], []
+        for b, sub in enumerate(modules):
+            for p in sub.parameters():
+                if id(p) in pid:
+                    pi.append(pid[id(p)])
+                    bi.append(b)
+        device = device or (self.params[0].device if self.params else torch.device("cpu"))
+        self.param_index = torch.tensor(pi, dtype=torch.long, device=device)
+        self.block_index = torch.tensor(bi, dtype=torch.long, device=device)
+        self.ratio_blocks = {w.block_index for w in self.watches if w._lookup and not w.drop_shortcut}
+
+    def remove(self) -> None:
+        for w in self.watches:
+            w.sink = None
+            if not w.drop_shortcut:
+                w.uninstall()
+        self.watches.clear()
+
+    def block_grad_sq(self, param_sq: torch.Tensor) -> torch.Tensor:
+        """Sum of squared parameter-gradient norms per block (device tensor)."""
+        out = torch.zeros(len(self.names), device=param_sq.device, dtype=torch.float32)
+        if len(self.param_index):
+            out.index_add_(0, self.block_index, param_sq.index_select(0, self.param_index))
+        return out
+
+    def decode(self, block_sq: list[float], act_sq: list[float], measured: set[int],
+               alias: dict[int, int] | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+        """Host-side: per-block probe values from the packed sums of squares."""
+        out = {}
+        nan = math.nan
+        alias = alias or {}
+        for i, name in enumerate(self.names):
+            base = i * SLOTS
+
+            def root(k, base=base):
+                slot = alias.get(base + k, base + k)
+                return math.sqrt(act_sq[slot]) if slot in measured else nan
+
+            gin, gout = root(IN), root(OUT)
+            res, sc = root(RES), root(SC)
+            ratio = res / sc if sc > 0 else (nan if math.isnan(sc) or math.isnan(res) else math.inf)
+            gain = gin / gout if gout > 0 else nan
+            out[name] = {
+                "grad_norm": math.sqrt(block_sq[i]),
+                "input_grad_norm": gin,
+                "output_grad_norm": gout,
+                "residual_ratio": ratio,
+                "gain": gain,
+            }
+        return out
+
+
+# ------------------------------------------------------------------------------------ plain twin
+
+
+def plain_twin(model: nn.Module, report, *, copy: bool = True) -> nn.Module:
+    """A deep copy of ``model`` whose residual adds return the residual branch alone.
+
+    Works for any traced model: at each residual add of the report the shortcut operand is dropped
+    (``out += identity`` leaves ``out`` unchanged; ``out + identity`` gives a copy of ``out``).
+    ``model`` itself is not modified. The copy has the same parameters and state dict, so it
+    starts from the same weights. ``copy=False`` converts ``model`` itself (for a copy you own).
+    """
+    twin = _copy.deepcopy(model) if copy else model
+    sites = block_sites(report, twin)
+    for name, bs in sites.items():
+        sub = _get(twin, name)
+        if sub is None:
+            continue
+        existing = sub.__dict__.get("forward")
+        if isinstance(existing, BlockWatch):
+            existing.drop_shortcut = True
+            continue
+        BlockWatch(sub, bs, drop_shortcut=True).install()
+    return twin
+
+
+def is_plain_twin(model: nn.Module) -> bool:
+    return any(
+        isinstance(m.__dict__.get("forward"), BlockWatch) and m.__dict__["forward"].drop_shortcut
+        for m in model.modules()
+    )

@@ -1,0 +1,212 @@
+"""``resviz train MODEL``: headless training with per-block probes.
+
+    resviz train resnet20 --steps 300 --batch 64 --lr 0.1 --json > steps.jsonl
+    resviz train model.py:Net --data cifar10:~/data/cifar-10-batches-py --csv run.csv
+    resviz train resnet56 --plain              # the plain twin: same layers, no shortcuts
+
+A progress bar goes to stderr (updated in place on a terminal, a line every ~10% otherwise);
+``--json`` prints one JSON object per step on stdout. Exit status: 0 done, 1 the loss or a
+gradient became NaN/Inf (the message says what to try), 2 bad input (model, data, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from .core.errors import ResvizError
+
+EXIT_OK, EXIT_NONFINITE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
+    return v
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, *, model_args: bool = False) -> None:
+    """Add the ``train`` options. ``model_args=True`` also adds MODEL, --input, --kwargs and
+    --trust (the lead's ``cli._model_args`` adds those for the real command line)."""
+    if model_args:
+        parser.add_argument("model", metavar="MODEL", help="zoo name, spec file, file.py[:Name] or archive")
+        parser.add_argument("--input", "-i", metavar="SHAPE", help="input shape, e.g. 3x32x32")
+        parser.add_argument("--kwargs", metavar="JSON", help="constructor arguments for a Python model")
+        parser.add_argument("--trust", action="store_true", help="allow unpickling a whole pickled model")
+    g = parser.add_argument_group("training")
+    g.add_argument(
+        "--steps", type=_positive_int, default=200, metavar="N", help="training steps (default 200)"
+    )
+    g.add_argument("--batch", type=_positive_int, default=64, metavar="B", help="batch size (default 64)")
+    g.add_argument("--lr", type=_float, default=None, metavar="LR",
+                   help="learning rate (default 0.1 for SGD, 0.001 for Adam/AdamW)")  # fmt: skip
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd", help="default sgd")
+    g.add_argument("--momentum", type=_float, default=0.9, metavar="M", help="SGD momentum (default 0.9)")
+    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    g.add_argument("--weight-decay", type=_float, default=None, metavar="W",
+                   help="weight decay (default 5e-4 SGD, 0 Adam, 0.01 AdamW)")  # fmt: skip
+    g.add_argument("--data", default="synthetic", metavar="SOURCE",
+                   help="synthetic (default), cifar10:DIR, folder:DIR, npz:FILE, or a path")  # fmt: skip
+    g.add_argument("--plain", action="store_true", help="train the plain twin (shortcuts removed)")
+    g.add_argument("--device", default="auto", metavar="DEV", help="auto (default), cpu or cuda")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    g.add_argument("--csv", metavar="FILE", help="write one row per step to FILE")
+    g.add_argument("--jsonl", metavar="FILE", help="write one JSON object per step to FILE")
+    g.add_argument("--json", action="store_true", help="print one JSON object per step on stdout")
+    g.add_argument("--no-probes", dest="probes", action="store_false",
+                   help="skip the per-block gradient probes")  # fmt: skip
+
+
+class Progress:
+    """A plain-text progress bar on ``stream``: in place on a terminal, else a line per ~10%."""
+
+    def __init__(self, total: int, stream=None, width: int = 24):
+        self.total = max(total, 1)
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_tick = -1
+        self._last_draw = 0.0
+        self._start = time.perf_counter()
+        self._dirty = False
+
+    def update(self, done: int, loss: float, acc: float) -> None:
+        frac = done / self.total
+        if self.tty:
+            now = time.perf_counter()
+            if done < self.total and now - self._last_draw < 0.1:
+                return
+            self._last_draw = now
+            n = int(frac * self.width)
+            bar = "#" * n + "-" * (self.width - n)
+            self.stream.write(
+                f"\r[{bar}] {done}/{self.total}  loss {loss:.4f}  acc {acc:.3f}  {self._eta(done)}"
+            )
+            self._dirty = True
+        else:
+            tick = int(frac * 10)
+            if tick == self._last_tick and done != self.total:
+                return
+            self._last_tick = tick
+            self.stream.write(f"step {done}/{self.total}  loss {loss:.4f}  acc {acc:.3f}\n")
+        self.stream.flush()
+
+    def _eta(self, done: int) -> str:
+        if done == 0:
+            return ""
+        per = (time.perf_counter() - self._start) / done
+        left = per * (self.total - done)
+        return f"{per:.2f}s/step, {left:.0f}s left " if done < self.total else f"{per:.2f}s/step"
+
+    def close(self) -> None:
+        if self.tty and self._dirty:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._dirty = False
+
+
+def run_train(args) -> int:
+    """Run ``resviz train`` for parsed ``args``; returns the exit status (0, 1 NaN/Inf, 2 bad input)."""
+    try:
+        return _run(args)
+    except ResvizError as e:
+        print(f"resviz: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _run(args) -> int:
+    from .core.session import open_model
+    from .core.training import RecordWriter, TrainConfig, Trainer
+
+    cfg = TrainConfig(
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        nesterov=getattr(args, "nesterov", False),
+        weight_decay=args.weight_decay,
+        batch_size=args.batch,
+        steps=args.steps,
+        seed=args.seed,
+        device=args.device,
+        probes=getattr(args, "probes", True),
+    ).resolved()  # fmt: skip  (bad values are reported before the model is loaded)
+    session = open_model(args.model, input_shape=getattr(args, "input", None),
+                         kwargs_text=getattr(args, "kwargs", None), trust=getattr(args, "trust", False))  # fmt: skip
+    for note in session.notes:
+        print(f"note: {note}", file=sys.stderr)
+    trainer = Trainer.from_session(session, cfg, data=args.data, plain=args.plain)
+    for note in trainer.notes:
+        print(f"note: {note}", file=sys.stderr)
+    what = f"plain twin of {trainer.name}" if args.plain else trainer.name
+    print(
+        f"training {what} on {trainer.data.describe()}: {cfg.steps} steps, batch {cfg.batch_size}, "
+        f"{cfg.optimizer} lr {cfg.lr:g}, {cfg.device}",
+        file=sys.stderr,
+    )
+    writers = []
+    try:
+        if args.csv:
+            writers.append(RecordWriter(args.csv, "csv", trainer.block_names))
+        if args.jsonl:
+            writers.append(RecordWriter(args.jsonl, "jsonl"))
+        progress = Progress(cfg.steps)
+        status = EXIT_OK
+        rec = None
+        try:
+            for _ in range(cfg.steps):
+                rec = trainer.step()
+                for w in writers:
+                    w.write(rec)
+                if args.json:
+                    sys.stdout.write(json.dumps(rec.to_dict(), allow_nan=False) + "\n")
+                    sys.stdout.flush()
+                progress.update(rec.step + 1, rec.loss, rec.accuracy)
+                if rec.nonfinite:
+                    status = EXIT_NONFINITE
+                    break
+        finally:
+            progress.close()
+    finally:
+        for w in writers:
+            w.close()  # what was recorded so far is kept, even on Ctrl-C or an error
+    if rec is not None:
+        if rec.nonfinite:
+            print(f"resviz: {rec.message}", file=sys.stderr)
+        else:
+            flagged = sorted({k.rpartition(".")[0] for k in rec.flags})
+            tail = f"; vanishing/exploding gradients in {', '.join(flagged)}" if flagged else ""
+            print(
+                f"done: step {rec.step + 1}, loss {rec.loss:.4f}, accuracy {rec.accuracy:.3f}{tail}",
+                file=sys.stderr,
+            )
+    for w in writers:
+        print(f"wrote {w.path}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m resviz.train_cli MODEL ...``)."""
+    parser = argparse.ArgumentParser(prog="resviz train", description="Train a model headless, with probes.")
+    add_train_arguments(parser, model_args=True)
+    return run_train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
