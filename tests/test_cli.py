@@ -159,3 +159,20 @@ def test_console_script_runs_as_module():
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ok"] is True
+
+
+def test_written_files_get_normal_permissions_and_replace_atomically(capsys, tmp_path):
+    import os
+
+    target = tmp_path / "g.dot"
+    target.write_text("old")
+    os.chmod(target, 0o640)
+    code, _, _ = run(capsys, "render", "resnet20", "-o", str(target))
+    assert code == 0 and target.read_text().startswith("digraph")
+    assert os.stat(target).st_mode & 0o777 == 0o640  # an existing file keeps its permissions
+    fresh = tmp_path / "g.svg"
+    run(capsys, "render", "resnet20", "-o", str(fresh))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(fresh).st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left

@@ -7,35 +7,16 @@ export never leaves a half-written file where a good one was.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import QMarginsF, QRectF, QSize, QSizeF, Qt
 from PySide6.QtGui import QColor, QImage, QPageSize, QPainter, QPdfWriter
 
 from ..core.errors import ResvizError
+from ..core.files import atomic_write
 
 FORMATS = (".svg", ".png", ".pdf")
 MAX_PIXELS = 16000 * 16000  # QImage limit is ~2 GB; very deep nets are scaled down to fit
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the result over ``path`` in one step."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ResvizError(f"cannot write {path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        if not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
-            raise ResvizError(f"could not write {path}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def export_scene(scene, path: str | os.PathLike, scale: float = 2.0) -> Path:

@@ -317,7 +317,7 @@ class QtWindowActions(QObject):
         session = self.w.session
         if session is None:
             raise ResvizError("nothing to export: no model is loaded")
-        from .export import atomic_write
+        from ..core.files import atomic_write
 
         text = json.dumps(session.report.to_dict(), indent=2)
         return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

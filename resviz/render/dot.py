@@ -7,10 +7,11 @@ laying out (``dot_layout``) runs the ``dot`` program.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import graphviz
+
+from ..core.files import atomic_write_text
 
 from .layout import Box, Layout, Metrics, Route, approx_measure, node_size
 from .theme import LIGHT, SHORTCUT_DASH, Theme, category
@@ -99,11 +100,7 @@ def write_dot(report, path, *, depth: int | None = None) -> Path:
     """Write the default view (or every module down to ``depth``) as a .dot file, atomically."""
     state = ViewState(collapsed=set(), depth=depth) if depth is not None else ViewState()
     text = to_dot(build_view(report, state)).source
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def dot_layout(graph: BlockGraph, measure=approx_measure, small_measure=None) -> Layout:

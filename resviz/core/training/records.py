@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ResvizError
+from ..files import default_mode
 
 #: Probe names, in the order they appear in CSV columns.
 PROBES = ("grad_norm", "input_grad_norm", "output_grad_norm", "residual_ratio", "gain")
@@ -233,6 +234,7 @@ class _AtomicFile:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+        os.chmod(self.tmp, default_mode(self.path))  # mkstemp made it owner-only
         os.replace(self.tmp, self.path)
         return self.path
 
