@@ -12,7 +12,6 @@ from pathlib import Path
 import graphviz
 
 from ..core.files import atomic_write_text
-
 from .layout import Box, Layout, Metrics, Route, approx_measure, node_size
 from .theme import LIGHT, SHORTCUT_DASH, Theme, category
 from .view import BlockGraph, ViewState, build_view
