@@ -34,6 +34,16 @@ class TVBasicBlock(nn.Module):
         return self.relu(out)
 
 
+class BasicBlock(TVBasicBlock):
+    """TVBasicBlock that makes its own 1x1 conv + BN projection where the stride or the width
+    changes, as torchvision's ``_make_layer`` hands it one (layers made in the same order)."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__(cin, cout, stride)
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
 class TinyResNet(nn.Module):
     """A 3-stage CIFAR-style ResNet built from TVBasicBlock; `broken=True` drops the projections."""
 

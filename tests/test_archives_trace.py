@@ -22,33 +22,12 @@ from resviz.core.export_trace import trace_exported
 from resviz.core.frontends import trace_any
 from resviz.core.script_trace import trace_script_module
 from resviz.core.trace import trace_module
+from tests.nets import BasicBlock
 
 SHAPE = (2, 3, 32, 32)
 
 
 # ---------------------------------------------------------------------- models
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
 
 
 class TinyResNet(nn.Module):
@@ -258,7 +237,7 @@ def test_archive_report_matches_eager(model, archives, kind):
     ops = [(o.kind, o.name, o.type, o.scope, o.inputs, o.outputs) for o in trace.ops]
     assert ops == [(o.kind, o.name, o.type, o.scope, o.inputs, o.outputs) for o in eager.ops]
     add = next(o for o in trace.ops if o.name == "layer1.0.add")
-    assert add.source is not None and add.source[0].endswith("test_archives_trace.py")
+    assert add.source is not None and add.source[0] == BasicBlock.forward.__code__.co_filename
 
 
 @pytest.mark.parametrize("kind", ["script", "trace"])

@@ -14,30 +14,11 @@ from resviz.core.analysis import analyze
 from resviz.core.training import TrainConfig, Trainer, is_plain_twin, plain_twin
 from resviz.core.training.data import SyntheticData
 from resviz.core.training.probes import BlockWatch, ProbeSet
+from tests.nets import BasicBlock
 
 
-class IAddBlock(nn.Module):
+class IAddBlock(BasicBlock):
     """torchvision style: `out += identity`, ReLU(inplace=True), BatchNorm, optional projection."""
-
-    def __init__(self, cin, cout, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
 
     def no_shortcut(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -236,7 +217,7 @@ def test_probe_positions_and_sources():
     assert [s.shortcut_pos for s in sites["layer1.0"].sites] == [1]
     assert [s.shortcut_pos for s in sites["layer1.1"].sites] == [0]
     assert len(sites["layer2.1"].sites) == 2
-    assert all(bs.by_source for bs in sites.values())  # this file's forward lines
+    assert all(bs.by_source for bs in sites.values())  # the blocks' own forward lines
 
 
 def test_second_step_probes_follow_updated_weights():

@@ -3,7 +3,7 @@
 
 * an eager ``nn.Module``: its own forward on meta tensors (``trace.py``);
 * a TorchScript module (``torch.jit.script`` / ``torch.jit.trace``, as ``torch.jit.load`` returns
-  it): its method graphs interpreted (``script_trace.py``);
+  it): its method graphs interpreted (``script_trace/``);
 * a ``torch.export`` program (``torch.export.export`` / ``torch.export.load``): its aten graph
   grouped by module calls (``export_trace.py``).
 """

@@ -46,6 +46,10 @@ def conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+def conv_transpose_out(size: int, k: int, s: int, p: int, d: int, output_padding: int) -> int:
+    return (size - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
+
+
 def pool_out(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
     # aten/src/ATen/native/Pool.h: pooling_output_shape
     num = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil else 0)
@@ -82,6 +86,14 @@ def broadcast_error(a: Shape, b: Shape) -> str:
                 f"at non-singleton dimension {i}"
             )
     return "shapes do not broadcast"
+
+
+def binary_error(name: str, a: Shape, b: Shape, shape: Shape | None) -> str:
+    """Why the operands of ``a <name> b`` do not fit: they do not broadcast (``shape`` is None), or
+    an in-place op would have to change ``a``'s shape to the broadcast ``shape``."""
+    if shape is None:
+        return broadcast_error(a, b)
+    return f"in-place {name}: output with shape {_fmt(a)} doesn't match the broadcast shape {_fmt(shape)}"
 
 
 # ---------------------------------------------------------------- module rules
@@ -130,14 +142,8 @@ def _conv_transpose(m: nn.Module, shape: Shape) -> Shape:
     nd = len(m.kernel_size)
     _spatial_input(type(m).__name__, nd, shape)
     channels = shape[-nd - 1]
-    out_sp = tuple(
-        (shape[-nd + i] - 1) * m.stride[i]
-        - 2 * m.padding[i]
-        + m.dilation[i] * (m.kernel_size[i] - 1)
-        + m.output_padding[i]
-        + 1
-        for i in range(nd)
-    )
+    k, s, p, d, op = m.kernel_size, m.stride, m.padding, m.dilation, m.output_padding
+    out_sp = tuple(conv_transpose_out(shape[-nd + i], k[i], s[i], p[i], d[i], op[i]) for i in range(nd))
     out = (*shape[: -nd - 1], m.out_channels, *out_sp)
     if channels != m.in_channels:
         raise RuleError(

@@ -122,6 +122,27 @@ class Trace:
     def _error(self, name, op, type_, message, shapes, fatal=False):
         self.errors.append(ShapeError(name, op, type_, message, list(shapes), fatal))
 
+    def _rule_shape(self, rule, module, in_shape, op: Op):
+        """A leaf layer's output shape by its rule. A rule error is recorded against the layer and
+        tracing goes on with the shape the layer would have produced; None: there is none, stop."""
+        try:
+            return rule(module, in_shape)
+        except rules.RuleError as e:
+            self._error(op.name, op.id, op.type, str(e), [in_shape], e.continue_shape is None)
+            return e.continue_shape
+
+    def _fatal_outside_ops(self, message: str) -> None:
+        """A failure in the model's own code, outside any op: charged to the innermost open call."""
+        scope = self.calls[self._stack[-1]] if self._stack else None
+        where = scope.path if scope and scope.path else "(model)"
+        self._error(where, None, scope.type if scope else "", message, [], fatal=True)
+
+    def _close_open_calls(self) -> None:
+        """Close the calls an abort left open, so every call has a valid op range."""
+        while self._stack:
+            c = self.calls[self._stack.pop()]
+            c.last_op = len(self.ops) - 1
+
     # ------------------------------------------------------------------ calls
 
     def enter_call(self, path: str, module: nn.Module, args) -> int:
@@ -164,14 +185,9 @@ class Trace:
         if rule is not None and len(args) == 1 and not kwargs and inputs:
             x = in_tensors[0]
             in_shape = self.values[inputs[0]].shape
-            try:
-                out_shape = rule(module, in_shape)
-            except rules.RuleError as e:
-                fatal = e.continue_shape is None
-                self._error(proxy._path, op.id, op.type, str(e), [in_shape], fatal)
-                if fatal:
-                    raise TraceAborted from None
-                out_shape = e.continue_shape
+            out_shape = self._rule_shape(rule, module, in_shape, op)
+            if out_shape is None:
+                raise TraceAborted
             if proxy._info.inplace and out_shape == in_shape:
                 out = x
             else:
@@ -271,11 +287,7 @@ class Trace:
         op = self._record_function(fname, tensors, _source())
         shape = rules.broadcast(sa, sb)
         if shape is None or (inplace and shape != sa):
-            msg = rules.broadcast_error(sa, sb) if shape is None else (
-                f"in-place {fname}: output with shape {rules._fmt(sa)} doesn't match the "
-                f"broadcast shape {rules._fmt(shape)}"
-            )
-            self._error(op.name, op.id, fname, msg, [sa, sb])
+            self._error(op.name, op.id, fname, rules.binary_error(fname, sa, sb, shape), [sa, sb])
             shape = sa
         out = a if inplace else self._empty(shape, self._result_dtype(a, b))
         op.outputs = [self._new_value(out, op.id)]
@@ -302,11 +314,7 @@ class Trace:
                 if bad:
                     out_shape = self.values[res.residual].shape
         if bad and op.id not in self.online_adds:
-            msg = rules.broadcast_error(sa, sb) if shape is None else (
-                f"in-place add: output with shape {rules._fmt(sa)} doesn't match the broadcast "
-                f"shape {rules._fmt(shape)}"
-            )
-            self._error(op.name, op.id, "add", msg, [sa, sb])
+            self._error(op.name, op.id, "add", rules.binary_error("add", sa, sb, shape), [sa, sb])
             out_shape = sa if isinstance(a, torch.Tensor) and id(a) in self._vid else sb
         if inplace and out_shape == sa:
             out = a
@@ -519,15 +527,10 @@ def _trace_module(model, input_shape, device, dtype) -> Trace:
     except TraceAborted:
         out = None
     except Exception as e:  # a failure in the user's own forward code, outside any layer
-        scope = trace.calls[trace._stack[-1]] if trace._stack else None
-        where = scope.path if scope and scope.path else "(model)"
-        trace._error(where, None, scope.type if scope else "", _clean_message(e), [], fatal=True)
+        trace._fatal_outside_ops(_clean_message(e))
         out = None
     finally:
-        # close calls left open by an abort so every call has a valid op range
-        while trace._stack:
-            c = trace.calls[trace._stack.pop()]
-            c.last_op = len(trace.ops) - 1
+        trace._close_open_calls()
     if cid is not None and trace.calls[cid].last_op < 0:
         trace.calls[cid].last_op = len(trace.ops) - 1
     if out is not None:
@@ -598,37 +601,51 @@ def _dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _clean_message(e: BaseException) -> str:
+def _clean_message(e: BaseException, plain: tuple[type[BaseException], ...] = (RuntimeError,)) -> str:
+    """The first line of ``e``'s message; prefixed with its class name unless ``e`` is one of the
+    ``plain`` kinds, whose messages already read as a diagnosis (PyTorch's own RuntimeErrors)."""
     msg = str(e).strip().splitlines()
     text = msg[0] if msg else type(e).__name__
-    return f"{type(e).__name__}: {text}" if not isinstance(e, RuntimeError) else text
+    return f"{type(e).__name__}: {text}" if not isinstance(e, plain) else text
+
+
+def leaf_params(module) -> tuple[int, int]:
+    """(parameters, weights) of a leaf layer, an ``nn.Module`` or a ScriptModule: ``weights``
+    counts the tensors named weight and bias only, the ones torchinfo counts MACs from."""
+    params = weights = 0
+    for name, p in module._parameters.items():
+        if p is None:
+            continue
+        n = p.numel()
+        params += n
+        if name in ("weight", "bias"):
+            weights += n
+    if module._modules:  # a layer with a rule but children (e.g. a parametrized conv)
+        params = sum(p.numel() for p in module.parameters())
+    return params, weights
+
+
+def leaf_macs(type_name: str, weights: int, out: tuple[int, ...]) -> int:
+    """MACs of a leaf layer by torchinfo's convention, so totals agree with it
+    (LayerInfo.calculate_macs): ``weights`` counts the tensors named weight and bias only."""
+    if not out or not weights:
+        return 0
+    if "Conv" in type_name:
+        return weights * math.prod(out[:1] + out[2:])
+    if "Linear" in type_name:
+        return weights * math.prod(out[:-1])
+    return weights * out[0]
 
 
 class _LeafInfo:
     """What the tracer needs to know about a leaf module, computed once per trace."""
 
-    __slots__ = ("type", "params", "inplace", "weights", "_conv", "_linear")
+    __slots__ = ("type", "params", "inplace", "weights")
 
     def __init__(self, module: nn.Module):
         self.type = type(module).__name__
-        own = module._parameters
-        if module._modules:  # a layer with a rule but children (e.g. a parametrized conv)
-            self.params = sum(p.numel() for p in module.parameters())
-        else:
-            self.params = sum(p.numel() for p in own.values() if p is not None)
+        self.params, self.weights = leaf_params(module)
         self.inplace = rules.is_inplace(module)
-        # torchinfo counts MACs from the tensors named weight and bias only
-        w, b = own.get("weight"), own.get("bias")
-        self.weights = (w.numel() if w is not None else 0) + (b.numel() if b is not None else 0)
-        self._conv = "Conv" in self.type
-        self._linear = "Linear" in self.type
 
     def macs(self, out: tuple[int, ...]) -> int:
-        """MACs by torchinfo's convention, so totals agree with it (LayerInfo.calculate_macs)."""
-        if not out:
-            return 0
-        if self._conv:
-            return self.weights * math.prod(out[:1] + out[2:])
-        if self._linear:
-            return self.weights * math.prod(out[:-1])
-        return self.weights * out[0]
+        return leaf_macs(self.type, self.weights, out)
