@@ -90,6 +90,8 @@ def build_gui_parser() -> argparse.ArgumentParser:
                    help="render offscreen once the model is drawn, save a PNG and exit")
     p.add_argument("--train", type=int, default=0, metavar="N",
                    help="with --screenshot: train N steps first so the plots are filled")
+    p.add_argument("--twin", action="store_true",
+                   help="with --train: train the plain twin beside the residual net")  # fmt: skip
     p.add_argument("--tab", default=None, help="with --screenshot: which tab to show")
     p.add_argument("--size", default="1600x1000", help="window size for --screenshot")
     return p

@@ -47,6 +47,12 @@ def _new_threads(before: set) -> list:
 
 
 @pytest.fixture(autouse=True)
+def fresh_settings(tmp_path, monkeypatch):
+    """Each test starts from empty app settings: no splitter sizes or recent files from another."""
+    monkeypatch.setenv("RESVIZ_SETTINGS", str(tmp_path / "settings.ini"))
+
+
+@pytest.fixture(autouse=True)
 def no_leaked_threads():
     """Fail a test that leaves a QThread or a threading.Thread running after it ends."""
     before = set(threading.enumerate())

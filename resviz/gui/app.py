@@ -214,6 +214,7 @@ def show(model, input_shape=None, *, name: str | None = None, block: bool | None
 
     window = QtMainWindow()
     window.setAttribute(_delete_on_close(), True)
+    _install_extensions(window)  # the Training tab, as in the app
     window.open_module(model, input_shape, name=name)
     window.show()
     window.raise_()

@@ -85,6 +85,7 @@ class QtMainWindow(QMainWindow):
         self.actions_ = QtWindowActions(self)  # menus, toolbar, shortcuts, open/export dialogs
         self._pending_select: str | None = None
         self._shutdown = False
+        self.busy_checks: list = []  # callables: extensions' work a --screenshot waits for (--train N)
         self._connect()
         self.view.set_placeholder("Open a model: File → Open, the zoo (Ctrl+Shift+O), or drop a file here.")
         self.resize(1400, 900)
@@ -161,7 +162,8 @@ class QtMainWindow(QMainWindow):
         return error is None
 
     def is_idle(self) -> bool:
-        return not self.document.is_busy() and self._pending_select is None
+        return (not self.document.is_busy() and self._pending_select is None
+                and not any(check() for check in self.busy_checks))  # fmt: skip
 
     def select_module(self, name: str, unfold: bool = True) -> bool:
         """Select and centre the node for module ``name``, unfolding what hides it."""
