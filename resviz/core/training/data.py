@@ -614,7 +614,10 @@ def load_image_folder(path: str | os.PathLike, sample_shape: Sequence[int], seed
     integer = True
     for f, _ in files:
         a = read_image(f)
-        t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
+        a = np.ascontiguousarray(a)
+        if not a.flags.writeable:  # torch.from_numpy wants memory it may write
+            a = a.copy()
+        t = torch.from_numpy(a).permute(2, 0, 1)
         if a.dtype == np.uint8:
             t = t.float() / 255
         elif a.dtype == np.uint16:
