@@ -166,9 +166,11 @@ class EdgeItem(QGraphicsItem):
         self.font = font
         self.label_color = label_color
         self.arrow = _arrow_polygon(route)
+        if route.label_pos is None:
+            self.label = label = ""
         metrics = QFontMetricsF(font)
         w, h = metrics.horizontalAdvance(label), metrics.height()
-        x, y = route.label_pos
+        x, y = route.label_pos or route.points[0]
         if route.label_anchor == "right":
             x -= w
         self.label_rect = QRectF(x, y - h / 2, w + 2, h)

@@ -77,8 +77,14 @@ def to_dot(graph: BlockGraph, theme: Theme = LIGHT, sizes: dict | None = None) -
                 add_nodes(c, grp.id)
 
     add_nodes(g, None)
+    labelled: set[tuple[str, int]] = set()
     for i, e in enumerate(graph.edges):
-        attrs = {"label": _q(e.label), "id": f"e{i}"}
+        # A tensor that fans out to several layers is labelled once: Graphviz would otherwise
+        # stack the same shape side by side above every branch.
+        key = (e.src, e.value)
+        text = "" if key in labelled and e.kind != "skip" and not e.broken else e.label
+        labelled.add(key)
+        attrs = {"label": _q(text), "id": f"e{i}", "tooltip": _q(e.label)}
         if e.kind == "skip":
             color = theme.shortcuts.get(e.shortcut or "other", theme.edge)
             attrs.update(color=color, fontcolor=color, penwidth="1.6", weight="0")
@@ -138,7 +144,7 @@ def dot_layout(graph: BlockGraph, measure=approx_measure, small_measure=None) ->
     for e in data.get("edges", []):
         eid = e.get("id", "")
         pts, end = _spline_points(e.get("pos", ""), pt)
-        lp = pt(e["lp"]) if "lp" in e else (pts[len(pts) // 2] if pts else (0, 0))
+        lp = pt(e["lp"]) if "lp" in e else None  # None: this edge carries no label
         route = Route(_sample(pts) + ([end] if end else []), lp, "left")
         if eid.startswith("e") and eid[1:].isdigit():
             routes[int(eid[1:])] = route

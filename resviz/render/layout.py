@@ -58,7 +58,7 @@ class Box:
 @dataclass
 class Route:
     points: list[Point]
-    label_pos: Point
+    label_pos: Point | None  # None: draw no label (the same tensor is labelled on a sibling edge)
     label_anchor: str = "left"  # where the label text starts relative to label_pos: left|right
     spline: bool = False  # points are cubic Bézier control points (Graphviz), not a polyline
 
@@ -398,15 +398,20 @@ def _normalise(layout: Layout, margin: float) -> None:
         b.y += dy
     for r in list(layout.edges) + list(layout.self_arcs.values()):
         r.points = [(x + dx, y + dy) for x, y in r.points]
-        r.label_pos = (r.label_pos[0] + dx, r.label_pos[1] + dy)
+        if r.label_pos is not None:
+            r.label_pos = (r.label_pos[0] + dx, r.label_pos[1] + dy)
     layout.width = max(xs) + dx + margin + 60
     layout.height = max(ys) + dy + margin
 
 
 def is_chain_like(graph: BlockGraph, layout: Layout) -> bool:
-    """Residual chains need at most a couple of side columns and arc lanes."""
-    side_cols = {round(b.x) for n, b in layout.nodes.items() if n not in set(layout.main)}
-    return len(side_cols) <= 3
+    """A residual chain: everything off the main path lies on a shortcut of a residual add.
+
+    Parallel branches that are not shortcuts (Inception-style, U-Net decoders, multi-head outputs)
+    are drawn better by Graphviz.
+    """
+    main = set(layout.main)
+    return all(graph.nodes[n].side for n in layout.nodes if n not in main)
 
 
 def dot_available() -> bool:
