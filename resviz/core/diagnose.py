@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from .describe import conv_geometry, pool_geometry, short_label
 from .records import Mismatch, Op, ResidualAdd
+from .residual import common_module_path
 from .rules import broadcast, conv_out, pool_out
 from .shapes import format_shape
 
@@ -175,13 +176,7 @@ def _shortcut_prefix(trace, add: ResidualAdd) -> str:
     names = [o.name for o in mods]
     if len(names) == 1:
         return f"{names[0]}: "
-    parts = [n.split(".") for n in names]
-    common = []
-    for segs in zip(*parts):
-        if len(set(segs)) != 1:
-            break
-        common.append(segs[0])
-    prefix = ".".join(common)
+    prefix = common_module_path(names)
     return f"{prefix}: " if prefix and prefix != add.block else ""
 
 

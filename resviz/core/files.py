@@ -26,17 +26,22 @@ def default_mode(path: Path) -> int:
         return 0o666 & ~mask
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path to write; on success it replaces ``path``, on error it vanishes."""
-    path = Path(path)
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder (so the final move is atomic): (fd, name)."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ResvizError(f"cannot write {path}: the folder {folder} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
         raise ResvizError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path to write; on success it replaces ``path``, on error it vanishes."""
+    path = Path(path)
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         yield tmp
@@ -60,3 +65,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+class AtomicTextFile:
+    """A text file streamed under a temporary name and moved into place on :meth:`commit`
+    (run records are written step by step, so a whole-content writer does not fit)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        fd, self.tmp = _temp_beside(self.path)
+        self.file = open(fd, "w", encoding="utf-8", newline="")
+
+    def commit(self) -> Path:
+        if self.file.closed:
+            return self.path
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.chmod(self.tmp, default_mode(self.path))
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass

@@ -132,18 +132,23 @@ def _is_passthrough(op: Op) -> bool:
     return op.type in _PASSTHROUGH or bool(op.attrs.get("passthrough"))
 
 
-def _common_prefix(names: list[str]) -> str:
-    if not names:
-        return ""
+def common_module_path(names: list[str]) -> str:
+    """Longest dotted prefix shared by all ``names`` ('' when they share none)."""
     parts = [n.split(".") for n in names]
     out = []
     for segs in zip(*parts):
         if len(set(segs)) != 1:
             break
         out.append(segs[0])
-    if len(names) == 1:
-        return ".".join(parts[0][:-1]) if len(parts[0]) > 1 else names[0]
     return ".".join(out)
+
+
+def _common_prefix(names: list[str]) -> str:
+    """The module a shortcut's layers live in: their shared path, or a lone layer's parent."""
+    if len(names) == 1:
+        parts = names[0].split(".")
+        return ".".join(parts[:-1]) if len(parts) > 1 else names[0]
+    return common_module_path(names) if names else ""
 
 
 def find_residual_adds(trace) -> list[ResidualAdd]:

@@ -12,13 +12,12 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ResvizError
-from ..files import default_mode
+from ..files import AtomicTextFile
 
 #: Probe names, in the order they appear in CSV columns.
 PROBES = ("grad_norm", "input_grad_norm", "output_grad_norm", "residual_ratio", "gain")
@@ -213,40 +212,6 @@ def _blocks_of(records: Iterable[StepRecord]) -> list[str]:
     return list(names)
 
 
-class _AtomicFile:
-    """A text file written under a temporary name and moved into place on ``commit``."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        parent = self.path.parent
-        if not parent.is_dir():
-            raise ResvizError(f"cannot write {self.path}: the folder {parent} does not exist")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
-        except OSError as e:
-            raise ResvizError(f"cannot write {self.path}: {e.strerror or e}") from None
-        self.tmp = tmp
-        self.file = open(fd, "w", encoding="utf-8", newline="")
-
-    def commit(self) -> Path:
-        if self.file.closed:
-            return self.path
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.chmod(self.tmp, default_mode(self.path))  # mkstemp made it owner-only
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def discard(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
-
-
 class RecordWriter:
     """Streams records to a CSV or JSON-lines file; the file appears (atomically) on ``close``.
 
@@ -258,7 +223,7 @@ class RecordWriter:
         if fmt not in ("csv", "jsonl"):
             raise ValueError(f"unknown format {fmt!r}")
         self.fmt = fmt
-        self._out = _AtomicFile(path)
+        self._out = AtomicTextFile(path)
         self.path = self._out.path
         if fmt == "csv":
             self.columns = csv_columns(block_names)
