@@ -119,6 +119,11 @@ class NodeItem(QGraphicsItem):
         label_font, detail_font, _ = self._scene.fonts
         text = QColor(theme.background if cat == "io" else theme.text)
         dim = QColor(theme.background if cat == "io" else theme.text_dim)
+        if self._highlight is not None:
+            # a gradient tint can be light or dark whatever the theme: text follows the fill
+            light_fill = self._highlight.lightnessF() > 0.55
+            text = QColor("#111827" if light_fill else "#f9fafb")
+            dim = QColor("#374151" if light_fill else "#e5e7eb")
         if node.broken and node.kind != "io":
             dim = QColor(theme.broken)
         painter.setPen(text)
