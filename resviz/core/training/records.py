@@ -249,19 +249,17 @@ class RecordWriter:
 def write_csv(records: Sequence[StepRecord], path: str | os.PathLike,
               block_names: Sequence[str] | None = None) -> Path:  # fmt: skip
     """Write ``records`` as CSV (one row per step), atomically."""
-    w = RecordWriter(path, "csv", _blocks_of(records) if block_names is None else block_names)
-    try:
-        for r in records:
-            w.write(r)
-    except BaseException:
-        w._out.discard()
-        raise
-    return w.close()
+    names = _blocks_of(records) if block_names is None else block_names
+    return _write_all(RecordWriter(path, "csv", names), records)
 
 
 def write_jsonl(records: Sequence[StepRecord], path: str | os.PathLike) -> Path:
     """Write ``records`` as JSON lines (one object per step), atomically."""
-    w = RecordWriter(path, "jsonl")
+    return _write_all(RecordWriter(path, "jsonl"), records)
+
+
+def _write_all(w: RecordWriter, records: Sequence[StepRecord]) -> Path:
+    # unlike the streaming context manager, a whole-list write that fails leaves no file at all
     try:
         for r in records:
             w.write(r)
