@@ -66,3 +66,14 @@ def no_leaked_threads():
     if py or qt:
         names = [t.name for t in py] + [f"QThread {q.objectName() or hex(id(q))}" for q in qt]
         pytest.fail(f"test leaked running threads: {', '.join(names)}")
+    _restore_automatic_gc()
+
+
+def _restore_automatic_gc() -> None:
+    """No resviz thread is left: the next test starts with Python's own collector, as a user's
+    process would after the app closes (``resviz.gui.qt_gc`` switches it off while threads run)."""
+    import sys
+
+    qt_gc = sys.modules.get("resviz.gui.qt_gc")
+    if qt_gc is not None and qt_gc.installed():
+        qt_gc.uninstall()

@@ -155,3 +155,40 @@ def test_recent_files_are_remembered(qtbot, tmp_path):
     assert any(a.text() == str(spec) for a in w.actions_.recent_menu.actions())
     qtbot.waitUntil(lambda: w.is_idle(), timeout=TIMEOUT)
     w.close()
+
+
+def test_cyclic_garbage_is_collected_on_the_ui_thread_only(qtbot):
+    """Python collects in whichever thread allocates; collecting Qt wrappers from a worker thread
+    crashes PySide6. While a worker runs, collections happen on the UI thread, and Python's
+    automatic collector is back once no worker is left."""
+    import gc
+
+    from resviz.gui import qt_gc
+
+    where = []
+
+    def on_gc(phase, info):
+        if phase == "start":
+            where.append(threading.get_ident())
+
+    def make_cycles():
+        for _ in range(200_000):  # far past gen-0's threshold: would collect in this thread
+            a = []
+            a.append(a)
+        return "done"
+
+    worker = QtWorker("test-worker")
+    assert qt_gc.installed() and not gc.isenabled()
+    gc.callbacks.append(on_gc)
+    try:
+        got = []
+        worker.finished.connect(lambda ch, r: got.append(r))
+        worker.submit("gc", make_cycles)
+        qtbot.waitUntil(lambda: got == ["done"], timeout=10_000)
+        qtbot.waitUntil(lambda: len(where) > 0, timeout=5_000)  # the UI thread's timer collected
+    finally:
+        gc.callbacks.remove(on_gc)
+        worker.stop()
+    assert set(where) == {threading.main_thread().ident}
+    qtbot.waitUntil(lambda: not qt_gc.installed(), timeout=5_000)  # the worker is gone
+    assert gc.isenabled()

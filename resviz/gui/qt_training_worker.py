@@ -30,6 +30,7 @@ import traceback
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
+from . import qt_gc
 from .qt_training_buffer import record_payload
 
 FLUSH_S = 0.04  # send step records at most this often (plus at every pause/fault/stop)
@@ -459,6 +460,7 @@ class TrainingController(QObject):
             worker.faulted.connect(self._on_faulted)
             worker.failed.connect(self._on_failed)
             worker.lrChanged.connect(self._on_lr)
+            qt_gc.install(thread)  # training allocates on its thread: collect cycles on the UI thread
             thread.start()
             self._thread, self._worker = thread, worker
             _THREADS[id(thread)] = (thread, worker)

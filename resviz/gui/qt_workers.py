@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ..core.errors import ResvizError
+from . import qt_gc
 
 
 @dataclass
@@ -100,6 +101,7 @@ class QtWorker(QObject):
         self._runner.done.connect(self._on_done)
         self._runner.failed.connect(self._on_failed)
         self._runner.skipped.connect(self._on_skipped)
+        qt_gc.install(self._thread)  # a second thread now allocates: collect cycles on the UI thread only
         self._thread.start()
         _LIVE.add(self)
 
