@@ -56,11 +56,14 @@ class _Runner(QObject):
 
     def __init__(self, owner: QtWorker):
         super().__init__()
-        self._owner = owner
+        # A weak reference: owner -> runner -> owner would be a cycle, and only the cyclic
+        # collector (possibly on some other thread) could then free the QObjects.
+        self._owner = weakref.ref(owner)
 
     @Slot(str, int, object)
     def run(self, channel: str, gen: int, job: Callable[[], object]) -> None:
-        if self._owner.latest(channel) != gen:  # superseded while it waited: do not bother
+        owner = self._owner()
+        if owner is None or owner.latest(channel) != gen:  # superseded while it waited: do not bother
             self.skipped.emit(channel, gen)
             return
         try:
