@@ -66,6 +66,40 @@ def frame_times(app, window, steps: int = 40) -> tuple[float, float]:
     return pan, zoom
 
 
+def expand_collapse(app, window) -> list[tuple[str, float, float]]:
+    """Expand all / collapse all on the loaded model: ms until drawn and the longest UI stall
+    (the gap between two event-loop passes: what a user feels as a frozen window)."""
+
+    def run(action, done) -> tuple[float, float]:
+        t0 = last = time.perf_counter()
+        action()
+        stall = 0.0
+        while True:
+            app.processEvents()
+            now = time.perf_counter()
+            stall, last = max(stall, now - last), now
+            if done():
+                break
+            time.sleep(0.001)
+        settle = time.perf_counter()  # the overview redraws a moment later: count its stall too
+        while time.perf_counter() - settle < 0.3:
+            app.processEvents()
+            now = time.perf_counter()
+            stall, last = max(stall, now - last), now
+            time.sleep(0.001)
+        return (settle - t0) * 1e3, stall * 1e3
+
+    rows = []
+    nodes = len(window.scene.node_items)
+    for _ in range(2):
+        for name, action in (("expand all", window.expand_all), ("collapse all", window.collapse_all)):
+            before = len(window.scene.node_items)
+            ms, stall = run(action, lambda b=before: window.is_idle() and len(window.scene.node_items) != b)
+            rows.append((name, ms, stall))
+    assert len(window.scene.node_items) == nodes
+    return rows[2:]  # the second round: warm
+
+
 def main() -> None:
     app = QApplication.instance() or QApplication(["resviz-bench"])
     window = QtMainWindow()
@@ -78,6 +112,9 @@ def main() -> None:
         pan, zoom = frame_times(app, window)
         rows.append((name, sec, pan, zoom))
         print(f"  {name:11s} {sec * 1e3:7.0f} ms   pan frame {pan:5.1f} ms   zoom frame {zoom:5.1f} ms")
+        if name == "resnet1202":
+            for what, ms, stall in expand_collapse(app, window):
+                print(f"  {name:11s} {what:12s} {ms:5.0f} ms to drawn, longest UI stall {stall:4.0f} ms")
     try:
         import torchview
 

@@ -419,6 +419,27 @@ def test_overview_appears_for_deep_nets_and_jumps(qtbot, win):
     assert win.view.visible_scene_rect().top() > top + 1000
 
 
+def test_overview_of_a_very_deep_net_shows_where_the_broken_blocks_are(qtbot, win, tmp_path):
+    """Hundreds of blocks make every item sub-pixel in the overview: it switches to flat bars,
+    and the broken blocks stay visible as red bars at their place in the net."""
+    from PySide6.QtGui import QColor
+
+    spec = tmp_path / "deep_broken.toml"
+    spec.write_text(TINY_SPEC.replace("blocks = 1", "blocks = 150").replace('shortcut = "A"', 'shortcut = "identity"'))
+    win.open_source(str(spec))
+    drawn(qtbot, win)
+    overview = win.view.overview
+    qtbot.waitUntil(lambda: overview.isVisible() and overview._pix is not None, timeout=5000)
+    assert overview._sx != overview._sy  # the schematic, stretched to the strip's width
+    image = overview._pix.toImage()
+    red = QColor(win.scene.theme.broken).rgb()
+    rows = [y for y in range(image.height()) if any(image.pixel(x, y) == red for x in range(image.width()))]
+    assert rows, "no broken block drawn in the overview"
+    # one broken block (the second stage's first), about half way down the net
+    assert 0.3 * image.height() < min(rows) and max(rows) < 0.7 * image.height()
+    assert max(rows) - min(rows) < 0.05 * image.height()
+
+
 def test_shape_change_during_reload_keeps_the_reload(qtbot, win, tmp_path):
     spec = tmp_path / "net.toml"
     spec.write_text(TINY_SPEC)

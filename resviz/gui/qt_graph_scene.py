@@ -60,8 +60,9 @@ class NodeItem(QGraphicsItem):
         self.setAcceptHoverEvents(True)
         self.setZValue(Z_NODE)
         self.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
-        self.setToolTip(_tooltip(node))
-        self.setCursor(Qt.PointingHandCursor)
+        # Tooltip and cursor are set on first hover: resnet1202 expanded has 4,000 nodes, and
+        # every setter is a call into Qt (selection repaints need no itemChange hook either:
+        # QGraphicsItem.setSelected updates the item itself).
 
     def boundingRect(self) -> QRectF:
         return QRectF(-3, -3, self.rect.width() + 6, self.rect.height() + 6)
@@ -135,6 +136,9 @@ class NodeItem(QGraphicsItem):
                          node.detail)  # fmt: skip
 
     def hoverEnterEvent(self, event) -> None:
+        if not self.hasCursor():
+            self.setToolTip(_tooltip(self.node))
+            self.setCursor(Qt.PointingHandCursor)
         self._hover = True
         self.update()
         self._scene.nodeHovered.emit(self.node.id)
@@ -150,40 +154,48 @@ class NodeItem(QGraphicsItem):
         self._scene.nodeActivated.emit(self.node.id)
         event.accept()
 
-    def itemChange(self, change, value):
-        if change == QGraphicsItem.ItemSelectedHasChanged:
-            self.update()
-        return super().itemChange(change, value)
-
 
 class EdgeItem(QGraphicsItem):
     """One edge: its line, its arrowhead and its shape label, painted by a single item.
 
     Three items per edge (path, arrow, text) made resnet1202 expanded a 20,000-item scene; one
-    item each keeps building and repainting it fast.
+    item each keeps building and repainting it fast. The path and arrowhead are built on first
+    paint: most edges of a deep net are never on screen, and the bounds need only the route's
+    points (a curve stays inside its control points' box, the arrowhead within the padding).
     """
 
-    def __init__(self, route, pen: QPen, label: str, font: QFont, label_color: QColor):
+    def __init__(self, route, pen: QPen, label: str, font: QFont, label_color: QColor,
+                 sizes: TextSizes | None = None):  # fmt: skip
         super().__init__()
-        self.path = _path(route)
+        self.route = route
+        self._shape: tuple[QPainterPath, QPolygonF] | None = None  # (path, arrowhead), lazily
         self.pen = pen
         self.label = label
         self.font = font
         self.label_color = label_color
-        self.arrow = _arrow_polygon(route)
         if route.label_pos is None:
             self.label = label = ""
-        metrics = QFontMetricsF(font)
-        w, h = metrics.horizontalAdvance(label), metrics.height()
+        w, h = (sizes or TextSizes())(font, label)
         x, y = route.label_pos or route.points[0]
         if route.label_anchor == "right":
             x -= w
         self.label_rect = QRectF(x, y - h / 2, w + 2, h)
-        pad = pen.widthF() + 8
-        self._bounds = (self.path.boundingRect() | self.arrow.boundingRect()).adjusted(
-            -pad, -pad, pad, pad
-        ) | self.label_rect
+        pad = pen.widthF() + 8  # > the arrowhead's 7 px
+        xs, ys = [p[0] for p in route.points], [p[1] for p in route.points]
+        x0, y0 = min(xs), min(ys)
+        self._bounds = QRectF(x0 - pad, y0 - pad, max(xs) - x0 + 2 * pad, max(ys) - y0 + 2 * pad) | self.label_rect
         self.setZValue(Z_EDGE)
+
+    @property
+    def path(self) -> QPainterPath:
+        if self._shape is None:
+            self._shape = (_path(self.route), _arrow_polygon(self.route))
+        return self._shape[0]
+
+    @property
+    def arrow(self) -> QPolygonF:
+        self.path  # noqa: B018  (builds both)
+        return self._shape[1]
 
     def text(self) -> str:
         return self.label
@@ -203,6 +215,25 @@ class EdgeItem(QGraphicsItem):
             painter.setFont(self.font)
             painter.setPen(self.label_color)
             painter.drawText(self.label_rect, Qt.AlignLeft | Qt.AlignVCenter, self.label)
+
+
+class TextSizes:
+    """Width and height of a label in a font, memoised: an expanded resnet1202 has 4,800 edge
+    labels but only a few dozen distinct ones (16×32×32, ...)."""
+
+    def __init__(self):
+        self._metrics: dict[str, QFontMetricsF] = {}
+        self._sizes: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def __call__(self, font: QFont, text: str) -> tuple[float, float]:
+        key = (font.key(), text)
+        size = self._sizes.get(key)
+        if size is None:
+            metrics = self._metrics.get(key[0])
+            if metrics is None:
+                metrics = self._metrics[key[0]] = QFontMetricsF(font)
+            size = self._sizes[key] = (metrics.horizontalAdvance(text), metrics.height())
+        return size
 
 
 def _arrow_polygon(route, size: float = 7.0) -> QPolygonF:
@@ -266,6 +297,7 @@ class QtGraphScene(QGraphicsScene):
         self.edge_items: list[EdgeItem] = []
         self.label_items: list[EdgeItem] = []  # edges answer .text() with their shape label
         self.greyed = False
+        self.text_sizes = TextSizes()
         self.setItemIndexMethod(QGraphicsScene.BspTreeIndex)
 
     # ------------------------------------------------------------------ building
@@ -299,7 +331,8 @@ class QtGraphScene(QGraphicsScene):
             self.node_items[nid] = item
         self._draw_self_arcs(graph, layout)
         self.setSceneRect(QRectF(0, 0, layout.width, layout.height))
-        self.set_greyed(self.greyed)
+        if self.greyed:  # new items are fully opaque already
+            self.set_greyed(True)
 
     def _draw_groups(self, graph: BlockGraph, layout: Layout) -> None:
         t = self.theme
@@ -353,14 +386,19 @@ class QtGraphScene(QGraphicsScene):
         _, _, small = self.fonts
         bold = QFont(small)
         bold.setBold(True)
+        styles: dict[tuple, tuple[QPen, QColor]] = {}  # a few edge styles, thousands of edges
         for edge, route in zip(graph.edges, layout.edges):
             if len(route.points) < 2:
                 continue
-            pen = self._pen_for(edge)
-            color = QColor(t.broken if edge.broken else
-                           (t.shortcuts.get(edge.shortcut, t.edge_label) if edge.kind == "skip"
-                            else t.edge_label))  # fmt: skip
-            item = EdgeItem(route, pen, edge.label, bold if edge.broken else small, color)
+            key = (edge.kind, edge.shortcut, edge.broken)
+            style = styles.get(key)
+            if style is None:
+                color = QColor(t.broken if edge.broken else
+                               (t.shortcuts.get(edge.shortcut, t.edge_label) if edge.kind == "skip"
+                                else t.edge_label))  # fmt: skip
+                style = styles[key] = (self._pen_for(edge), color)
+            pen, color = style
+            item = EdgeItem(route, pen, edge.label, bold if edge.broken else small, color, self.text_sizes)
             self.addItem(item)
             self.edge_items.append(item)
             self.label_items.append(item)
@@ -375,7 +413,59 @@ class QtGraphScene(QGraphicsScene):
             dash = SHORTCUT_DASH.get(node.skip or "other")
             if dash:
                 pen.setDashPattern(list(dash))
-            self.addItem(EdgeItem(route, pen, node.skip_label, small, color))
+            self.addItem(EdgeItem(route, pen, node.skip_label, small, color, self.text_sizes))
+
+    def paint_schematic(self, painter: QPainter, origin: QPointF, sx: float, sy: float) -> None:
+        """The graph as flat boxes straight from the layout, for an overview far too small to
+        show any item's detail: stage bands, one bar per node (at least a pixel tall, broken ones
+        red and taller, tinted ones in their tint). An expanded resnet1202 is 10,000 items;
+        painting each of them at 1/100 scale costs more than half a second and draws nothing a
+        user can see, this costs a few milliseconds."""
+        layout, graph, t = self.layout, self.graph, self.theme
+        if layout is None or graph is None:
+            return
+        rect = self.sceneRect()
+
+        def to_px(box, min_h: float, min_w: float = 2.0) -> QRectF:
+            h = max(min_h, box.h * sy)
+            return QRectF(origin.x() + (box.x - rect.x()) * sx,
+                          origin.y() + (box.y + box.h / 2 - rect.y()) * sy - h / 2,
+                          max(min_w, box.w * sx), h)  # fmt: skip
+
+        painter.setRenderHint(QPainter.Antialiasing, False)
+        painter.setPen(Qt.NoPen)
+        stage_i = 0
+        for g in sorted(graph.groups, key=lambda g: g.depth):
+            box = layout.groups.get(g.id)
+            if box is None or g.kind != "stage":
+                continue
+            painter.setBrush(QColor(t.stage_fills[stage_i % 2]).darker(104 if stage_i % 2 else 100))
+            stage_i += 1
+            painter.drawRect(to_px(box, 1.0))
+        fills: dict[str, QColor] = {}
+        broken = []
+        for nid, box in layout.nodes.items():
+            node = graph.nodes[nid]
+            if node.broken:
+                broken.append(box)
+                continue
+            item = self.node_items.get(nid)
+            if item is not None and item._highlight is not None:
+                painter.setBrush(item._highlight)
+            else:
+                cat = category(node.type, node.kind)
+                fill = fills.get(cat)
+                if fill is None:
+                    fill = fills[cat] = QColor(t.kinds.get(cat, t.kinds["other"])).darker(115)
+                painter.setBrush(fill)
+            bar = to_px(box, 1.0)
+            painter.drawRect(bar)
+            if node.kind in ("block", "rollup"):  # the shortcut's colour, as on the block's stripe
+                painter.setBrush(QColor(t.shortcuts.get(node.skip or "none", t.node_border)))
+                painter.drawRect(QRectF(bar.x(), bar.y(), max(2.0, bar.width() / 4), bar.height()))
+        painter.setBrush(QColor(t.broken))
+        for box in broken:  # last, so nothing covers them
+            painter.drawRect(to_px(box, 3.0, 4.0))
 
     # ------------------------------------------------------------------ state
 

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QFrame, QGraphicsView, QWidget
 
 MIN_SCALE, MAX_SCALE = 0.01, 4.0
 READABLE_SCALE = 0.75  # centring on a node zooms in at least this far
+SCHEMATIC_BELOW = 0.06  # overview scale under which nodes (~40 px tall) become flat bars
 
 
 class QtGraphView(QGraphicsView):
@@ -173,7 +174,7 @@ class QtOverview(QWidget):
         super().__init__()
         self._view = view
         self._pix: QPixmap | None = None
-        self._scale = 1.0
+        self._sx = self._sy = 1.0  # scene -> overview pixels; unequal only for a schematic
         self._offset = QPointF()
         self.enabled_by_user = True
         self.setCursor(Qt.PointingHandCursor)
@@ -218,23 +219,31 @@ class QtOverview(QWidget):
             return
         rect = scene.sceneRect()
         size = QSize(self.width(), self.height())
-        self._scale = min((size.width() - 4) / rect.width(), (size.height() - 4) / rect.height())
-        w, h = rect.width() * self._scale, rect.height() * self._scale
+        scale = min((size.width() - 4) / rect.width(), (size.height() - 4) / rect.height())
+        schematic = scale < SCHEMATIC_BELOW and hasattr(scene, "paint_schematic")
+        if schematic:  # items would be sub-pixel: flat bars, stretched to the strip's width
+            self._sx, self._sy = (size.width() - 4) / rect.width(), (size.height() - 4) / rect.height()
+        else:
+            self._sx = self._sy = scale
+        w, h = rect.width() * self._sx, rect.height() * self._sy
         self._offset = QPointF((size.width() - w) / 2, 2)  # top-aligned, like the graph
         dpr = self.devicePixelRatioF()
         pix = QPixmap(size * dpr)
         pix.setDevicePixelRatio(dpr)
         pix.fill(scene.backgroundBrush().color())
         painter = QPainter(pix)
-        scene.render(painter, QRectF(self._offset, QSize(int(w), int(h)).toSizeF()), rect)
+        if schematic:
+            scene.paint_schematic(painter, self._offset, self._sx, self._sy)
+        else:
+            scene.render(painter, QRectF(self._offset, QSize(int(w), int(h)).toSizeF()), rect)
         painter.end()
         self._pix = pix
         self.update()
 
     def _to_scene(self, p: QPoint) -> QPointF:
         rect = self._view.scene().sceneRect()
-        return QPointF(rect.x() + (p.x() - self._offset.x()) / self._scale,
-                       rect.y() + (p.y() - self._offset.y()) / self._scale)  # fmt: skip
+        return QPointF(rect.x() + (p.x() - self._offset.x()) / self._sx,
+                       rect.y() + (p.y() - self._offset.y()) / self._sy)  # fmt: skip
 
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
@@ -245,9 +254,9 @@ class QtOverview(QWidget):
             if scene is not None and not scene.sceneRect().isEmpty():
                 rect = scene.sceneRect()
                 vis = self._view.visible_scene_rect().intersected(rect)
-                r = QRectF(self._offset.x() + (vis.x() - rect.x()) * self._scale,
-                           self._offset.y() + (vis.y() - rect.y()) * self._scale,
-                           max(4.0, vis.width() * self._scale), max(4.0, vis.height() * self._scale))  # fmt: skip
+                r = QRectF(self._offset.x() + (vis.x() - rect.x()) * self._sx,
+                           self._offset.y() + (vis.y() - rect.y()) * self._sy,
+                           max(4.0, vis.width() * self._sx), max(4.0, vis.height() * self._sy))  # fmt: skip
                 accent = QColor(self.palette().color(self.palette().ColorRole.Highlight))
                 painter.setPen(QPen(accent, 1.5))
                 accent.setAlpha(50)
