@@ -18,10 +18,11 @@ from torch import nn
 from . import grouping
 from .diagnose import explain
 from .errors import ResvizError
+from .gcpause import gc_paused
 from .records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Value
 from .residual import find_residual_adds
 from .shapes import parse_shape
-from .trace import Trace, gc_paused, trace_module
+from .trace import Trace, trace_module
 
 # Square sizes users commonly feed image models; tried when a failure depends on the input size.
 COMMON_SIZES = (32, 64, 96, 112, 128, 160, 192, 224, 256, 288, 299, 320, 384, 448, 512)

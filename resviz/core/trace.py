@@ -21,7 +21,6 @@ How it works, and why this way:
 from __future__ import annotations
 
 import copy
-import gc
 import math
 import os
 import sys
@@ -33,6 +32,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import rules
+from .gcpause import gc_paused
 from .records import Call, Op, ShapeError, Value
 from .residual import analyse_add
 
@@ -488,25 +488,6 @@ def trace_module(
     """
     with gc_paused():
         return _trace_module(model, input_shape, device, dtype)
-
-
-class gc_paused:
-    """Pause the cyclic garbage collector for the duration of an analysis.
-
-    A trace allocates tens of thousands of small objects and no reference cycles; letting the
-    collector walk them (and every module of a big model) mid-analysis costs ~30% on resnet1202.
-    Pausing only delays collection; nesting is fine.
-    """
-
-    def __enter__(self):
-        self._was = gc.isenabled()
-        gc.disable()
-        return self
-
-    def __exit__(self, *exc):
-        if self._was:
-            gc.enable()
-        return False
 
 
 def _trace_module(model, input_shape, device, dtype) -> Trace:

@@ -9,9 +9,10 @@ standard remedy, used by pyqtgraph's ``GarbageCollector`` and others, is to swit
 collection off and collect from a timer on the UI thread instead.
 
 resviz does its own rather than use pyqtgraph's because the engine pauses the collector around
-heavy work (``gc.disable()`` / ``gc.enable()``); a pause that started before this was installed
-would switch automatic collection back on when it ends, so each tick re-asserts it. Collection
-itself follows Python's own thresholds, so memory behaves as before, just at most one tick late.
+heavy work (:mod:`resviz.core.gcpause`): this holds automatic collection off through that module,
+so no pause ending in a worker switches it back on, and skips a tick while a pause is in progress
+(a full collection mid-analysis would also stall the worker, which needs the GIL). Collection
+follows Python's own thresholds, so memory behaves as before, just a tick or two late.
 Once none of the threads it was installed for runs any more (the window closed; in a notebook
 after ``resviz.show``), Python's automatic collection is switched back on.
 """
@@ -21,6 +22,8 @@ from __future__ import annotations
 import gc
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
+
+from ..core import gcpause
 
 INTERVAL_MS = 500
 _installed: QtMainThreadGC | None = None
@@ -35,7 +38,7 @@ class QtMainThreadGC(QObject):
         self.threshold = gc.get_threshold()
         self.collections = 0
         self.threads: list[QThread] = []  # the background threads this is for, while they run
-        gc.disable()
+        gcpause.hold_automatic_off(True)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.check)
         self._timer.start(interval_ms)
@@ -46,8 +49,8 @@ class QtMainThreadGC(QObject):
         if not self.threads:
             uninstall()
             return
-        if gc.isenabled():  # an engine gc pause that began before installation has ended
-            gc.disable()
+        if gcpause.active():  # the engine is building or tracing: collect once it is done
+            return
         counts = gc.get_count()
         generation = -1
         for gen in range(3):
@@ -94,4 +97,4 @@ def uninstall() -> None:
         _installed._timer.stop()
         _installed.deleteLater()
         _installed = None
-        gc.enable()
+        gcpause.hold_automatic_off(False)
