@@ -67,15 +67,10 @@ class GraphTintMixin:
         w = self.window_
         if w is None:
             return
-        items = w.scene.node_items
-        for nid in list(self._tinted):
-            item = items.get(nid)
-            if item is not None:
-                try:
-                    item.set_tint(None)
-                except RuntimeError:
-                    pass
+        _untint(w.scene.node_items, self._tinted)
         self._tinted = set()
+        if w.view.overview.isVisible():
+            w.view.overview.refresh()
         self._tint_version = None
         self.tint_scale.set_range(None, None)
 
@@ -148,11 +143,17 @@ class GraphTintMixin:
                 continue
             if color is not None:
                 tinted.add(nid)
-        for nid in self._tinted - tinted:
-            item = items.get(nid)
-            if item is not None:
-                try:
-                    item.set_tint(None)
-                except RuntimeError:
-                    pass
+        _untint(items, self._tinted - tinted)
         self._tinted = tinted
+        if w.view.overview.isVisible():  # its schematic shows the tint too
+            w.view.overview.refresh()
+
+
+def _untint(items: dict, nids) -> None:
+    for nid in nids:
+        item = items.get(nid)
+        if item is not None:
+            try:
+                item.set_tint(None)
+            except RuntimeError:  # the scene is being redrawn
+                pass
