@@ -53,7 +53,7 @@ def fresh_settings(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_threads():
+def no_leaked_threads(request):
     """Fail a test that leaves a QThread or a threading.Thread running after it ends."""
     before = set(threading.enumerate())
     yield
@@ -67,6 +67,10 @@ def no_leaked_threads():
         names = [t.name for t in py] + [f"QThread {q.objectName() or hex(id(q))}" for q in qt]
         pytest.fail(f"test leaked running threads: {', '.join(names)}")
     _restore_automatic_gc()
+    if {"qtbot", "qapp"} & set(request.fixturenames):
+        # Free this test's Qt garbage (windows hold reference cycles) here, with no thread running
+        # and no widget mid-paint, rather than at some allocation in the middle of the next test.
+        gc.collect()
 
 
 def _restore_automatic_gc() -> None:
