@@ -70,18 +70,24 @@ def _open(w, model: str, shape: str | None):
         raise SystemExit(f"could not open {model}: {w.document.error}")
 
 
-# ------------------------------------------------------------------------------------ stall
-
-
-def bench_stall(model: str, shape: str | None, batch: int, seconds: float, twin: bool) -> dict:
-    from PySide6.QtCore import QTimer
-
+def _training_panel(model: str, shape: str | None, batch: int):
+    """A window on ``model`` with its Training tab set to run forever on the CPU."""
     w, tab = _window()
     _open(w, model, shape)
     p = tab.panel
     p.batch.setValue(batch)
     p.steps.setValue(0)
     p.device.setCurrentText("cpu")
+    return w, tab, p
+
+
+# ------------------------------------------------------------------------------------ stall
+
+
+def bench_stall(model: str, shape: str | None, batch: int, seconds: float, twin: bool) -> dict:
+    from PySide6.QtCore import QTimer
+
+    w, tab, p = _training_panel(model, shape, batch)
     gaps: list[float] = []
     last = [time.perf_counter()]
 
@@ -188,12 +194,7 @@ def bench_redraw(blocks: int, steps: int, frames: int) -> dict:
 
 
 def bench_close(model: str, shape: str | None, batch: int) -> dict:
-    w, tab = _window()
-    _open(w, model, shape)
-    p = tab.panel
-    p.batch.setValue(batch)
-    p.steps.setValue(0)
-    p.device.setCurrentText("cpu")
+    w, tab, p = _training_panel(model, shape, batch)
     p.start()
     _wait(lambda: p.steps_done() >= 1)
     step_s = p.buffers["residual"].latest["seconds"]
