@@ -165,10 +165,18 @@ def cmd_summary(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from .render.export import export_graph
+    from .render.export import needs_qt
 
+    qt = needs_qt(args.output)  # a wrong extension is refused before the model is loaded
     session = _analyze(args)
-    path = export_graph(session.report, args.output, depth=args.depth, layout=args.layout)
+    if qt:  # SVG, PNG and PDF are painted by the app's scene: the one place Qt is allowed
+        from .gui.export import render_report
+
+        path = render_report(session.report, args.output, depth=args.depth, engine=args.layout)
+    else:
+        from .render.dot import write_dot
+
+        path = write_dot(session.report, args.output, depth=args.depth)
     print(f"wrote {path}")
     return EXIT_OK if session.report.ok else EXIT_FOUND
 

@@ -29,3 +29,30 @@ def test_import_contracts_hold():
 
         pytest.skip("import-linter not installed")
     assert lint_imports(config_filename="pyproject.toml") == 0
+
+
+def test_no_dynamic_import_hides_qt_from_the_contracts():
+    """import-linter sees only import statements: an ``import_module("resviz.gui...")`` in the
+    headless packages would let them need Qt at run time while the contract reports "kept"."""
+    import ast
+    from pathlib import Path
+
+    import resviz
+
+    root = Path(resviz.__file__).parent
+    hidden = []
+    for pkg in ("core", "render"):
+        for file in (root / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(file.read_text(), str(file))):
+                if not isinstance(node, ast.Call):
+                    continue
+                fn = node.func
+                name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+                if name not in ("import_module", "__import__"):
+                    continue
+                for arg in node.args[:1]:
+                    if isinstance(arg, ast.Constant) and str(arg.value).startswith(
+                        ("resviz.gui", "PySide6", "pyqtgraph")
+                    ):
+                        hidden.append(f"{file.relative_to(root)}:{node.lineno} {arg.value}")
+    assert not hidden, hidden

@@ -129,6 +129,20 @@ def test_render_writes_each_format(capsys, tmp_path, ext):
         assert "layer2.0" in text and "16×32×32" in text
 
 
+def test_render_svg_labels_are_text_not_images(capsys, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    out_file = tmp_path / "g.svg"
+    code, _, err = run(capsys, "render", "resnet20", "-o", str(out_file))
+    assert code == 0, err
+    root = ET.parse(out_file).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    assert not list(root.iter(f"{ns}image"))  # nothing drawn as a bitmap
+    texts = {(t.text or "").strip() for t in root.iter(f"{ns}text")}
+    for name in ("input", "conv1", "layer1.0", "layer2.0", "layer3.2", "fc", "16×32×32"):
+        assert name in texts, name
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

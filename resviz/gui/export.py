@@ -7,10 +7,12 @@ export never leaves a half-written file where a good one was.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from PySide6.QtCore import QMarginsF, QRectF, QSize, QSizeF, Qt
 from PySide6.QtGui import QColor, QImage, QPageSize, QPainter, QPdfWriter
+from PySide6.QtWidgets import QGraphicsItem
 
 from ..core.errors import ResvizError
 from ..core.files import atomic_write
@@ -66,7 +68,27 @@ def export_scene(scene, path: str | os.PathLike, scale: float = 2.0) -> Path:
         painter.end()
 
     writer = {".png": write_png, ".svg": write_svg, ".pdf": write_pdf}[ext]
-    return atomic_write(path, writer)
+    with _uncached(scene):
+        return atomic_write(path, writer)
+
+
+@contextmanager
+def _uncached(scene):
+    """Paint every item directly for the length of an export.
+
+    On screen, nodes cache themselves as device pixmaps (fast repaints); rendered into an SVG or
+    PDF that cache would be embedded as raster images, and labels could not be searched,
+    selected or scaled.
+    """
+    cached = [(item, item.cacheMode()) for item in scene.items()
+              if item.cacheMode() != QGraphicsItem.NoCache]  # fmt: skip
+    for item, _ in cached:
+        item.setCacheMode(QGraphicsItem.NoCache)
+    try:
+        yield
+    finally:
+        for item, mode in cached:
+            item.setCacheMode(mode)
 
 
 def ensure_app():

@@ -1,4 +1,8 @@
-"""``resviz render``: DOT without Qt; SVG, PNG and PDF through the app's own scene."""
+"""``resviz render``: which file format was asked for, and DOT output (no Qt here).
+
+SVG, PNG and PDF are painted by the app's own scene; the command line calls
+:func:`resviz.gui.export.render_report` for those itself, so this package stays headless.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,19 @@ from pathlib import Path
 from ..core.errors import ResvizError
 
 FORMATS = (".svg", ".png", ".pdf", ".dot", ".gv")
+QT_FORMATS = (".svg", ".png", ".pdf")
 
 
-def export_graph(report, path, *, depth: int | None = None, layout: str = "auto") -> Path:
+def output_format(path) -> str:
+    """The output's extension (``.svg`` ...), or a clear error naming the formats resviz writes."""
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in FORMATS:
         raise ResvizError(
             f"cannot render to '{path.name}': the output file must end in .svg, .png, .pdf or .dot"
         )
-    if ext in (".dot", ".gv"):
-        from .dot import write_dot
+    return ext
 
-        return write_dot(report, path, depth=depth)
-    # Qt is imported only here, so `resviz check` and DOT output never load it.
-    from importlib import import_module
 
-    gui_export = import_module("resviz.gui.export")
-    return gui_export.render_report(report, path, depth=depth, engine=layout)
+def needs_qt(path) -> bool:
+    return output_format(path) in QT_FORMATS
