@@ -176,7 +176,7 @@ def load_archive(path: str | os.PathLike[str], *, given: str | None = None, trus
     if kind == "torchscript":
         return _load_torchscript(path, name)
     if kind == "export":
-        return _load_export(path, name)
+        return _load_export(path, name, trust=trust)
     if kind in ("torch.save", "legacy"):
         return _load_torch_save(path, name, trust=trust, device=device)
     if kind == "pickle":
@@ -255,15 +255,25 @@ def _traced_input_shape(path: Path) -> tuple[int, ...] | None:
     return None
 
 
-def _load_export(path: Path, name: str) -> ArchiveResult:
+def _load_export(path: Path, name: str, *, trust: bool) -> ArchiveResult:
+    """A torch.export program. Untrusted, it is read without unpickling anything but plain
+    tensors (``archive_export``), with meta weights; trusted, by ``torch.export.load``."""
+    notes: list[str] = []
     try:
-        program = torch.export.load(str(path))
+        if trust:
+            program = torch.export.load(str(path))
+        else:
+            from .archive_export import load_export_untrusted
+
+            program, notes = load_export_untrusted(path, name)
+    except LoadError:
+        raise
     except Exception as exc:
         raise LoadError(
             f"{name} is a torch.export archive (torch.export.save) but torch {torch.__version__} "
             f"could not load it: {_short_error(exc)}"
         ) from None
-    return ArchiveResult("export", None, program, _exported_input_shape(program), None)
+    return ArchiveResult("export", None, program, _exported_input_shape(program), None, notes)
 
 
 def _exported_input_shape(program) -> tuple[int, ...] | None:
@@ -403,8 +413,8 @@ def _pickle_globals(path: Path, kind: str) -> list[str]:
         else:
             stream = io.BytesIO(path.read_bytes())
             if kind == "legacy":  # magic number, protocol version and system info come first
-                for _ in range(3):
-                    pickle.Unpickler(stream).load()
+                for _ in range(3):  # read as inertly as the main pickle: any of them can be crafted
+                    _RecordingUnpickler(stream).load()
     except Exception:
         return []
     unpickler = _RecordingUnpickler(stream)
