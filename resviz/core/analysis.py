@@ -249,11 +249,12 @@ def _suggest_sizes(model, report: Report, budget_s: float, tracer=trace_module) 
         except Exception:
             continue
         r = build_report(t, None, report.model_name)
-        still = {m.block for m in r.mismatches}
-        for b in broken_blocks - still:
-            works_for[b].append(size)
+        # Only a size at which the whole net traces clean "works": a trace that stopped early
+        # never reached the block, so its absence from r.mismatches says nothing.
         if r.ok:
             good.append(size)
+            for b in broken_blocks:
+                works_for[b].append(size)
     report.suggested_sizes = good
     for m in report.mismatches:
         m.input_sizes = works_for.get(m.block, [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import rules
 from .records import Op
 
 _ATTRS = (
@@ -72,11 +73,12 @@ def conv_geometry(op: Op) -> dict[str, Any] | None:
     m = op.module
     if m is None or not hasattr(m, "kernel_size") or not hasattr(m, "in_channels"):
         return None
+    g = rules.conv_geometry(m)  # ints, 1-tuples and lists alike: PyTorch accepts them all
     return {
-        "kernel": tuple(m.kernel_size),
-        "stride": tuple(m.stride),
-        "padding": m.padding if isinstance(m.padding, str) else tuple(m.padding),
-        "dilation": tuple(m.dilation),
+        "kernel": g["kernel"],
+        "stride": g["stride"],
+        "padding": g["padding"],
+        "dilation": g["dilation"],
         "in": m.in_channels,
         "out": m.out_channels,
         "groups": m.groups,
@@ -88,8 +90,10 @@ def pool_geometry(op: Op) -> dict[str, Any] | None:
     if m is None or not hasattr(m, "kernel_size") or hasattr(m, "in_channels"):
         return None
 
+    nd = rules.spatial_dims(m)
+
     def t2(v):
-        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+        return rules.as_tuple(v, nd)
 
     return {
         "kernel": t2(m.kernel_size),

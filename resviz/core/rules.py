@@ -33,6 +33,11 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape)) if len(shape) else "scalar"
 
 
+def as_tuple(v, n: int) -> tuple:
+    """``v`` as an ``n``-tuple: an int repeated, a 1-sequence repeated, a full sequence as is."""
+    return _tuple(v, n)
+
+
 def _tuple(v, n: int) -> tuple:
     if isinstance(v, (tuple, list)):
         return tuple(v) if len(v) == n else tuple(v) * n if len(v) == 1 else tuple(v)
@@ -106,22 +111,51 @@ def _spatial_input(name: str, nd: int, shape: Shape) -> None:
         )
 
 
+def spatial_dims(m: nn.Module) -> int:
+    """How many spatial dimensions a conv or pooling layer works over, by its type (a weight of
+    rank n+2 for a conv; the class it derives from for a pool), never by its name."""
+    w = m.__dict__.get("_parameters", {}).get("weight")
+    if isinstance(m, nn.modules.conv._ConvNd) and w is not None and w.dim() >= 3:
+        return w.dim() - 2
+    for nd, classes in _ND_CLASSES.items():
+        if isinstance(m, classes):
+            return nd
+    k = getattr(m, "kernel_size", None)
+    return len(k) if isinstance(k, (tuple, list)) else 2
+
+
+def conv_geometry(m: nn.Module) -> dict:
+    """A conv's kernel, stride, padding, dilation and output padding as ``nd``-tuples, whatever
+    legal form the attributes hold: an int, a 1-tuple, a list, a full tuple or (padding) a string."""
+    nd = spatial_dims(m)
+    pad = m.padding
+    return {
+        "nd": nd,
+        "kernel": _tuple(m.kernel_size, nd),
+        "stride": _tuple(m.stride, nd),
+        "padding": pad if isinstance(pad, str) else _tuple(pad, nd),
+        "dilation": _tuple(m.dilation, nd),
+        "output_padding": _tuple(getattr(m, "output_padding", 0), nd),
+    }
+
+
 def _conv(m: nn.Module, shape: Shape) -> Shape:
-    nd = len(m.kernel_size)
+    g = conv_geometry(m)
+    nd, k, s, d = g["nd"], g["kernel"], g["stride"], g["dilation"]
     name = type(m).__name__
     _spatial_input(name, nd, shape)
     channels = shape[-nd - 1]
     spatial = shape[-nd:]
-    if isinstance(m.padding, str):
-        pads = (0,) * nd if m.padding == "valid" else None
+    if isinstance(g["padding"], str):
+        pads = (0,) * nd if g["padding"] == "valid" else None
     else:
-        pads = m.padding
+        pads = g["padding"]
     out_sp = []
     for i in range(nd):
         if pads is None:  # 'same'
             out_sp.append(spatial[i])
         else:
-            out_sp.append(conv_out(spatial[i], m.kernel_size[i], m.stride[i], pads[i], m.dilation[i]))
+            out_sp.append(conv_out(spatial[i], k[i], s[i], pads[i], d[i]))
     out = (*shape[: -nd - 1], m.out_channels, *out_sp)
     if channels != m.in_channels:
         raise RuleError(
@@ -131,7 +165,7 @@ def _conv(m: nn.Module, shape: Shape) -> Shape:
         )
     if min(out_sp) <= 0:
         raise RuleError(
-            f"{name} input {_fmt(spatial)} is too small for kernel {_fmt(m.kernel_size)} "
+            f"{name} input {_fmt(spatial)} is too small for kernel {_fmt(k)} "
             f"with padding {_fmt(pads or (0,))}",
             None,
         )
@@ -139,10 +173,11 @@ def _conv(m: nn.Module, shape: Shape) -> Shape:
 
 
 def _conv_transpose(m: nn.Module, shape: Shape) -> Shape:
-    nd = len(m.kernel_size)
+    g = conv_geometry(m)
+    nd = g["nd"]
     _spatial_input(type(m).__name__, nd, shape)
     channels = shape[-nd - 1]
-    k, s, p, d, op = m.kernel_size, m.stride, m.padding, m.dilation, m.output_padding
+    k, s, p, d, op = g["kernel"], g["stride"], g["padding"], g["dilation"], g["output_padding"]
     out_sp = tuple(conv_transpose_out(shape[-nd + i], k[i], s[i], p[i], d[i], op[i]) for i in range(nd))
     out = (*shape[: -nd - 1], m.out_channels, *out_sp)
     if channels != m.in_channels:
@@ -189,7 +224,7 @@ def _same(m: nn.Module, shape: Shape) -> Shape:
 
 def _pool(m: nn.Module, shape: Shape) -> Shape:
     name = type(m).__name__
-    nd = int(name[-2])
+    nd = spatial_dims(m)
     _spatial_input(name, nd, shape)
     k = _tuple(m.kernel_size, nd)
     s = _tuple(m.stride if m.stride is not None else m.kernel_size, nd)
@@ -206,7 +241,7 @@ def _pool(m: nn.Module, shape: Shape) -> Shape:
 
 def _adaptive_pool(m: nn.Module, shape: Shape) -> Shape:
     name = type(m).__name__
-    nd = int(name[-2])
+    nd = spatial_dims(m)
     _spatial_input(name, nd, shape)
     size = _tuple(m.output_size, nd)
     out_sp = tuple(shape[-nd + i] if size[i] is None else size[i] for i in range(nd))
@@ -272,6 +307,15 @@ _SAME_MODULES = [
     nn.AlphaDropout, nn.Identity, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
     nn.LocalResponseNorm,
 ]  # fmt: skip
+
+_ND_CLASSES = {
+    1: (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.Conv1d,
+        nn.ConvTranspose1d),
+    2: (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Conv2d,
+        nn.ConvTranspose2d),
+    3: (nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d, nn.Conv3d,
+        nn.ConvTranspose3d),
+}  # fmt: skip
 
 MODULE_RULES: dict[Callable, Callable[[nn.Module, Shape], Shape]] = {}
 for _cls in _SAME_MODULES:

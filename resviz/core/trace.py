@@ -431,6 +431,46 @@ def meta_copy(module: nn.Module) -> nn.Module:
     return clone
 
 
+_MODULE_INTERNALS = frozenset({"_parameters", "_buffers", "_modules", *_HOOK_DICTS})
+_IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, type,
+              range, slice, frozenset, torch.Size)  # fmt: skip
+
+
+def _private_copy(val, device, cache: dict[int, Any]):
+    """A copy of a plain attribute that the shadow's forward may change without touching the
+    user's object: tensors become meta tensors, containers and plain objects are copied at every
+    depth (a shared one once, cycles kept). Modules, functions and immutables are kept as they are."""
+    if isinstance(val, _IMMUTABLE) or (callable(val) and not isinstance(val, torch.Tensor)):
+        return val  # functions, classes and modules (a module is callable) are not state
+    hit = cache.get(id(val))
+    if hit is not None:
+        return hit
+    if isinstance(val, torch.Tensor):
+        out: Any = _meta_tensor(val, device) if device.type == "meta" else val.detach().clone()
+        if out is val:  # already on the meta device: still a separate object for in-place ops
+            out = torch.empty_like(val)
+        cache[id(val)] = out
+        return out
+    if type(val) is tuple:
+        out = tuple(_private_copy(v, device, cache) for v in val)
+        cache[id(val)] = out
+        return out
+    try:
+        out = copy.copy(val)
+    except Exception:  # an object that cannot be copied (a lock, a file): the user's own
+        return val
+    cache[id(val)] = out
+    if isinstance(out, dict):
+        for k, v in out.items():
+            out[k] = _private_copy(v, device, cache)
+    elif isinstance(out, list):
+        out[:] = [_private_copy(v, device, cache) for v in out]
+    elif out is not val and isinstance(getattr(out, "__dict__", None), dict):
+        for k, v in list(vars(out).items()):
+            vars(out)[k] = _private_copy(v, device, cache)
+    return out  # a set holds hashables only: shallow is deep enough
+
+
 def _shadow(trace: Trace, module: nn.Module, path: str, cache: dict[int, Any]):
     hit = cache.get(id(module))
     if hit is not None:
@@ -442,11 +482,11 @@ def _shadow(trace: Trace, module: nn.Module, path: str, cache: dict[int, Any]):
     if isinstance(module, torch.jit.ScriptModule):
         raise TypeError("TorchScript sub-modules inside an eager model are not supported")
     clone = object.__new__(type(module))
-    state = dict(module.__dict__)
-    for key, val in state.items():  # containers the forward might mutate stay the user's own
-        if type(val) in (list, dict, set):
-            state[key] = type(val)(val)
     device = trace.device
+    state = dict(module.__dict__)
+    for key, val in state.items():  # whatever the forward might mutate stays the user's own
+        if key not in _MODULE_INTERNALS:
+            state[key] = _private_copy(val, device, cache)
     state["_parameters"] = {
         k: (None if v is None else _meta_tensor(v, device)) for k, v in module._parameters.items()
     }
