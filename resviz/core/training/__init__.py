@@ -1,38 +1,58 @@
-"""Headless training with per-block probes (no Qt here).
+"""Headless training with per-block probes, and runs as data (no Qt here).
 
 >>> from resviz.core.training import Trainer, TrainConfig
 >>> t = Trainer.from_session(open_model("resnet20"), TrainConfig(batch_size=32))
 >>> rec = t.step()   # StepRecord: loss, accuracy, lr, seconds, blocks[name][probe], flags
+
+The reading side never imports torch: ``records`` (StepRecord, CSV/JSONL), ``store`` (RunStore,
+RunState: the one run model) and ``rundir`` (the run directory format, RunWriter, open_run) load
+with numpy alone. Names from ``trainer``, ``probes``, ``data`` and ``monitor`` are imported on first
+use (PEP 562), so ``from resviz.core.training import open_run`` stays torch-free.
 """
 
 from __future__ import annotations
 
-from .data import ArrayData, DataError, DataSource, SyntheticData, open_data, parse_data_arg
-from .probes import ProbeSet, is_plain_twin, plain_twin
+import importlib
+
 from .records import (
     PROBES,
     RecordWriter,
-    RunHistory,
     StepRecord,
     read_csv,
     read_jsonl,
     write_csv,
     write_jsonl,
 )
-from .trainer import (
-    OPTIMIZERS,
-    TrainConfig,
-    Trainer,
-    TrainingBlocked,
-    TrainingError,
-    TwinRun,
-    TwinStep,
-    resolve_device,
-)
+from .rundir import RUN_FORMAT, Run, RunReader, RunWriter, default_run_dir, is_run_dir, open_run
+from .store import RunState, RunStore, natural_key, summarise_flags
+
+#: The trainer's history was a separate RunHistory class; it is the one run store now.
+RunHistory = RunStore
+
+_LAZY = {
+    "ArrayData": "data", "DataError": "data", "DataSource": "data", "SyntheticData": "data",
+    "open_data": "data", "parse_data_arg": "data",
+    "ProbeSet": "probes", "is_plain_twin": "probes", "plain_twin": "probes",
+    "OPTIMIZERS": "trainer", "TrainConfig": "trainer", "Trainer": "trainer", "TrainingBlocked": "trainer",
+    "TrainingError": "trainer", "TwinRun": "trainer", "TwinStep": "trainer", "resolve_device": "trainer",
+    "Monitor": "monitor", "monitor": "monitor",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
-    "OPTIMIZERS", "PROBES", "ArrayData", "DataError", "DataSource", "ProbeSet", "RecordWriter",
-    "RunHistory", "StepRecord", "SyntheticData", "TrainConfig", "Trainer", "TrainingBlocked",
-    "TrainingError", "TwinRun", "TwinStep", "is_plain_twin", "open_data", "parse_data_arg",
-    "plain_twin", "read_csv", "read_jsonl", "resolve_device", "write_csv", "write_jsonl",
+    "OPTIMIZERS", "PROBES", "RUN_FORMAT", "ArrayData", "DataError", "DataSource", "Monitor", "ProbeSet",
+    "RecordWriter", "Run", "RunHistory", "RunReader", "RunState", "RunStore", "RunWriter", "StepRecord",
+    "SyntheticData", "TrainConfig", "Trainer", "TrainingBlocked", "TrainingError", "TwinRun", "TwinStep",
+    "default_run_dir", "is_run_dir", "is_plain_twin", "monitor", "natural_key", "open_data", "open_run",
+    "parse_data_arg", "plain_twin", "read_csv", "read_jsonl", "resolve_device", "summarise_flags",
+    "write_csv", "write_jsonl",
 ]  # fmt: skip

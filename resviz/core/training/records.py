@@ -1,4 +1,4 @@
-"""Step records, a bounded run history, and CSV / JSON-lines export.
+"""Step records and CSV / JSON-lines export (no torch here).
 
 A :class:`StepRecord` holds plain Python numbers only (no tensors), so the GUI thread, the command
 line and the exporters can read it without touching torch. Files are written atomically: into a
@@ -114,65 +114,13 @@ def _num(v) -> float:
 # ------------------------------------------------------------------------------------ history
 
 
-class RunHistory:
-    """Records of a run with bounded memory.
+def __getattr__(name: str):
+    # RunHistory was this module's bounded history; the one run store (store.RunStore) replaced it
+    if name == "RunHistory":
+        from .store import RunStore
 
-    Every record is kept until there are ``capacity`` of them; then every other one is dropped
-    and from then on only every second step is kept (then every fourth, ...). The first record,
-    every record with ``nonfinite`` set and the latest record are always available.
-    """
-
-    def __init__(self, capacity: int = 4096):
-        if capacity < 4:
-            raise ValueError("capacity must be at least 4")
-        self.capacity = capacity
-        self.stride = 1
-        self._records: list[tuple[int, StepRecord]] = []  # (sequence number, record)
-        self._count = 0
-        self.last: StepRecord | None = None
-
-    def append(self, rec: StepRecord) -> None:
-        self.last = rec
-        seq = self._count
-        self._count += 1
-        if seq % self.stride != 0 and not rec.nonfinite:
-            return
-        self._records.append((seq, rec))
-        while len(self._records) > self.capacity:
-            if self.stride > self._count:  # only faults left: keep the latest ones
-                self._records = self._records[-self.capacity :]
-                break
-            self.stride *= 2
-            self._records = [(n, r) for n, r in self._records if n % self.stride == 0 or r.nonfinite]
-
-    def records(self) -> list[StepRecord]:
-        """Kept records in step order, always ending with the latest one."""
-        out = [r for _, r in self._records]
-        if self.last is not None and (not out or out[-1] is not self.last):
-            out.append(self.last)
-        return out
-
-    def clear(self) -> None:
-        self._records.clear()
-        self._count = 0
-        self.stride = 1
-        self.last = None
-
-    def __len__(self) -> int:
-        return len(self.records())
-
-    def series(self, key: str) -> tuple[list[int], list[float]]:
-        """``(steps, values)`` of ``loss``, ``accuracy``, ``lr`` or ``"<block>.<probe>"``."""
-        steps, vals = [], []
-        for r in self.records():
-            if key in ("loss", "accuracy", "lr", "seconds"):
-                v = getattr(r, key)
-            else:
-                block, _, probe = key.rpartition(".")
-                v = r.blocks.get(block, {}).get(probe, math.nan)
-            steps.append(r.step)
-            vals.append(v)
-        return steps, vals
+        return RunStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------ export

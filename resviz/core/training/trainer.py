@@ -31,7 +31,8 @@ from torch import nn
 from ..errors import ResvizError
 from .data import DataSource, open_data
 from .probes import ProbeSet, plain_twin, probe_blocks
-from .records import RunHistory, StepRecord, flag_norms
+from .records import StepRecord, flag_norms
+from .store import RunStore
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 _DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
@@ -287,7 +288,7 @@ class Trainer:
         if not self.params:
             raise TrainingError(f"{self.name}: the model has no trainable parameters")
         self.optimizer = make_optimizer(self.params, cfg)
-        self.history = RunHistory(history)
+        self.history = RunStore(self.block_names, history)
         self.step_index = 0
         self._lr = cfg.lr
         self._pending_lr: float | None = None
