@@ -3,7 +3,8 @@
     resviz [MODEL] [--input SHAPE]            open the desktop app (resnet18 by default)
     resviz check MODEL [--json]               blocks, shortcut mismatches with causes and fixes
     resviz summary MODEL [--depth N] [--json] per-layer table with params and MACs
-    resviz render MODEL -o FILE [--depth N]   the block graph as SVG, PNG, PDF or DOT
+    resviz render MODEL -o FILE [--depth N] [--collapse blocks|stages|none] [--rollup]
+                                              the block graph as SVG, PNG, PDF or DOT
     resviz zoo [--json]                       the built-in models
     resviz train MODEL [--steps N] [--batch B] [--lr LR] [--optimizer sgd|adam|adamw]
                  [--data SOURCE] [--plain] [--device DEV] [--seed S] [--csv F] [--json]
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file: .svg, .png, .pdf or .dot")  # fmt: skip
     p.add_argument("--depth", type=int, default=None, metavar="N",
                    help="expand modules down to depth N (default: blocks collapsed)")  # fmt: skip
+    p.add_argument("--collapse", choices=("blocks", "stages", "none"), default=None,
+                   help="draw each block (default) or each stage as one node, or every layer "
+                        "(none; the default with --depth); a mismatch is always drawn open")  # fmt: skip
+    p.add_argument("--rollup", action="store_true",
+                   help="draw each run of 3+ identical blocks as one node, as the app's Roll up")
     p.add_argument("--layout", choices=("auto", "chain", "dot"), default="auto",
                    help="layout engine (dot needs Graphviz installed)")  # fmt: skip
 
@@ -169,14 +175,18 @@ def cmd_render(args) -> int:
 
     qt = needs_qt(args.output)  # a wrong extension is refused before the model is loaded
     session = _analyze(args)
+    folds = {"depth": args.depth, "collapse": args.collapse, "rollup": args.rollup}
+    notes: list[str] = list(session.notes)
     if qt:  # SVG, PNG and PDF are painted by the app's scene: the one place Qt is allowed
         from .gui.export import render_report
 
-        path = render_report(session.report, args.output, depth=args.depth, engine=args.layout)
+        path = render_report(session.report, args.output, engine=args.layout, notes=notes, **folds)
     else:
         from .render.dot import write_dot
 
-        path = write_dot(session.report, args.output, depth=args.depth)
+        path = write_dot(session.report, args.output, **folds)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {path}")
     return EXIT_OK if session.report.ok else EXIT_FOUND
 

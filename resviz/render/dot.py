@@ -14,7 +14,7 @@ import graphviz
 from ..core.files import atomic_write_text
 from .layout import Box, Layout, Metrics, Route, approx_measure, node_size
 from .theme import LIGHT, SHORTCUT_DASH, Theme, category
-from .view import BlockGraph, ViewState, build_view
+from .view import BlockGraph, build_view, render_state
 
 
 def _q(text: str) -> str:
@@ -101,9 +101,10 @@ def to_dot(graph: BlockGraph, theme: Theme = LIGHT, sizes: dict | None = None) -
     return g
 
 
-def write_dot(report, path, *, depth: int | None = None) -> Path:
-    """Write the default view (or every module down to ``depth``) as a .dot file, atomically."""
-    state = ViewState(collapsed=set(), depth=depth) if depth is not None else ViewState()
+def write_dot(report, path, *, depth: int | None = None, collapse: str | None = None,
+              rollup: bool = False) -> Path:  # fmt: skip
+    """Write the view ``resviz render`` draws with these folds as a .dot file, atomically."""
+    state = render_state(report, depth=depth, collapse=collapse, rollup=rollup)
     text = to_dot(build_view(report, state)).source
     return atomic_write_text(path, text)
 

@@ -73,6 +73,7 @@ class Layout:
     height: float = 0
     engine: str = "chain"
     main: list[str] = field(default_factory=list)
+    note: str = ""  # why the engine differs from the one asked for, for the user
 
 
 @dataclass
@@ -418,19 +419,34 @@ def dot_available() -> bool:
     return shutil.which("dot") is not None
 
 
+NO_DOT = "Graphviz's `dot` program is not installed (or not on PATH)"
+
+
 def auto_layout(graph: BlockGraph, measure=approx_measure, small_measure=None,
                 engine: str = "auto") -> Layout:  # fmt: skip
-    """Chain layout for residual chains; Graphviz ``dot`` for other graphs when installed."""
-    if engine == "dot" or engine == "auto":
-        chain = chain_layout(graph, measure, small_measure) if engine == "auto" else None
-        if (engine == "dot" or not is_chain_like(graph, chain)) and dot_available():
-            from .dot import dot_layout
+    """Chain layout for residual chains; Graphviz ``dot`` for other graphs when installed.
 
-            try:
-                return dot_layout(graph, measure, small_measure)
-            except Exception:
-                if chain is None:
-                    chain = chain_layout(graph, measure, small_measure)
-                return chain
-        return chain or chain_layout(graph, measure, small_measure)
-    return chain_layout(graph, measure, small_measure)
+    When ``dot`` was wanted but could not be used, the layout's ``note`` says so and why."""
+    if engine not in ("dot", "auto"):
+        return chain_layout(graph, measure, small_measure)
+    chain = chain_layout(graph, measure, small_measure) if engine == "auto" else None
+    wanted = engine == "dot" or not is_chain_like(graph, chain)
+    if not wanted:
+        return chain
+    note = ""
+    if dot_available():
+        from .dot import dot_layout
+
+        try:
+            return dot_layout(graph, measure, small_measure)
+        except Exception as e:  # a Graphviz failure must not cost the user the picture
+            note = f"Graphviz's `dot` failed ({type(e).__name__}: {e})"
+    else:
+        note = NO_DOT
+    layout = chain or chain_layout(graph, measure, small_measure)
+    if engine == "dot":
+        layout.note = f"{note}: drew with resviz's built-in chain layout instead"
+    else:
+        layout.note = (f"this graph has branches that are not shortcuts, which Graphviz lays out "
+                       f"better, but {note}: drew with resviz's built-in chain layout")  # fmt: skip
+    return layout

@@ -123,6 +123,32 @@ def default_collapsed(report) -> set[str]:
     return {b.name for b in report.blocks if not b.broken and b.name != "(model)"}
 
 
+COLLAPSE_CHOICES = ("blocks", "stages", "none")
+
+
+def render_state(report, *, depth: int | None = None, collapse: str | None = None,
+                 rollup: bool = False) -> ViewState:  # fmt: skip
+    """The fold state ``resviz render`` draws, from its options; the same choices as the app's.
+
+    ``collapse``: ``blocks`` (the default without ``depth``) draws each healthy block as one node,
+    ``stages`` each healthy stage, ``none`` every layer (the default with ``depth``). A block or
+    stage holding a mismatch stays open, so the mismatch is always drawn. ``rollup`` draws each
+    run of three or more identical blocks as one node, as the app's "Roll up repeated blocks".
+    """
+    if collapse is None:
+        collapse = "none" if depth is not None else "blocks"
+    if collapse not in COLLAPSE_CHOICES:
+        raise ValueError(f"collapse must be one of {COLLAPSE_CHOICES}, not {collapse!r}")
+    collapsed: set[str] = set()
+    if collapse in ("blocks", "stages") or rollup:
+        collapsed |= default_collapsed(report)
+    if collapse == "stages":
+        broken = {b.stage for b in report.blocks if b.broken}
+        collapsed |= {s.name for s in report.stages if s.name not in broken}
+    rolled = {s.name for s in report.stages} if rollup else set()
+    return ViewState(collapsed=collapsed, rolled=rolled, depth=depth)
+
+
 def _depth(path: str) -> int:
     return 0 if not path else path.count(".") + 1
 
