@@ -1,6 +1,8 @@
 """Group the trace into model → stage → block → layer.
 
-A block is a module that owns a residual add. A network without any (a plain twin, a VGG) still
+A block is a module that owns a residual add (a skip). An add that only merges branches of a split
+inside a block (Res2Net's hierarchical ``sp + spx[i]``, kind ``merge``) is listed with the block
+that contains it but neither makes a block nor counts towards its shortcut kind. A network without any (a plain twin, a VGG) still
 has repeated units worth treating as blocks — the plain twin's ``BasicBlock`` calls — so there the
 blocks are the non-leaf calls that sit in a container (Sequential/ModuleList) next to siblings of
 the same class. A stage is a module whose direct children include blocks (torchvision's layer1..4).
@@ -19,8 +21,15 @@ def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
         return [], []
     by_call: dict[int, list[int]] = {}
     for i, add in enumerate(adds):
-        by_call.setdefault(add.call, []).append(i)
+        if add.kind != "merge":
+            by_call.setdefault(add.call, []).append(i)
     block_calls = sorted(by_call) if by_call else _repeated_units(calls)
+    merges: dict[int, list[int]] = {}
+    for i, add in enumerate(adds):
+        if add.kind == "merge":
+            owner = _enclosing(calls, add.call, by_call)
+            if owner is not None:
+                merges.setdefault(owner, []).append(i)
     blocks: list[Block] = []
     stage_of: dict[int, int] = {}
     for cid in block_calls:
@@ -39,7 +48,7 @@ def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
                 stage=calls[stage_of[cid]].path if cid in stage_of else None,
                 index=len(blocks), input_shape=_shape(trace, call.inputs),
                 output_shape=_shape(trace, call.outputs), shortcut=shortcut,
-                adds=by_call.get(cid, []), params=params, macs=macs, ops=ops,
+                adds=sorted(by_call.get(cid, []) + merges.get(cid, [])), params=params, macs=macs, ops=ops,
             )  # fmt: skip
         )
     stages: list[Stage] = []
@@ -56,6 +65,13 @@ def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
             stages.append(seen[sid])
         seen[sid].blocks.append(b.name)
     return blocks, stages
+
+
+def _enclosing(calls: list[Call], cid: int | None, blocks: dict[int, list[int]]) -> int | None:
+    """The innermost block call that contains call ``cid`` (itself included)."""
+    while cid is not None and cid not in blocks:
+        cid = calls[cid].parent
+    return cid
 
 
 def _shape(trace, vids: list[int]):

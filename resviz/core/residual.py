@@ -1,14 +1,18 @@
 """Which adds are residual adds, and which operand is the shortcut.
 
-A residual add is an add whose two operands both derive from one block input through different
-paths. The block is the innermost module whose ``forward`` performed the add. Walking the
-data-flow graph backwards from each operand — only through ops made during that block's call —
-gives each operand's ancestry; the latest value both share is the *fork* (the block input, or for a
-pre-activation block with a projection, the pre-activated input). The operand reached through fewer
-ops is the shortcut; the other is the residual branch F(x).
+A residual add is an add whose two operands both derive from one value (the *fork*) through
+different paths. Walking the data-flow graph backwards from each operand — first only through ops
+made during the call that performed the add, then, when both operands come in as arguments
+(``inner(x, proj(x))``), through the enclosing calls in turn — gives each operand's ancestry; the
+latest value both share is the fork (the block input, or for a pre-activation block with a
+projection, the pre-activated input). The operand reached through fewer ops is the shortcut; the
+other is the residual branch F(x). The block that owns the skip is the innermost call that made the
+whole residual branch: the shortcut may be handed in by its caller (a tree node's ``residual``, a
+transformer's ``output(hidden, input_tensor)``).
 
 An add with a parameter or a constant (a positional embedding, a bias) has one operand that no op
-of the block produced from its input, so it is not residual.
+made from the block's input, so it is not residual. An add whose two paths leave the fork through
+one split (Res2Net's ``sp + spx[i]``) merges branches inside a block: kind ``merge``, not a skip.
 """
 
 from __future__ import annotations
@@ -41,20 +45,59 @@ def _produced_by_call(trace, vid: int, first_op: int) -> bool:
 
 
 def analyse_add(trace, op_id: int, call_id: int) -> ResidualAdd | None:
-    """Classify the add ``op_id`` made inside call ``call_id``; None if it is not residual."""
+    """Classify the add ``op_id`` made inside call ``call_id``; None if it is not residual.
+
+    The fork is looked for first inside the call that made the add, then in each enclosing call in
+    turn: a skip handed in as a forward argument (``inner(x, proj(x))``, a transformer's
+    ``output(hidden, input_tensor)``, a tree node's ``residual``) meets its residual branch only in
+    the caller. Widening happens only when both operands reach the call's inputs, so an add of a
+    parameter or a constant stays a plain add without walking the whole graph.
+    """
     op = trace.ops[op_id]
     if len(op.inputs) != 2 or op.inputs[0] == op.inputs[1]:
         return None
-    call = trace.calls[call_id]
-    first = call.first_op
     a, b = op.inputs
-    vals_a, ops_a = _ancestry(trace, a, first)
-    vals_b, ops_b = _ancestry(trace, b, first)
-    common = vals_a & vals_b
+    cid: int | None = call_id
+    chain: list[int] = []
+    while cid is not None:
+        call = trace.calls[cid]
+        chain.append(cid)
+        first = call.first_op
+        vals_a, ops_a = _ancestry(trace, a, first)
+        vals_b, ops_b = _ancestry(trace, b, first)
+        fork = _fork(trace, vals_a & vals_b, call)
+        if fork is not None:
+            break
+        if not (_reaches_inputs(trace, vals_a, first) and _reaches_inputs(trace, vals_b, first)):
+            return None
+        cid = call.parent
+    else:
+        return None
+    _, ops_fork = _ancestry(trace, fork, first)
+    path_a = sorted(ops_a - ops_fork)
+    path_b = sorted(ops_b - ops_fork)
+    if _is_shortcut_first(trace, path_a, path_b):
+        sc, sc_path, res, res_path = a, path_a, b, path_b
+    else:
+        sc, sc_path, res, res_path = b, path_b, a, path_a
+    owner = _owner(trace, chain, res_path)
+    if _is_merge(trace, fork, sc_path, res_path):
+        kind, detail = "merge", "merge of split branches: " + _path_text(trace, sc_path)
+    else:
+        kind, detail = classify_shortcut(trace, [trace.ops[i] for i in sc_path], fork, sc)
+    return ResidualAdd(
+        op=op_id, block=trace.calls[owner].path, call=owner, fork=fork, shortcut=sc, residual=res,
+        shortcut_ops=sc_path, residual_ops=res_path, kind=kind, detail=detail,
+        shapes_match=trace.values[a].shape == trace.values[b].shape, source=op.source,
+    )  # fmt: skip
+
+
+def _fork(trace, common: set[int], call) -> int | None:
+    """The latest value both operands share that comes from ``call``'s inputs or was made in it
+    (a parameter or a constant has no producer and is not reached from the call's input)."""
     if not common:
         return None
-    # Both operands must come from the block's inputs (or from values made inside the block):
-    # a parameter or a constant has no producer and is not reached from the block input.
+    first = call.first_op
     inputs = set(call.inputs)
     rooted = [v for v in common if v in inputs or _produced_by_call(trace, v, first)]
     if not rooted:
@@ -64,20 +107,52 @@ def analyse_add(trace, op_id: int, call_id: int) -> ResidualAdd | None:
         p = trace.values[v].producer
         return -1 if p is None or p < first else p
 
-    fork = max(rooted, key=order)
-    _, ops_fork = _ancestry(trace, fork, first)
-    path_a = sorted(ops_a - ops_fork)
-    path_b = sorted(ops_b - ops_fork)
-    if _is_shortcut_first(trace, path_a, path_b):
-        sc, sc_path, res, res_path = a, path_a, b, path_b
-    else:
-        sc, sc_path, res, res_path = b, path_b, a, path_a
-    kind, detail = classify_shortcut(trace, [trace.ops[i] for i in sc_path], fork, sc)
-    return ResidualAdd(
-        op=op_id, block=call.path, call=call_id, fork=fork, shortcut=sc, residual=res,
-        shortcut_ops=sc_path, residual_ops=res_path, kind=kind, detail=detail,
-        shapes_match=trace.values[a].shape == trace.values[b].shape, source=op.source,
-    )  # fmt: skip
+    return max(rooted, key=order)
+
+
+def _reaches_inputs(trace, values: set[int], first_op: int) -> bool:
+    """Does an operand's ancestry leave the call through a value made before it (an input)?"""
+    for v in values:
+        p = trace.values[v].producer
+        if p is not None and p < first_op:
+            return True
+    return False
+
+
+def _owner(trace, chain: list[int], res_path: list[int]) -> int:
+    """The block that owns the skip: the innermost call, from the one that made the add outwards,
+    that made the whole residual branch (the shortcut may be handed in by its caller)."""
+    start = min(res_path) if res_path else None
+    for cid in chain:
+        if start is None or trace.calls[cid].first_op <= start:
+            return cid
+    return chain[-1]
+
+
+_SPLITS = frozenset({"split", "chunk", "unbind", "tensor_split", "split_with_sizes", "narrow",
+                     "getitem", "slice"})  # fmt: skip
+
+
+def _is_merge(trace, fork: int, sc_path: list[int], res_path: list[int]) -> bool:
+    """An add that merges branches of one split (Res2Net's hierarchical ``sp + spx[i]``) rather
+    than a skip: both paths leave the fork through the same op (one split with many outputs), or
+    the shorter path starts by taking a part of the fork's channels."""
+    if set(sc_path) & set(res_path):
+        return True
+    if not sc_path:
+        return False
+    first = trace.ops[sc_path[0]]
+    if first.type not in _SPLITS or fork not in first.inputs or not first.outputs:
+        return False
+    s_in = trace.values[fork].shape
+    s_out = trace.values[first.outputs[0]].shape
+    return len(s_in) == len(s_out) >= 2 and s_out[1] < s_in[1] and s_out[2:] == s_in[2:]
+
+
+def _path_text(trace, path: list[int]) -> str:
+    from .describe import short_label
+
+    return " → ".join(short_label(trace.ops[i]) for i in path) or "identity"
 
 
 def _is_shortcut_first(trace, path_a: list[int], path_b: list[int]) -> bool:

@@ -54,6 +54,7 @@ LIGHT = Theme(
     shortcuts={
         "identity": "#15803d", "projection": "#c2410c", "zero-pad": "#7e22ce",
         "pool": "#0f766e", "other": "#4b5563", "none": "#9ca3af",
+        "merge": "#64748b",
     },  # fmt: skip
 )
 
@@ -81,6 +82,7 @@ DARK = Theme(
     shortcuts={
         "identity": "#4ade80", "projection": "#fb923c", "zero-pad": "#c084fc",
         "pool": "#2dd4bf", "other": "#9ca3af", "none": "#6b7280",
+        "merge": "#94a3b8",
     },  # fmt: skip
 )
 
@@ -91,6 +93,7 @@ SHORTCUT_DASH: dict[str, tuple[float, ...] | None] = {
     "zero-pad": (1, 2),
     "pool": (6, 2, 1, 2),
     "other": (3, 3),
+    "merge": (1, 3),  # branches of a split merging inside a block, not a skip
 }
 
 

@@ -266,6 +266,8 @@ def build_view(report, state: ViewState | None = None) -> BlockGraph:
     # a folded block keeps its own skip connection, drawn as an arc beside it
     for add in report.residual_adds:
         n = nodes[op_owner[add.op]]
+        if add.kind == "merge":  # a branch merge inside the block, not its skip
+            continue
         if n.skip is None and (n.kind == "rollup" or (n.kind == "block" and add.block == n.name)):
             n.skip = add.kind
             n.skip_label = _skip_label(report, add)
