@@ -6,6 +6,7 @@
     resviz render MODEL -o FILE [--depth N] [--collapse blocks|stages|none] [--rollup]
                                               the block graph as SVG, PNG, PDF or DOT
     resviz zoo [--json]                       the built-in models
+    resviz codegen SPEC [-o model.py]         a spec (or zoo name) as a standalone PyTorch file
     resviz train MODEL [--steps N] [--batch B] [--lr LR] [--optimizer sgd|adam|adamw]
                  [--data SOURCE] [--plain] [--device DEV] [--seed S] [--csv F] [--json]
                                               headless training with per-block gradient probes
@@ -23,7 +24,7 @@ import sys
 
 from .core.errors import ResvizError
 
-COMMANDS = ("check", "summary", "render", "zoo", "train")
+COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen")
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("zoo", help="list the built-in models")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+
+    p = sub.add_parser("codegen", help="write a spec as a standalone PyTorch file")
+    p.add_argument("model", metavar="SPEC", help="spec file (.toml/.json) or zoo name")
+    p.add_argument("-o", "--output", metavar="FILE", help="the .py file to write (default: print it)")
 
     from .train_cli import add_train_arguments
 
@@ -213,6 +218,20 @@ def cmd_zoo(args) -> int:
     return EXIT_OK
 
 
+def cmd_codegen(args) -> int:
+    from .core.codegen import generate, spec_for
+    from .core.files import atomic_write_text
+
+    spec, label = spec_for(args.model)
+    code = generate(spec, source=label)
+    if not args.output:
+        sys.stdout.write(code)
+        return EXIT_OK
+    path = atomic_write_text(args.output, code)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
 def cmd_train(args) -> int:
     from .train_cli import run_train
 
@@ -225,6 +244,7 @@ COMMAND_FUNCS = {
     "render": cmd_render,
     "zoo": cmd_zoo,
     "train": cmd_train,
+    "codegen": cmd_codegen,
 }
 
 

@@ -414,10 +414,10 @@ class ResNet(nn.Module):
         self.stage_names: tuple[str, ...] = tuple(f"layer{i + 1}" for i in range(len(spec.stages)))
         for i, stage in enumerate(spec.stages):
             block_cls = BLOCKS[spec.block_of(i)]
-            policy = spec.shortcut_of(i)
             layers: list[nn.Module] = []
             for j in range(stage.blocks):
-                if j >= 2 and on_meta:
+                policy = spec.shortcut_of_block(i, j)
+                if j >= 2 and on_meta and policy == spec.shortcut_of_block(i, 1):
                     # Blocks after the second of a stage are identical; on meta there are no
                     # values to initialise, so copying the skeleton is ~7x cheaper than __init__.
                     layers.append(_clone_on_meta(layers[1]))

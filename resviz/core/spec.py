@@ -55,7 +55,9 @@ _NET_FIELDS = (
     "zero_init_residual", "stem", "stages",
 )  # fmt: skip
 _STEM_FIELDS = ("kind", "channels", "kernel", "stride", "pool", "norm")
-_STAGE_FIELDS = ("blocks", "width", "stride", "block", "shortcut", "padding", "pool_ceil_mode")
+_STAGE_FIELDS = (
+    "blocks", "width", "stride", "block", "shortcut", "block_shortcuts", "padding", "pool_ceil_mode",
+)  # fmt: skip
 
 # Generous ceilings: they exist to turn a typo (blocks = 30000) into a message, not a frozen build.
 _MAX_BLOCKS = 1000
@@ -93,6 +95,9 @@ class StageSpec:
     shortcut: str | None = None
     padding: int = 1  # of the 3x3 convs; 0 shrinks the map and breaks the add, on purpose
     pool_ceil_mode: bool = True  # of shortcut D's AvgPool2d; False breaks at odd sizes
+    # Per-block overrides of the shortcut policy, (block index, policy) sorted by index: one block
+    # of a stage can differ (a builder edit, a fix) without splitting the stage in two.
+    block_shortcuts: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,10 @@ class NetSpec:
     def shortcut_of(self, stage: int) -> str:
         return self.stages[stage].shortcut or self.shortcut
 
+    def shortcut_of_block(self, stage: int, block: int) -> str:
+        """The policy of block ``block`` of stage ``stage``: its override, the stage's, the net's."""
+        return dict(self.stages[stage].block_shortcuts).get(block) or self.shortcut_of(stage)
+
     def out_channels(self, stage: int) -> int:
         return self.stages[stage].width * EXPANSION[self.block_of(stage)]
 
@@ -135,7 +144,7 @@ class NetSpec:
     def plain(self) -> NetSpec:
         """The plain twin: the same layers with no shortcut, no projection and no add."""
         name = self.name if self.is_plain else f"plain_{self.name}"
-        stages = tuple(dataclasses.replace(s, shortcut=None) for s in self.stages)
+        stages = tuple(dataclasses.replace(s, shortcut=None, block_shortcuts=()) for s in self.stages)
         return dataclasses.replace(self, name=name, shortcut="none", stages=stages)
 
 
@@ -166,6 +175,8 @@ def spec_to_dict(spec: NetSpec) -> dict[str, Any]:
             d["block"] = s.block
         if s.shortcut is not None:
             d["shortcut"] = s.shortcut
+        if s.block_shortcuts:
+            d["block_shortcuts"] = {str(j): policy for j, policy in s.block_shortcuts}
         if s.padding != 1:
             d["padding"] = s.padding
         if not s.pool_ceil_mode:
@@ -391,18 +402,37 @@ def _parse_stages(c: _Checker, data: dict) -> tuple[StageSpec, ...]:
         if not isinstance(st, dict):
             raise c.error(w, f"expected a table with blocks, width and stride; got {_show(st)}")
         c.keys(st, _STAGE_FIELDS, w)
+        blocks = c.integer(st, "blocks", f"{w}.blocks", hi=_MAX_BLOCKS)
         stages.append(
             StageSpec(
-                blocks=c.integer(st, "blocks", f"{w}.blocks", hi=_MAX_BLOCKS),
+                blocks=blocks,
                 width=c.integer(st, "width", f"{w}.width", hi=_MAX_CHANNELS),
                 stride=c.integer(st, "stride", f"{w}.stride", 1, hi=4),
                 block=c.choice(st, "block", f"{w}.block", BLOCK_KINDS, None),
                 shortcut=c.choice(st, "shortcut", f"{w}.shortcut", SHORTCUT_POLICIES, None),
+                block_shortcuts=_parse_block_shortcuts(c, st.get("block_shortcuts"), w, blocks),
                 padding=c.integer(st, "padding", f"{w}.padding", 1, lo=0, hi=3),
                 pool_ceil_mode=c.boolean(st, "pool_ceil_mode", f"{w}.pool_ceil_mode", True),
             )
         )
     return tuple(stages)
+
+
+def _parse_block_shortcuts(c: _Checker, raw: Any, w: str, blocks: int) -> tuple[tuple[int, str], ...]:
+    """``block_shortcuts = { 0 = "B" }``: block index (as TOML/JSON keys are strings) → policy."""
+    fld = f"{w}.block_shortcuts"
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise c.error(fld, f'expected a table of block index → policy, e.g. {{ 0 = "B" }}; got {_show(raw)}')
+    out: dict[int, str] = {}
+    for key in raw:
+        text = str(key).strip()
+        if not text.isdigit() or int(text) >= blocks:
+            raise c.error(fld, f"expected block indexes from 0 to {blocks - 1} (the stage has "
+                          f"{blocks} blocks); got {key!r}")  # fmt: skip
+        out[int(text)] = c.choice(raw, key, f"{fld}.{text}", SHORTCUT_POLICIES)
+    return tuple(sorted(out.items()))
 
 
 def _parse_stem(c: _Checker, data: dict, first_block: str) -> StemSpec:
