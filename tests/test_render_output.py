@@ -166,3 +166,38 @@ def test_render_rollup_and_collapse_reach_the_dot_file(capsys, tmp_path):
     assert code == 0, err
     text = out.read_text()
     assert "18 blocks" in text and "layer1.0" not in text
+
+
+# ------------------------------------------------------------------- the picture of a mismatch
+
+
+def test_a_broken_shortcut_is_unmistakable_beside_its_block_frame(broken):
+    from resviz.render.layout import approx_measure
+    from resviz.render.theme import DARK, LIGHT, edge_style, frame_style
+
+    graph = build_view(broken)  # broken blocks open, in their red dashed frames
+    lay = chain_layout(graph)
+    seen = 0
+    for edge, route in zip(graph.edges, lay.edges):
+        if not (edge.broken and edge.kind == "skip"):
+            continue
+        seen += 1
+        frame = lay.groups[f"b:{graph.nodes[edge.dst].block}"]
+        line_x = route.points[2][0]  # the arc's vertical run beside the block
+        assert frame.x < line_x < frame.right - 40  # inside its frame, far from the frame line
+        lx, ly = route.label_pos
+        assert lx >= line_x + 8  # the shape label clear of the line...
+        assert lx + approx_measure(edge.label) * 0.85 + 4 <= frame.right  # ...and of the frame
+        assert frame.y < ly < frame.bottom
+    assert seen == 2
+    for theme in (LIGHT, DARK):  # a different stroke from the frame, not only a different place
+        line, box = edge_style(theme, "skip", "identity", True), frame_style(theme, True)
+        assert line.dash is None and box.dash is not None
+        assert line.width >= 2 * box.width and line.halo
+
+
+def test_a_stage_that_changes_the_shape_is_labelled_with_the_range(broken, resnet110):
+    labels = {g.name: g.label for g in build_view(resnet110).groups if g.kind == "stage"}
+    assert labels["layer1"].split("\n")[1] == "16×32×32"
+    assert labels["layer2"].split("\n")[1] == "16×32×32 → 32×16×16"
+    assert labels["layer3"].split("\n")[2] == "18 blocks"

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..render.layout import Layout, Metrics, auto_layout
-from ..render.theme import LIGHT, SHORTCUT_DASH, Theme, category
+from ..render.theme import LIGHT, LineStyle, Theme, category, edge_style, frame_style
 from ..render.view import BlockGraph, ViewNode, shape_label
 
 Z_GROUP, Z_EDGE, Z_LABEL, Z_NODE = -10, 0, 1, 2
@@ -165,11 +165,14 @@ class EdgeItem(QGraphicsItem):
     """
 
     def __init__(self, route, pen: QPen, label: str, font: QFont, label_color: QColor,
-                 sizes: TextSizes | None = None):  # fmt: skip
+                 sizes: TextSizes | None = None, halo: QPen | None = None,
+                 label_fill: QColor | None = None):  # fmt: skip
         super().__init__()
         self.route = route
         self._shape: tuple[QPainterPath, QPolygonF] | None = None  # (path, arrowhead), lazily
         self.pen = pen
+        self.halo = halo  # a wide pale stroke under the line (the edges of a broken add)
+        self.label_fill = label_fill  # a box behind the label, so no line runs through it
         self.label = label
         self.font = font
         self.label_color = label_color
@@ -180,7 +183,7 @@ class EdgeItem(QGraphicsItem):
         if route.label_anchor == "right":
             x -= w
         self.label_rect = QRectF(x, y - h / 2, w + 2, h)
-        pad = pen.widthF() + 8  # > the arrowhead's 7 px
+        pad = max(pen.widthF(), halo.widthF() if halo else 0) + 8  # > the arrowhead's 7 px
         xs, ys = [p[0] for p in route.points], [p[1] for p in route.points]
         x0, y0 = min(xs), min(ys)
         self._bounds = QRectF(x0 - pad, y0 - pad, max(xs) - x0 + 2 * pad, max(ys) - y0 + 2 * pad) | self.label_rect
@@ -205,13 +208,20 @@ class EdgeItem(QGraphicsItem):
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
         painter.setRenderHint(QPainter.Antialiasing, True)
-        painter.setPen(self.pen)
         painter.setBrush(Qt.NoBrush)
+        if self.halo is not None:
+            painter.setPen(self.halo)
+            painter.drawPath(self.path)
+        painter.setPen(self.pen)
         painter.drawPath(self.path)
         painter.setPen(QPen(self.pen.color(), 1))
         painter.setBrush(QBrush(self.pen.color()))
         painter.drawPolygon(self.arrow)
         if self.label and option.levelOfDetailFromTransform(painter.worldTransform()) >= 0.45:
+            if self.label_fill is not None:
+                painter.setPen(QPen(self.pen.color(), 1))
+                painter.setBrush(self.label_fill)
+                painter.drawRoundedRect(self.label_rect.adjusted(-3, -1, 3, 1), 3, 3)
             painter.setFont(self.font)
             painter.setPen(self.label_color)
             painter.drawText(self.label_rect, Qt.AlignLeft | Qt.AlignVCenter, self.label)
@@ -352,8 +362,7 @@ class QtGraphScene(QGraphicsScene):
             else:
                 fill = QColor(t.block_fill)
                 fill.setAlpha(0)
-                pen = QPen(QColor(t.broken if g.broken else t.block_frame), 2 if g.broken else 1.2)
-                pen.setStyle(Qt.DashLine)
+                pen = _qpen(frame_style(t, g.broken))
             item = GroupItem(rect, g, self, fill, pen)
             self.addItem(item)
             label = g.label if layout.engine == "chain" else g.label.replace("\n", " · ")
@@ -365,40 +374,29 @@ class QtGraphScene(QGraphicsScene):
             self.addItem(text)
 
     def _pen_for(self, edge) -> QPen:
-        t = self.theme
-        if edge.kind == "skip":
-            color = QColor(t.shortcuts.get(edge.shortcut or "other", t.edge))
-            pen = QPen(color, 2.2)
-            dash = SHORTCUT_DASH.get(edge.shortcut or "other")
-            if dash:
-                pen.setDashPattern(list(dash))
-        else:
-            pen = QPen(QColor(t.edge), 1.5)
-        if edge.broken:
-            pen.setColor(QColor(t.broken))
-            pen.setWidthF(2.6)
-        pen.setCapStyle(Qt.RoundCap)
-        pen.setJoinStyle(Qt.RoundJoin)
-        return pen
+        return _qpen(edge_style(self.theme, edge.kind, edge.shortcut, edge.broken))
 
     def _draw_edges(self, graph: BlockGraph, layout: Layout) -> None:
         t = self.theme
         _, _, small = self.fonts
         bold = QFont(small)
         bold.setBold(True)
-        styles: dict[tuple, tuple[QPen, QColor]] = {}  # a few edge styles, thousands of edges
+        styles: dict[tuple, tuple] = {}  # a few edge styles, thousands of edges
+        label_fill = QColor(t.background)
         for edge, route in zip(graph.edges, layout.edges):
             if len(route.points) < 2:
                 continue
             key = (edge.kind, edge.shortcut, edge.broken)
             style = styles.get(key)
             if style is None:
+                line = edge_style(t, edge.kind, edge.shortcut, edge.broken)
                 color = QColor(t.broken if edge.broken else
                                (t.shortcuts.get(edge.shortcut, t.edge_label) if edge.kind == "skip"
                                 else t.edge_label))  # fmt: skip
-                style = styles[key] = (self._pen_for(edge), color)
-            pen, color = style
-            item = EdgeItem(route, pen, edge.label, bold if edge.broken else small, color, self.text_sizes)
+                style = styles[key] = (_qpen(line), color, _halo(line))
+            pen, color, halo = style
+            item = EdgeItem(route, pen, edge.label, bold if edge.broken else small, color,
+                            self.text_sizes, halo, label_fill if edge.broken else None)  # fmt: skip
             self.addItem(item)
             self.edge_items.append(item)
             self.label_items.append(item)
@@ -408,12 +406,9 @@ class QtGraphScene(QGraphicsScene):
         _, _, small = self.fonts
         for nid, route in layout.self_arcs.items():
             node = graph.nodes[nid]
-            color = QColor(t.broken if node.broken else t.shortcuts.get(node.skip, t.edge))
-            pen = QPen(color, 2.2)
-            dash = SHORTCUT_DASH.get(node.skip or "other")
-            if dash:
-                pen.setDashPattern(list(dash))
-            self.addItem(EdgeItem(route, pen, node.skip_label, small, color, self.text_sizes))
+            line = edge_style(t, "skip", node.skip, node.broken)
+            self.addItem(EdgeItem(route, _qpen(line), node.skip_label, small, QColor(line.color),
+                                  self.text_sizes, _halo(line)))  # fmt: skip
 
     def paint_schematic(self, painter: QPainter, origin: QPointF, sx: float, sy: float) -> None:
         """The graph as flat boxes straight from the layout, for an overview far too small to
@@ -487,6 +482,24 @@ class QtGraphScene(QGraphicsScene):
             if isinstance(item, NodeItem):
                 return item.node
         return None
+
+
+def _qpen(line: LineStyle) -> QPen:
+    pen = QPen(QColor(line.color), line.width)
+    if line.dash:
+        pen.setDashPattern(list(line.dash))
+    pen.setCapStyle(Qt.RoundCap)
+    pen.setJoinStyle(Qt.RoundJoin)
+    return pen
+
+
+def _halo(line: LineStyle) -> QPen | None:
+    if not line.halo:
+        return None
+    pen = QPen(QColor(line.halo), line.halo_width)
+    pen.setCapStyle(Qt.RoundCap)
+    pen.setJoinStyle(Qt.RoundJoin)
+    return pen
 
 
 def _path(route) -> QPainterPath:

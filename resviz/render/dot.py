@@ -13,7 +13,7 @@ import graphviz
 
 from ..core.files import atomic_write_text
 from .layout import Box, Layout, Metrics, Route, approx_measure, node_size
-from .theme import LIGHT, SHORTCUT_DASH, Theme, category
+from .theme import LIGHT, SHORTCUT_DASH, Theme, category, edge_style
 from .view import BlockGraph, build_view, render_state
 
 
@@ -90,8 +90,10 @@ def to_dot(graph: BlockGraph, theme: Theme = LIGHT, sizes: dict | None = None) -
             attrs.update(color=color, fontcolor=color, penwidth="1.6", weight="0")
             if SHORTCUT_DASH.get(e.shortcut or "other"):
                 attrs["style"] = "dashed"
-        if e.broken:
-            attrs.update(color=theme.broken, fontcolor=theme.broken, penwidth="2")
+        if e.broken:  # solid and heavy: never read as the broken block's dashed frame
+            line = edge_style(theme, e.kind, e.shortcut, True)
+            attrs.update(color=line.color, fontcolor=line.color, penwidth=f"{line.width:g}",
+                         style="solid")  # fmt: skip
         g.edge(e.src, e.dst, **attrs)
     for nid, n in graph.nodes.items():
         if n.skip:  # a folded block's own shortcut: a self-loop beside it

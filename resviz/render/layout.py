@@ -256,7 +256,8 @@ def chain_layout(
             x = local + 14 + arc_lane[i] * m.lane
             pts = [(a.cx, a.bottom), (a.cx, a.bottom + 8), (x, a.bottom + 8), (x, b.cy),
                    (b.right, b.cy)]  # fmt: skip
-            routes.append(Route(pts, (x + 5, (a.bottom + b.cy) / 2), "left"))
+            gap = 10 if e.broken else 5  # a broken add's label box keeps clear of its heavy line
+            routes.append(Route(pts, (x + gap, (a.bottom + b.cy) / 2), "left"))
         elif e.src in on_main and e.dst in on_main:
             pts = [(a.cx, a.bottom), (b.cx, b.y)]
             routes.append(Route(pts, (a.cx - 7, (a.bottom + b.y) / 2), "right"))
@@ -289,11 +290,17 @@ def chain_layout(
     right_edge = max((b.right for b in boxes.values()), default=0)
     right_edge = max(right_edge, main_half + n_lanes * m.lane + arc_label_w + 20,
                      main_half + self_arc_w)  # fmt: skip
-    arc_x: dict[str, float] = {}  # an arc's lane x, by the node it ends at
+    # An arc ending inside a block frame (with its shape label) stays inside it, well clear of
+    # the frame line: a broken block's shortcut must never be mistaken for its frame.
+    arc_x: dict[str, float] = {}  # the right end of an arc and its label, by the node it ends at
     for i in arc_edges:
-        if routes[i].points:
+        route = routes[i]
+        if route.points:
             dst = graph.edges[i].dst
-            arc_x[dst] = max(arc_x.get(dst, 0), routes[i].points[2][0])
+            right = route.points[2][0]
+            if route.label_pos is not None and graph.edges[i].label:
+                right = max(right, route.label_pos[0] + small(graph.edges[i].label) + 6)
+            arc_x[dst] = max(arc_x.get(dst, 0), right)
     gutter = max((measure(line) for g in graph.groups for line in g.label.split("\n")),
                  default=0) + 16  # fmt: skip
     left_edge = -main_half - 12 - gutter
@@ -314,7 +321,7 @@ def chain_layout(
             x0 = min(min(b.x for b in members) - m.group_pad, left_edge + 4 + 6 * g.depth)
             x1 = max(b.right for b in members) + m.group_pad
             arcs_right = max((arc_x.get(n, 0) for n in g.nodes), default=0)
-            x1 = max(x1, arcs_right + 10)
+            x1 = max(x1, arcs_right + m.group_pad + 6)
         group_boxes[g.id] = Box(x0, top, x1 - x0, bottom - top + m.group_pad)
 
     layout = Layout(boxes, routes, group_boxes, self_arcs, main=main)

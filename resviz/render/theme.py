@@ -97,6 +97,41 @@ SHORTCUT_DASH: dict[str, tuple[float, ...] | None] = {
 }
 
 
+@dataclass(frozen=True)
+class LineStyle:
+    """How a line is stroked, for Qt and Graphviz alike (widths in px, dashes in pen widths)."""
+
+    color: str
+    width: float
+    dash: tuple[float, ...] | None = None  # None: solid
+    halo: str | None = None  # a wider, paler stroke under the line that makes it stand out
+    halo_width: float = 0.0
+
+
+BLOCK_FRAME_DASH = (4.0, 3.0)
+
+
+def edge_style(theme: Theme, kind: str, shortcut: str | None, broken: bool) -> LineStyle:
+    """A data edge: main path, a shortcut (colour and dash by kind), or an operand of a broken add.
+
+    A broken add's edges are the ones the user must find, and they run inside the broken block's
+    red dashed frame: they are drawn solid, twice as heavy, over a pale halo, so they never read
+    as part of the frame (and stay distinct in greyscale)."""
+    if broken:
+        return LineStyle(theme.broken, 3.4, None, halo=theme.broken_fill, halo_width=10.0)
+    if kind == "skip":
+        return LineStyle(theme.shortcuts.get(shortcut or "other", theme.edge), 2.2,
+                         SHORTCUT_DASH.get(shortcut or "other"))  # fmt: skip
+    return LineStyle(theme.edge, 1.5)
+
+
+def frame_style(theme: Theme, broken: bool) -> LineStyle:
+    """The dashed frame of an expanded block (red around a mismatch, lighter than its edges)."""
+    if broken:
+        return LineStyle(theme.broken, 1.6, BLOCK_FRAME_DASH)
+    return LineStyle(theme.block_frame, 1.2, BLOCK_FRAME_DASH)
+
+
 def category(op_type: str, kind: str = "op") -> str:
     """Layer category used for fills: conv, norm, act, pool, linear, add, ..."""
     if kind in ("input", "output"):

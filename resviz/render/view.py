@@ -119,6 +119,19 @@ def shape_label(shape: Shape | None) -> str:
     return format_shape(shape, batch=False).replace("x", "×")
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def stage_shapes(stage) -> str:
+    """What a stage does to the tensor (C×H×W, as on the edges): ``64×56×56 → 128×28×28`` when
+    its blocks change the shape, else the one shape it keeps."""
+    out = shape_label(stage.output_shape)
+    if stage.input_shape is None or stage.input_shape == stage.output_shape:
+        return out
+    return f"{shape_label(stage.input_shape)} → {out}"
+
+
 def default_collapsed(report) -> set[str]:
     return {b.name for b in report.blocks if not b.broken and b.name != "(model)"}
 
@@ -403,11 +416,9 @@ def _groups(report, nodes, block_names, stage_names, collapsed, broken_adds) -> 
     for s in report.stages:
         if s.name in collapsed:
             continue
-        shape = s.output_shape
-        res = f"{shape[2]}×{shape[3]}" if shape and len(shape) == 4 else shape_label(shape)
-        ch = shape[1] if shape and len(shape) >= 2 else "?"
         g = ViewGroup(
-            f"s:{s.name}", "stage", f"{s.name}\n{res} · {ch} ch\n{len(s.blocks)} blocks",
+            f"s:{s.name}", "stage",
+            f"{s.name}\n{stage_shapes(s)}\n{plural(len(s.blocks), 'block')}",
             s.name, depth=_depth(s.name),
         )  # fmt: skip
         groups.append(g)
