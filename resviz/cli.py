@@ -12,7 +12,9 @@
                                               headless training with per-block gradient probes
 
 Exit status: 0 clean, 1 shape mismatches or errors found, 2 the model could not be loaded or an
-argument is invalid. User mistakes are reported as one paragraph, never a traceback.
+argument is invalid (a Python file whose code hangs past --timeout, exits or crashes included),
+130 interrupted by Ctrl-C, 143 stopped by SIGTERM. User mistakes are reported as one paragraph,
+never a traceback. A Python file's code runs in a child process (resviz.core.isolation).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 
-from .core.errors import ResvizError
+from .core.errors import ResvizError, Terminated
 
 COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen")
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
@@ -41,6 +45,22 @@ def _model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None
                    help="allow unpickling a whole pickled model (runs code from the file)")
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _timeout_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+                   help="give up (exit 2) when a Python file's code runs longer than this "
+                        "(import, build and trace together; starting Python is not counted)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resviz",
@@ -51,16 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="find every shortcut mismatch, with cause and fix")
     _model_args(p)
+    _timeout_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("summary", help="per-layer table: output shapes, params, MACs")
     _model_args(p)
+    _timeout_arg(p)
     p.add_argument("--depth", type=int, default=None, metavar="N",
                    help="show modules down to depth N (default: every layer)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("render", help="draw the block graph with skip edges")
     _model_args(p)
+    _timeout_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="output file: .svg, .png, .pdf or .dot")  # fmt: skip
     p.add_argument("--depth", type=int, default=None, metavar="N",
@@ -118,13 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return EXIT_OK
-        return COMMAND_FUNCS[args.command](args)
+        with _sigterm_raises():
+            return COMMAND_FUNCS[args.command](args)
     except ResvizError as e:
         print(f"resviz: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("resviz: interrupted", file=sys.stderr)
+        print("resviz: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("resviz: stopped by SIGTERM; nothing was written", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # a bug in resviz: one line, the traceback only on request
@@ -138,7 +165,36 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
+class _sigterm_raises:
+    """While a command runs, SIGTERM raises :class:`Terminated` (like Ctrl-C raises
+    KeyboardInterrupt), so that cleanup runs: a Python file's child process is killed, no temp
+    file is left. Only in the main thread; the previous handler comes back afterwards."""
+
+    def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def _analyze(args):
+    from .core.isolation import split_python_source
+
+    if split_python_source(args.model) is not None:  # user code: run it in a child process
+        from .core.isolation import open_python
+        from .core.loading import parse_kwargs
+
+        kwargs = parse_kwargs(args.kwargs) if args.kwargs else None
+        return open_python(args.model, input_shape=args.input, kwargs=kwargs,
+                           timeout=getattr(args, "timeout", None))  # fmt: skip
     from .core.session import open_model
 
     return open_model(args.model, input_shape=args.input, kwargs_text=args.kwargs, trust=args.trust)

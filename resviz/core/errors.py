@@ -37,3 +37,11 @@ class SpecError(LoadError):
 
 class ShapeSyntaxError(ResvizError):
     """An input shape such as ``1x3x224x224`` could not be parsed."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (``timeout``, a scheduler, ``docker stop``): unwind and stop now.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` in resviz or in the
+    user's code swallows it; the command line exits with status 143.
+    """

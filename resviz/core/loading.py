@@ -66,6 +66,9 @@ class LoadedModel:
     plain_twin: Callable[[str], nn.Module] | None  # zoo/spec: the same net without shortcuts
     kwargs: dict = field(default_factory=dict)  # the --kwargs used to build it
     notes: list[str] = field(default_factory=list)  # things worth telling the user, in words
+    # loaded and analysed in a child process (resviz.core.isolation): module is None, the report
+    # holds plain records, and rebuild imports the user's file here (for training only)
+    isolated: bool = False
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from .errors import LoadError
-from .pyfile_errors import _explain, _first_line, _kwargs_example, _system_exit_message
-from .pyfile_import import _import_user_file, _user_code, _UserFile
+from .isolation import split_python_source
+from .pyfile_errors import _first_line, _kwargs_example, user_failure
+from .pyfile_import import _import_user_file, _user_code, _UserFile, stage
 
 __all__ = [
     "Candidate",
@@ -37,7 +38,6 @@ __all__ = [
     "split_python_source",
 ]
 
-_PY_SOURCE = re.compile(r"^(?P<path>.+\.py)(?::(?P<name>[^:/\\]*))?$")
 _PY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -61,21 +61,6 @@ class PyBuild:
     path: Path  # resolved path of the user's file
     rebuild: Callable[[str], nn.Module]
     notes: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------------------------
-# The MODEL argument
-
-
-def split_python_source(source: str) -> tuple[str, str | None] | None:
-    """``"nets/model.py:ResNet"`` → ``("nets/model.py", "ResNet")``; ``"model.py"`` → ``("model.py", None)``.
-
-    Returns ``None`` when ``source`` does not name a Python file.
-    """
-    m = _PY_SOURCE.match(source)
-    if not m:
-        return None
-    return m.group("path"), m.group("name") or None
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,23 +224,63 @@ def _names_used(node: ast.AST) -> set[str]:
     return names
 
 
-def _pick(found: list[_Found]) -> _Found | None:
-    """The one candidate that builds without arguments, if there is exactly one.
+def _pick(found: list[_Found]) -> tuple[_Found | None, str]:
+    """The one candidate that builds without arguments, if there is exactly one, and why; else
+    ``(None, "")``, or ``(None, part)`` when the one candidate is a part of a bigger model.
 
     When several build without arguments, the ones used by another candidate (a block used by the
     network, a class its factory function calls) are set aside; if exactly one is left, it is the
-    model.
+    model. A candidate used by one that needs arguments is a part of a bigger model, never taken
+    for the model: :func:`_part_message` says so.
     """
     ready = [f for f in found if f.candidate.builds_without_args]
     if len(ready) == 1:
-        return ready[0]
-    if len(ready) < 2:
-        return None
-    used: set[str] = set()
-    for f in found:
-        used |= _names_used(f.node) - {f.candidate.name}
-    top = [f for f in ready if f.candidate.name not in used]
-    return top[0] if len(top) == 1 else None
+        chosen, why = ready[0], "the only model in the file that builds without arguments"
+    elif len(ready) < 2:
+        return None, ""
+    else:
+        used: set[str] = set()
+        for f in found:
+            used |= _names_used(f.node) - {f.candidate.name}
+        top = [f for f in ready if f.candidate.name not in used]
+        if len(top) != 1:
+            return None, ""
+        chosen = top[0]
+        parts = [f.candidate.name for f in ready if f is not chosen]
+        why = (f"the one model that builds without arguments and is not a part of another "
+               f"({', '.join(parts)} {'is' if len(parts) == 1 else 'are'} used by the others)")
+    if _bigger_models(chosen, found):
+        return None, chosen.candidate.name
+    return chosen, why
+
+
+def _bigger_models(part: _Found, found: list[_Found]) -> list[_Found]:
+    """The candidates that need arguments and use ``part``: the models it is a part of."""
+    return [
+        f for f in found
+        if f is not part and not f.candidate.builds_without_args
+        and part.candidate.name in _names_used(f.node)
+    ]
+
+
+def _part_message(user: _UserFile, part: _Found, bigger: list[_Found], found: list[_Found],
+                  kwargs: dict) -> str:
+    """Refusing to check a block in place of the network that uses it (and needs arguments)."""
+    name = part.candidate.name
+    whole = sorted(bigger, key=lambda f: -f.candidate.line)[0]  # the outermost: defined last
+    missing, _ = _missing_and_unexpected(_signature(whole.obj), kwargs)
+    classes = [f.candidate.name for f in found if f.candidate.kind == "class" and f is not whole]
+    users = ", ".join(f.candidate.name for f in bigger)
+    given = " with the given --kwargs" if kwargs else ""
+    return (
+        f"{user.given}: the only model that builds without arguments{given} is {name}, and it is "
+        f"used by {users}, which needs arguments: {name} looks like a part of the network, so "
+        f"resviz does not check it in place of the whole. The file defines:\n"
+        + _format_candidates(found)
+        + f"\nName the one to check after a colon: "
+        f"`resviz check {user.ref(whole.candidate.name)} {_kwargs_example(missing, classes)}` for "
+        f"the network, or `resviz check {user.ref(name)}` for the {part.candidate.kind} on its own."
+    )
 
 
 def python_candidates(path: str | os.PathLike[str], *, kwargs: dict | None = None) -> list[Candidate]:
@@ -331,12 +356,21 @@ def _choose_message(user: _UserFile, found: list[_Found], module: types.ModuleTy
 
 
 def _resolve(module: types.ModuleType, tree: ast.Module, user: _UserFile, name: str | None,
-             kwargs: dict) -> tuple[str, object]:
+             kwargs: dict, notes: list[str]) -> tuple[str, object]:
     if name is None:
         found = _find_candidates(module, tree, kwargs)
-        chosen = _pick(found)
+        chosen, why = _pick(found)
         if chosen is None:
+            part = next((f for f in found if f.candidate.name == why), None)
+            if part is not None:
+                raise LoadError(_part_message(user, part, _bigger_models(part, found), found, kwargs))
             raise LoadError(_choose_message(user, found, module, kwargs))
+        other = next((f for f in found if f is not chosen), None)
+        if other is not None:
+            notes.append(
+                f"{user.given}: checked {chosen.candidate.name} (line {chosen.candidate.line}), "
+                f"{why}; name another after a colon, e.g. `{user.ref(other.candidate.name)}`"
+            )
         return chosen.candidate.name, chosen.obj
     obj: object = module
     for part in name.split("."):
@@ -372,19 +406,17 @@ def _build_once(user: _UserFile, target: str, obj: object, kwargs: dict, device:
 
         return copy.deepcopy(obj).to(device) if device != "cpu" else copy.deepcopy(obj)
     factory: Callable[..., object] = obj  # type: ignore[assignment]
+    doing = f"building {user.ref(target)}"
+    stage(doing)
     try:
         result = _call(factory, kwargs, device)
-    except SystemExit as exc:
-        raise LoadError(_system_exit_message(exc, user)) from None
     except Exception as first:
         if device == "cpu":
-            raise LoadError(_explain(first, user, doing=f"while building {user.ref(target)}")) from None
+            raise user_failure(first, user, doing) from None
         try:
             result = _call(factory, kwargs, "cpu")
-        except SystemExit as exc:
-            raise LoadError(_system_exit_message(exc, user)) from None
-        except Exception as exc:
-            raise LoadError(_explain(exc, user, doing=f"while building {user.ref(target)}")) from None
+        except BaseException as exc:  # SystemExit, GeneratorExit, ...: see user_failure
+            raise user_failure(exc, user, doing) from None
         notes.append(
             f"{user.ref(target)} could not be built on the {device} device "
             f"({type(first).__name__}: {_first_line(str(first))}), so it was built on the CPU"
@@ -397,6 +429,8 @@ def _build_once(user: _UserFile, target: str, obj: object, kwargs: dict, device:
                     f"{user.ref(target)} was built on the CPU but cannot be moved to {device}: "
                     f"{type(exc).__name__}: {_first_line(str(exc))}"
                 ) from None
+    except BaseException as exc:  # SystemExit, GeneratorExit, ...: see user_failure
+        raise user_failure(exc, user, doing) from None
     if not isinstance(result, nn.Module):
         kind = "function" if inspect.isfunction(obj) else "callable"
         raise LoadError(
@@ -503,7 +537,7 @@ def build_python(source_path: str, name: str | None, *, kwargs: dict | None = No
         )
     with _user_code(user):
         module, tree, _ = _import_user_file(user)
-        target, obj = _resolve(module, tree, user, name, kwargs)
+        target, obj = _resolve(module, tree, user, name, kwargs, notes)
         found = _find_candidates(module, tree, kwargs)
         lines = {node.name: node.lineno for node in _top_level_defs(tree)}
         classes = [f.candidate.name for f in found if f.candidate.kind == "class"]

@@ -82,14 +82,37 @@ def _syntax_error_message(exc: SyntaxError, user: _UserFile, text: str | None = 
     return msg
 
 
-def _system_exit_message(exc: SystemExit, user: _UserFile) -> str:
+def _system_exit_message(exc: SystemExit, user: _UserFile, doing: str = "importing or building it") -> str:
     frame = _user_frame(exc, user)
     where = f"{user.display(frame[0])}:{frame[1]}" if frame else user.given
     return (
-        f"{where} exits the program (SystemExit {exc.code!r}) while resviz imports or builds it. "
+        f"{where} exits the program (SystemExit {exc.code!r}) while resviz was {doing}. "
         "Code that runs as a script (argument parsing, training loops, sys.exit) belongs under "
-        '`if __name__ == "__main__":`, which resviz does not run.'
+        '`if __name__ == "__main__":`, which resviz does not run; a model must not exit.'
     )
+
+
+# True in resviz's child process (:mod:`resviz.core.isolated_child`), which the terminal's Ctrl-C
+# never reaches: a KeyboardInterrupt there can only come from the user's code. In any other
+# process a KeyboardInterrupt is taken for the user's Ctrl-C and passes through.
+IN_CHILD = False
+
+
+def user_failure(exc: BaseException, user: _UserFile, doing: str) -> LoadError:
+    """The LoadError for anything the user's code raised while resviz was ``doing`` something
+    ("importing model.py", "building model.py:Net", "tracing model.py:Net"): SystemExit, a
+    BaseException that is not an Exception, or any Exception.
+
+    Re-raises what must not be taken for the user's code: Ctrl-C (outside the child process) and
+    resviz's own :class:`~resviz.core.errors.Terminated`.
+    """
+    from .errors import Terminated
+
+    if isinstance(exc, Terminated) or (isinstance(exc, KeyboardInterrupt) and not IN_CHILD):
+        raise exc
+    if isinstance(exc, SystemExit):
+        return LoadError(_system_exit_message(exc, user, doing))
+    return LoadError(_explain(exc, user, doing=f"while {doing}"))
 
 
 def _frames(exc: BaseException) -> list[tuple[types.FrameType, int]]:
@@ -258,6 +281,8 @@ def _explain(exc: BaseException, user: _UserFile, *, doing: str) -> str:
                 f"argument{'s' if mm.group(2) != '1' else ''} ({mm.group(3)}).{shown}"
             )
 
+    if not isinstance(exc, Exception):  # GeneratorExit, KeyboardInterrupt, a BaseException subclass
+        return f"{where} {scope}: {_base_exception_text(exc, doing)}{shown}"
     return (
         f"{where} {scope}: {type(exc).__name__}: {_clip(message)}{_raised_in(exc, user)}"
         f"{_reached_from(exc, user, filename, qualname)}{shown}"
@@ -276,8 +301,26 @@ def _reached_from(exc: BaseException, user: _UserFile, filename: str, qualname: 
     return ""
 
 
+def _base_exception_text(exc: BaseException, doing: str) -> str:
+    """Why a BaseException that is not an Exception stops resviz, in words."""
+    name = type(exc).__name__
+    said = f" ({_clip(str(exc))})" if str(exc) else ""
+    if isinstance(exc, KeyboardInterrupt):
+        return (
+            f"the code raises KeyboardInterrupt{said} itself {doing} (no Ctrl-C was pressed), so the "
+            "model cannot be checked. Raise an Exception subclass to report an error."
+        )
+    return (
+        f"the code raises {name}{said} {doing}. {name} is a BaseException but not an Exception, "
+        "the kind meant to stop a program (or a generator), not to report an error, so the model "
+        "cannot be checked. Raise an Exception subclass (ValueError, RuntimeError, ...) instead."
+    )
+
+
 def _explain_without_frame(exc: BaseException, user: _UserFile, doing: str) -> str:
     message = str(exc)
+    if not isinstance(exc, Exception):
+        return f"{user.given}: {_base_exception_text(exc, doing)}"
     mm = _MISSING_ARGS.search(message)
     if isinstance(exc, TypeError) and mm:
         names = re.findall(r"'(\w+)'", mm.group(3))

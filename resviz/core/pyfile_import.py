@@ -23,17 +23,27 @@ import re
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from .errors import LoadError
-from .pyfile_errors import _explain, _syntax_error_message, _system_exit_message
+from .pyfile_errors import _syntax_error_message, user_failure
 
 # Imports and builds touch process-wide state (sys.path, sys.modules, sys.argv, the default
 # device); the GUI may load from a worker thread while a reload is in flight.
 _LOCK = threading.RLock()
+
+
+# Told what the user's code is about to do ("importing model.py", "building model.py:Net"), so
+# that the process running it can say where it was if the code never returns or ends the process.
+_STAGE_LISTENERS: list[Callable[[str], None]] = []
+
+
+def stage(text: str) -> None:
+    for listener in _STAGE_LISTENERS:
+        listener(text)
 
 
 class _UserFile:
@@ -219,10 +229,8 @@ def _import_user_file(user: _UserFile) -> tuple[types.ModuleType, ast.Module, st
         parent = name.rpartition(".")[0]
         try:
             importlib.import_module(parent)  # runs the packages' __init__.py files
-        except SystemExit as exc:
-            raise LoadError(_system_exit_message(exc, user)) from None
-        except Exception as exc:
-            raise LoadError(_explain(exc, user, doing=f"while importing the package {parent}")) from None
+        except BaseException as exc:  # SystemExit, GeneratorExit, ...: see user_failure
+            raise user_failure(exc, user, f"importing the package {parent}") from None
     else:
         name = _module_name(user)
     module = types.ModuleType(name)
@@ -233,14 +241,12 @@ def _import_user_file(user: _UserFile) -> tuple[types.ModuleType, ast.Module, st
     module.__spec__.has_location = True
     module.__builtins__ = builtins
     sys.modules[name] = module
+    stage(f"importing {user.given}")
     try:
         exec(code, module.__dict__)
-    except SystemExit as exc:
+    except BaseException as exc:  # SystemExit, GeneratorExit, ...: see user_failure
         sys.modules.pop(name, None)
-        raise LoadError(_system_exit_message(exc, user)) from None
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise LoadError(_explain(exc, user, doing=f"while importing {user.given}")) from None
+        raise user_failure(exc, user, f"importing {user.given}") from None
     return module, tree, text
 
 
