@@ -1,7 +1,7 @@
 """The ``resviz`` command line.
 
     resviz [MODEL] [--input SHAPE]            open the desktop app (resnet18 by default)
-    resviz check MODEL [--json]               blocks, shortcut mismatches with causes and fixes
+    resviz check MODEL [--json] [--fix-spec OUT]  blocks, shortcut mismatches with causes and fixes
     resviz summary MODEL [--depth N] [--json] per-layer table with params and MACs
     resviz render MODEL -o FILE [--depth N] [--collapse blocks|stages|none] [--rollup]
                                               the block graph as SVG, PNG, PDF or DOT
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _timeout_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--fix-spec", metavar="OUT", help="spec files: write the spec with every "
+                   "mismatch fixed to OUT (.toml/.json; a TOML input keeps its comments)")  # fmt: skip
 
     p = sub.add_parser("summary", help="per-layer table: output shapes, params, MACs")
     _model_args(p)
@@ -205,13 +207,29 @@ def cmd_check(args) -> int:
 
     session = _analyze(args)
     report = session.report
+    if args.fix_spec and session.loaded.kind != "spec":
+        raise ResvizError(f"--fix-spec needs a spec file (.toml/.json); {args.model} is a "
+                          f"{session.loaded.kind} model. Its fixes are PyTorch code, shown by `resviz check`.")  # fmt: skip
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         for note in session.notes:
             print(f"note: {note}", file=sys.stderr)
         print(format_check(report, Style.for_stream()))
+    if args.fix_spec:
+        _write_fixed_spec(session, args.fix_spec)
     return EXIT_OK if report.ok else EXIT_FOUND
+
+
+def _write_fixed_spec(session, out: str) -> None:
+    from .core.spec_fix import fix_spec_file
+
+    fixed = fix_spec_file(session.loaded.path, out, input_shape=session.input_shape)
+    said = "; ".join(e.describe() for e in fixed.edits) or "nothing to change"
+    print(f"wrote {out}: {said}", file=sys.stderr)
+    if fixed.remaining:
+        print(f"resviz: no spec edit found for {', '.join(fixed.remaining)}; those blocks are still "
+              "broken in the written spec (see the code fixes above)", file=sys.stderr)  # fmt: skip
 
 
 def cmd_summary(args) -> int:

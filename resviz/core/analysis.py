@@ -116,6 +116,8 @@ class Report:
                     "fix": m.fix,
                     "culprits": list(m.culprits),
                     "input_sizes": list(m.input_sizes),
+                    "code_fix": m.code_fix or m.fix,
+                    "spec_edits": [dict(e) for e in m.spec_edits],
                 }
                 for m in self.mismatches
             ],

@@ -69,6 +69,7 @@ class LoadedModel:
     # loaded and analysed in a child process (resviz.core.isolation): module is None, the report
     # holds plain records, and rebuild imports the user's file here (for training only)
     isolated: bool = False
+    spec: object = None  # zoo/spec: the NetSpec it was built from (spec-level fixes, the builder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +232,7 @@ def _load_zoo(source: str, kwargs: dict, device: str) -> LoadedModel:
     return LoadedModel(
         module=rebuild(device), exported=None, name=entry.name, source=source, kind="zoo", path=None,
         input_shape=tuple(entry.input_shape), rebuild=rebuild, plain_twin=plain_twin, kwargs=kwargs,
+        spec=netspec,
     )
 
 
@@ -254,7 +256,7 @@ def _load_spec(source: str, path: Path, kwargs: dict, device: str) -> LoadedMode
     return LoadedModel(
         module=rebuild(device), exported=None, name=netspec.name or path.stem, source=source,
         kind="spec", path=path.resolve(), input_shape=tuple(netspec.input_shape), rebuild=rebuild,
-        plain_twin=plain_twin, kwargs=kwargs,
+        plain_twin=plain_twin, kwargs=kwargs, spec=netspec,
     )
 
 

@@ -96,6 +96,10 @@ class Mismatch:
     fix: str
     culprits: list[str] = field(default_factory=list)  # module names held responsible
     input_sizes: list[int] = field(default_factory=list)  # square input sizes for which it works
+    # Nets built from a spec (resviz.core.spec_fix): ``fix`` is then said as a spec edit, the
+    # PyTorch code moves here, and the edits as plain dicts (field, value, delete, text).
+    code_fix: str = ""
+    spec_edits: list[dict] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -73,4 +73,9 @@ def analyze_session(loaded, input_shape=None) -> Session:
     if target is None:
         raise ResvizError(f"{loaded.name}: nothing to analyse")
     report = analyze_any(target, shape, name=loaded.name)
+    spec = getattr(loaded, "spec", None)
+    if spec is not None and report.mismatches:
+        from .spec_fix import attach_spec_fixes
+
+        attach_spec_fixes(spec, report)  # a spec's user edits fields, not PyTorch code
     return Session(loaded, shape, report, list(getattr(loaded, "notes", [])) + notes)
