@@ -181,12 +181,14 @@ def _reader(stream, out: queue.Queue) -> None:
 
 
 def run_in_child(request: dict, *, file: str, timeout: float | None = None,
-                 cancel: CancelToken | None = None, prepare: Callable[[], None] | None = None) -> object:
+                 cancel: CancelToken | None = None, prepare: Callable[[], None] | None = None,
+                 on_stage: Callable[[str], None] | None = None) -> object:
     """Send ``request`` to a fresh child and return its answer.
 
     ``file`` is the user's file as given, for messages; ``prepare`` runs here while the child
-    works. Raises :class:`LoadError` when the child
-    fails, dies, or runs past ``timeout`` seconds; :class:`Cancelled` when ``cancel`` fired.
+    works; ``on_stage`` hears what the child is doing ("importing model.py"), on this thread.
+    Raises :class:`LoadError` when the child fails, dies, or runs past ``timeout`` seconds;
+    :class:`Cancelled` when ``cancel`` fired.
     """
     cmd, env = _child_command()
     reader: threading.Thread | None = None
@@ -219,6 +221,8 @@ def run_in_child(request: dict, *, file: str, timeout: float | None = None,
                 ) from None
             if kind == "stage":
                 stage = payload
+                if on_stage is not None:
+                    on_stage(stage)
                 if not started and timeout is not None:
                     started, deadline = True, time.monotonic() + timeout
             elif kind == "ok":
@@ -230,11 +234,11 @@ def run_in_child(request: dict, *, file: str, timeout: float | None = None,
                                   + (f"\n{payload['details']}" if os.environ.get("RESVIZ_DEBUG") else ""))
             else:  # eof: the child ended without an answer
                 if cancel is not None and cancel.cancelled:
-                    raise Cancelled(f"cancelled while {stage}")
+                    raise Cancelled(_cancelled_message(file, stage))
                 raise LoadError(_death_message(file, stage, _wait(proc)))
     except OSError as exc:  # BrokenPipeError: it died before reading the request
         if cancel is not None and cancel.cancelled:
-            raise Cancelled(f"cancelled while {stage}") from None
+            raise Cancelled(_cancelled_message(file, stage)) from None
         raise LoadError(_death_message(file, stage, _wait(proc), str(exc))) from None
     finally:
         if cancel is not None:
@@ -256,6 +260,10 @@ def _wait(proc: subprocess.Popen) -> int:
     except subprocess.TimeoutExpired:
         _kill(proc)
         return proc.wait()
+
+
+def _cancelled_message(file: str, stage: str) -> str:
+    return f"cancelled: resviz stopped running {file} (it was {stage})."
 
 
 def _death_message(file: str, stage: str, code: int, detail: str = "") -> str:
@@ -297,7 +305,7 @@ def split_python_source(source: str) -> tuple[str, str | None] | None:
 
 
 def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, timeout: float | None = None,
-                cancel: CancelToken | None = None):  # fmt: skip
+                cancel: CancelToken | None = None, on_stage: Callable[[str], None] | None = None):  # fmt: skip
     """:func:`resviz.core.session.open_model` for a Python file, run in a child process.
 
     Returns a Session whose report holds :class:`PlainModule` records and whose ``loaded`` has no
@@ -311,7 +319,8 @@ def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, ti
     if input_shape is not None and not isinstance(input_shape, str):
         input_shape = tuple(int(d) for d in input_shape)
     answer = run_in_child({"op": "open", "source": source, "input_shape": input_shape, "kwargs": kwargs},
-                          file=file, timeout=timeout, cancel=cancel, prepare=_import_records)  # fmt: skip
+                          file=file, timeout=timeout, cancel=cancel, prepare=_import_records,
+                          on_stage=on_stage)  # fmt: skip
     target = answer["target"]
 
     from . import pyfile

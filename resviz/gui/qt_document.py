@@ -6,6 +6,11 @@ results with signals; widgets subscribe and call setters. Loading, analysis, vie
 layout all run on the worker thread, so the UI never waits for torch. The engine calls are the
 same as the command line's (:func:`resviz.core.session.open_model`), so a model means the same
 thing everywhere.
+
+A Python file's code runs in a child process (:mod:`resviz.core.isolation`), never in the app's:
+it may hang (:meth:`QtDocument.cancel_load` kills it; a newer request does too), exit or crash,
+and the app keeps everything it had. Changing the input shape of such a model runs the file
+again in a new child, since the app holds no live module of it.
 """
 
 from __future__ import annotations
@@ -76,7 +81,10 @@ class Drawn:
     hint: dict = field(default_factory=dict)  # how the view should move: fit / keep / anchor
 
 
-def open_job(src: Source, shape, state: ViewState, measures) -> Drawn:
+def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_stage=None) -> Drawn:
+    """Load (or rebuild), analyse and lay out ``src``; a Python file in a child process, which
+    ``cancel`` (a :class:`~resviz.core.isolation.CancelToken`) kills."""
+    from ..core.isolation import open_python, split_python_source
     from ..core.session import analyze_session, open_model
 
     if src.module is not None:
@@ -84,6 +92,11 @@ def open_job(src: Source, shape, state: ViewState, measures) -> Drawn:
 
         loaded = from_module(src.module, name=src.name)
         session = analyze_session(loaded, shape)
+    elif split_python_source(src.source) is not None:
+        from ..core.loading import parse_kwargs
+
+        session = open_python(src.source, input_shape=shape, kwargs=parse_kwargs(src.kwargs_text),
+                              cancel=cancel, on_stage=on_stage)  # fmt: skip
     else:
         session = open_model(src.source, input_shape=shape, kwargs_text=src.kwargs_text, trust=src.trust)
     return view_job(session, state, measures)
@@ -110,6 +123,8 @@ class QtDocument(QObject):
     loadFailed = Signal(str, bool)  # message, whether the last good graph stays (greyed)
     busyChanged = Signal(bool, str)  # busy, what it is doing
     idle = Signal()  # nothing queued or running, the latest result is applied
+    cancellableChanged = Signal(bool)  # whether a Python file's code is running (cancel_load stops it)
+    _stage = Signal(object, str)  # from the worker thread: (token, what the child is doing)
 
     def __init__(self, measures: tuple[Measure, Measure], parent: QObject | None = None):
         super().__init__(parent)
@@ -130,6 +145,9 @@ class QtDocument(QObject):
         self._doing = ""
         self._reading = False  # a model job that reads the source is queued or running
         self._read_hint: dict = {"mode": "fit", "fresh": True}
+        self._token = None  # the CancelToken of the newest model job (a Python file's child)
+        self._other_tokens: set = set()  # see user_code_started
+        self._stage.connect(self._on_stage)
 
     # -------------------------------------------------------------- requests
 
@@ -169,6 +187,9 @@ class QtDocument(QObject):
         if self.session is None or self._reading:
             if self.src is not None:  # a file is being read: read it again, at the new shape
                 self._submit_model(open_job, self.src, self._read_hint, self._doing)
+            return None
+        if getattr(self.session.loaded, "isolated", False):  # no live module here: run the file again
+            self._submit_model(open_job, self.src, {"mode": "keep"}, f"Analysing at {self.shape_text}…")
             return None
         loaded, state, measures, shape = (
             self.session.loaded,
@@ -264,8 +285,39 @@ class QtDocument(QObject):
     def is_busy(self) -> bool:
         return self.worker.busy
 
+    def can_cancel(self) -> bool:
+        """Whether a Python file's code is running now, which :meth:`cancel_load` can stop."""
+        model = self._token is not None and not self._token.cancelled and self.worker.busy
+        return model or any(not t.cancelled for t in self._other_tokens)
+
+    def cancel_load(self) -> bool:
+        """Stop the Python file's code running for the newest load (its child process is killed);
+        the load then fails with "cancelled" and the last good graph stays. False when there is
+        nothing to cancel (zoo models and specs run no user code and finish on their own)."""
+        if not self.can_cancel():
+            return False
+        for token in [self._token, *self._other_tokens]:
+            if token is not None:
+                token.cancel()
+        self._other_tokens.clear()
+        self.cancellableChanged.emit(False)
+        return True
+
+    def user_code_started(self, token) -> None:
+        """Other work that runs a Python file in a child (listing its models for File → Open):
+        Cancel stops it too, until :meth:`user_code_ended`."""
+        self._other_tokens.add(token)
+        self.cancellableChanged.emit(True)
+
+    def user_code_ended(self, token) -> None:
+        self._other_tokens.discard(token)
+        self.cancellableChanged.emit(self.can_cancel())
+
     def stop(self) -> None:
         self.watcher.unwatch()
+        for token in [self._token, *self._other_tokens]:
+            if token is not None:
+                token.cancel()  # never wait for the user's endless loop to close the window
         self.worker.stop()
 
     # -------------------------------------------------------------- internals
@@ -279,15 +331,34 @@ class QtDocument(QObject):
         self.worker.cancel("view")
         self._doing = doing
         self.busyChanged.emit(True, doing)
-        self.worker.submit("model", lambda: _tag(job(src, shape, state, measures), hint))
+        from ..core.isolation import CancelToken, split_python_source
+
+        if self._token is not None:
+            self._token.cancel()  # its result is stale now; do not let a hang hold up this one
+        runs_user_code = src.module is None and split_python_source(src.source or "") is not None
+        token = self._token = CancelToken() if runs_user_code else None
+        self.cancellableChanged.emit(runs_user_code)
+
+        def on_stage(text: str) -> None:  # on the worker thread: queued to the UI thread
+            self._stage.emit(token, text)
+
+        self.worker.submit(
+            "model", lambda: _tag(job(src, shape, state, measures, cancel=token, on_stage=on_stage), hint)
+        )
 
     def _update_watch(self) -> None:
         path = self.src.file() if (self._watch and self.src is not None) else None
         if path != self.watcher.path:
             self.watcher.watch(path)
 
+    def _end_user_code(self) -> None:
+        if self._token is not None:
+            self._token = None
+            self.cancellableChanged.emit(False)
+
     def _on_finished(self, channel: str, drawn: Drawn) -> None:
         if channel == "model":
+            self._end_user_code()
             self._reading = False
             self.worker.cancel("view")  # views of the old report are stale now
             self.session = drawn.session
@@ -304,15 +375,24 @@ class QtDocument(QObject):
         if not error.user and os.environ.get("RESVIZ_DEBUG"):
             print(error.details)
         if channel == "model":
+            self._end_user_code()
             self._reading = False
             self.error = message
             self.loadFailed.emit(message, self.session is not None)
         else:
             self.loadFailed.emit(f"could not draw the graph: {message}", True)
 
+    def _on_stage(self, token, text: str) -> None:
+        if token is self._token and not token.cancelled and self.worker.busy:
+            path = self.src.file() if self.src is not None else None
+            if path:  # 'importing /long/path/model.py' → 'importing model.py'
+                text = text.replace(path, os.path.basename(path))
+            self.busyChanged.emit(True, f"{self._doing.rstrip('…')}: {text}…")
+
     def _on_busy(self, busy: bool) -> None:
         self.busyChanged.emit(busy, self._doing if busy else "")
         if not busy:
+            self.cancellableChanged.emit(False)
             self.idle.emit()
 
 

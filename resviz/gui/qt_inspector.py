@@ -24,6 +24,8 @@ _SOURCE_CACHE: dict[type, str] = {}
 
 def class_source(cls: type) -> str:
     """``file.py:123`` where ``cls`` is defined, or '' (builtins, C extensions, lost files)."""
+    if isinstance(cls, str):  # a module traced in a child process: looked up there (PlainModule)
+        return cls
     if cls in _SOURCE_CACHE:
         return _SOURCE_CACHE[cls]
     text = ""
@@ -47,7 +49,7 @@ class QtInspector(QTextBrowser):
         self.anchorClicked.connect(self._open_link)
         self.node = None
         self._report = None
-        self._source_for: type | None = None
+        self._source_for: type | str | None = None
         self._source_text = ""
         self.clear_node()
 
@@ -114,14 +116,18 @@ class QtInspector(QTextBrowser):
 
     # ---------------------------------------------------------------- content
 
-    def _class_of(self, node) -> type | None:
+    def _class_of(self, node) -> type | str | None:
         r = self._report
         module = None
         if node.call is not None and 0 <= node.call < len(r.calls):
             module = r.calls[node.call].module
         elif node.ops:
             module = r.ops[node.ops[0]].module
-        return type(module) if module is not None else None
+        if module is None:
+            return None
+        from ..core.isolation import PlainModule
+
+        return module.class_source if isinstance(module, PlainModule) else type(module)
 
     def _fill_source(self) -> None:
         cls = self._source_for

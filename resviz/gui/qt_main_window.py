@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QSplitter,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -105,8 +106,14 @@ class QtMainWindow(QMainWindow):
         self.busy_bar.setTextVisible(False)
         self.count_label = QLabel()
         self.count_label.setTextFormat(Qt.RichText)
+        # a Python file's code runs in a child process: Cancel kills it (an endless loop, a hang)
+        self.cancel_button = QToolButton()
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.setToolTip("Stop running the model file's code (the last good graph stays)")
+        self.cancel_button.setVisible(False)
         bar.addPermanentWidget(self.busy_label)
         bar.addPermanentWidget(self.busy_bar)
+        bar.addPermanentWidget(self.cancel_button)
         bar.addPermanentWidget(self.count_label)
         self._set_busy(False, "")
 
@@ -117,6 +124,8 @@ class QtMainWindow(QMainWindow):
         d.graphChanged.connect(self._on_graph)
         d.loadFailed.connect(self._on_failed)
         d.busyChanged.connect(self._set_busy)
+        d.cancellableChanged.connect(self.cancel_button.setVisible)
+        self.cancel_button.clicked.connect(d.cancel_load)
         self.scene.selectionChanged.connect(self._on_selection)
         self.scene.nodeActivated.connect(self.toggle_node)
         self.scene.groupActivated.connect(self.fold_group)

@@ -38,6 +38,7 @@ class QtWindowActions(QObject):
         self.w = window
         self._zoo_dialog = None
         self._py_dialog = None
+        self._candidates_token = None  # the CancelToken of the running File → Open listing
         self._matches: list[str] = []
         self._match_i = 0
         self._names: list[str] = []
@@ -194,11 +195,25 @@ class QtWindowActions(QObject):
 
     def open_file(self, path: str) -> None:
         if path.lower().endswith(".py") and os.path.isfile(path):
+            from ..core.isolation import CancelToken
+
             self.w.statusBar().showMessage(f"Reading {os.path.basename(path)}…")
             self._candidates_path = path
-            self.aux.submit("candidates", lambda: (path, _candidates(path)))
+            self._end_candidates(cancel=True)  # an earlier listing still running is stale
+            token = self._candidates_token = CancelToken()
+            self.w.document.user_code_started(token)  # the file runs in a child: Cancel stops it
+            self.aux.submit("candidates", lambda: (path, _candidates(path, token)))
         else:
             self.w.open_source(path)
+
+    def _end_candidates(self, cancel: bool = False):
+        """Forget the listing's CancelToken (with ``cancel``, stop its child first); returns it."""
+        token, self._candidates_token = self._candidates_token, None
+        if token is not None:
+            if cancel:
+                token.cancel()
+            self.w.document.user_code_ended(token)
+        return token
 
     def ask_zoo(self) -> None:
         self.w.statusBar().showMessage("Listing the model zoo…")
@@ -209,6 +224,7 @@ class QtWindowActions(QObject):
 
         self.w.statusBar().clearMessage()
         if channel == "candidates":
+            self._end_candidates()
             path, candidates = result
             if len(candidates) <= 1:
                 self.w.open_source(path if not candidates else f"{path}:{candidates[0].name}")
@@ -229,7 +245,10 @@ class QtWindowActions(QObject):
     def _on_aux_failed(self, channel: str, error) -> None:
         self.w.statusBar().clearMessage()
         if channel == "candidates":  # let the loader explain what is wrong with the file
-            if self._candidates_path:
+            token = self._end_candidates()
+            if token is not None and token.cancelled:
+                self.w.statusBar().showMessage(error.message, 6000)
+            elif self._candidates_path:
                 self.w.open_source(self._candidates_path)
         elif channel == "zoo":
             QMessageBox.warning(self.w, "resviz", f"Could not list the zoo: {error.message}")
@@ -327,10 +346,10 @@ class QtWindowActions(QObject):
         self.w.view.overview.sync()
 
 
-def _candidates(path: str):
-    from ..core.loading import python_candidates
+def _candidates(path: str, token=None):
+    from ..core.isolation import python_candidates  # the file's code runs in a child process
 
-    return python_candidates(path)
+    return python_candidates(path, cancel=token)
 
 
 def _zoo_entries():
