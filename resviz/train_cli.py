@@ -4,22 +4,31 @@
     resviz train model.py:Net --data cifar10:~/data/cifar-10-batches-py --csv run.csv
     resviz train resnet56 --plain              # the plain twin: same layers, no shortcuts
 
-A progress bar goes to stderr (updated in place on a terminal, a line every ~10% otherwise);
-``--json`` prints one JSON object per step on stdout. Exit status: 0 done, 1 the loss or a
-gradient became NaN/Inf (the message says what to try), 2 bad input (model, data, arguments).
+Every run writes a run directory (``--run-dir DIR``, default a new folder under the user's data
+dir): ``run.json`` (configuration and state), ``report.json`` (the check report and the graph) and
+``steps.jsonl`` (every step, flushed as it is recorded, so SIGTERM, Ctrl-C or a crash lose
+nothing; ``resviz follow DIR`` watches it). Steps count from 0 everywhere: step k is measured on
+the weights after k updates. A progress bar goes to stderr (updated in place on a terminal, a line
+every ~10% otherwise); ``--json`` prints one JSON object per step on stdout; ``--csv``/``--jsonl``
+stream every step to a file. Exit status: 0 done, 1 the loss or a gradient became NaN/Inf (the
+message says what to run instead), 2 bad input (model, data, arguments), 130 Ctrl-C, 143 SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 
 from .core.errors import ResvizError
 
 EXIT_OK, EXIT_NONFINITE, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_BATCH = 32  # one default everywhere: TrainConfig, this command and the app's Training tab
 
 
 def _positive_int(text: str) -> int:
@@ -54,7 +63,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, model_args: bool = F
     g.add_argument(
         "--steps", type=_positive_int, default=200, metavar="N", help="training steps (default 200)"
     )
-    g.add_argument("--batch", type=_positive_int, default=64, metavar="B", help="batch size (default 64)")
+    g.add_argument("--batch", type=_positive_int, default=DEFAULT_BATCH, metavar="B",
+                   help=f"batch size (default {DEFAULT_BATCH}, as in the app)")  # fmt: skip
     g.add_argument("--lr", type=_float, default=None, metavar="LR",
                    help="learning rate (default 0.1 for SGD, 0.001 for Adam/AdamW)")  # fmt: skip
     g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd", help="default sgd")
@@ -67,8 +77,11 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, model_args: bool = F
     g.add_argument("--plain", action="store_true", help="train the plain twin (shortcuts removed)")
     g.add_argument("--device", default="auto", metavar="DEV", help="auto (default), cpu or cuda")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    g.add_argument("--csv", metavar="FILE", help="write one row per step to FILE")
-    g.add_argument("--jsonl", metavar="FILE", help="write one JSON object per step to FILE")
+    g.add_argument("--run-dir", metavar="DIR",
+                   help="the run directory to write (default: a new one under the user's data dir, "
+                        "e.g. ~/.local/share/resviz/runs/NAME-TIME)")  # fmt: skip
+    g.add_argument("--csv", metavar="FILE", help="also write one row per step to FILE (every step, streamed)")
+    g.add_argument("--jsonl", metavar="FILE", help="also write one JSON object per step to FILE (every step)")
     g.add_argument("--json", action="store_true", help="print one JSON object per step on stdout")
     g.add_argument("--no-probes", dest="probes", action="store_false",
                    help="skip the per-block gradient probes")  # fmt: skip
@@ -105,7 +118,7 @@ class Progress:
             if tick == self._last_tick and done != self.total:
                 return
             self._last_tick = tick
-            self.stream.write(f"step {done}/{self.total}  loss {loss:.4f}  acc {acc:.3f}\n")
+            self.stream.write(f"step {done - 1} ({done}/{self.total} done)  loss {loss:.4f}  acc {acc:.3f}\n")
         self.stream.flush()
 
     def _eta(self, done: int) -> str:
@@ -123,7 +136,8 @@ class Progress:
 
 
 def run_train(args) -> int:
-    """Run ``resviz train`` for parsed ``args``; returns the exit status (0, 1 NaN/Inf, 2 bad input)."""
+    """Run ``resviz train`` for parsed ``args``; returns the exit status (0, 1 NaN/Inf, 2 bad input,
+    130 Ctrl-C, 143 SIGTERM: the records so far are kept)."""
     try:
         return _run(args)
     except ResvizError as e:
@@ -131,9 +145,53 @@ def run_train(args) -> int:
         return EXIT_BAD_INPUT
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (``timeout``, a scheduler, ``docker stop``): unwind like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """Turn SIGTERM into :class:`Terminated` while training, so the run directory and the files are
+    closed with what was recorded; the previous handler is back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not settable here (embedded interpreter): keep the default
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_config(args, cfg, trainer) -> dict:
+    """What ``run.json`` records of a ``resviz train`` run (see the README's run directory format)."""
+    import torch
+
+    from . import __version__
+
+    return {
+        "source": "resviz train", "model": args.model, "input_shape": list(trainer.input_shape),
+        "plain": bool(args.plain), "optimizer": cfg.optimizer, "lr": cfg.lr, "momentum": cfg.momentum,
+        "nesterov": cfg.nesterov, "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size,
+        "steps": cfg.steps, "seed": cfg.seed, "data": args.data, "data_description": trainer.data.describe(),
+        "device": cfg.device, "world_size": 1, "every": 1, "probes": cfg.probes,
+        "torch": torch.__version__, "resviz": __version__, "argv": list(sys.argv),
+    }  # fmt: skip
+
+
 def _run(args) -> int:
     from .core.session import open_model
-    from .core.training import RecordWriter, TrainConfig, Trainer
+    from .core.training import RecordWriter, RunState, RunWriter, TrainConfig, Trainer, default_run_dir
+    from .core.training.runreport import report_json
+    from .core.training.store import summarise_flags
 
     cfg = TrainConfig(
         optimizer=args.optimizer,
@@ -152,50 +210,70 @@ def _run(args) -> int:
     for note in session.notes:
         print(f"note: {note}", file=sys.stderr)
     trainer = Trainer.from_session(session, cfg, data=args.data, plain=args.plain)
+    trainer.interactive = False  # the fault message says what to run, not "resume or reset"
     for note in trainer.notes:
         print(f"note: {note}", file=sys.stderr)
     what = f"plain twin of {trainer.name}" if args.plain else trainer.name
+    run_dir = getattr(args, "run_dir", None)
+    run_dir = run_dir or default_run_dir(f"{trainer.name}-plain" if args.plain else trainer.name)
+    run = RunWriter.create(run_dir, name=what, config=run_config(args, cfg, trainer), blocks=trainer.block_names,
+                           report=report_json(trainer.report))  # fmt: skip
+    for note in trainer.notes:
+        run.log("note", note)
     print(
-        f"training {what} on {trainer.data.describe()}: {cfg.steps} steps, batch {cfg.batch_size}, "
-        f"{cfg.optimizer} lr {cfg.lr:g}, {cfg.device}",
+        f"training {what} on {trainer.data.describe()}: {cfg.steps} steps (numbered 0-{cfg.steps - 1}), "
+        f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.device}; run directory {run.path}",
         file=sys.stderr,
     )
     writers = []
+    status = EXIT_OK
+    rec = None
+    end_state, end_message = RunState.FINISHED, ""
     try:
-        if args.csv:
-            writers.append(RecordWriter(args.csv, "csv", trainer.block_names))
-        if args.jsonl:
-            writers.append(RecordWriter(args.jsonl, "jsonl"))
-        progress = Progress(cfg.steps)
-        status = EXIT_OK
-        rec = None
-        try:
-            for _ in range(cfg.steps):
-                rec = trainer.step()
-                for w in writers:
-                    w.write(rec)
-                if args.json:
-                    sys.stdout.write(json.dumps(rec.to_dict(), allow_nan=False) + "\n")
-                    sys.stdout.flush()
-                progress.update(rec.step + 1, rec.loss, rec.accuracy)
-                if rec.nonfinite:
-                    status = EXIT_NONFINITE
-                    break
-        finally:
-            progress.close()
+        with _sigterm_unwinds():
+            if args.csv:
+                writers.append(RecordWriter(args.csv, "csv", trainer.block_names, stream=True))
+            if args.jsonl:
+                writers.append(RecordWriter(args.jsonl, "jsonl", stream=True))
+            progress = Progress(cfg.steps)
+            try:
+                for _ in range(cfg.steps):
+                    rec = trainer.step()
+                    run.write(rec)
+                    for w in writers:
+                        w.write(rec)
+                    if args.json:
+                        sys.stdout.write(json.dumps(rec.to_dict(), allow_nan=False) + "\n")
+                        sys.stdout.flush()
+                    progress.update(rec.step + 1, rec.loss, rec.accuracy)
+                    if rec.nonfinite:
+                        status = EXIT_NONFINITE
+                        end_state, end_message = RunState.FAULTED, rec.message
+                        break
+            finally:
+                progress.close()
+    except (KeyboardInterrupt, Terminated) as e:
+        sig = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C (SIGINT)"
+        done = trainer.step_index
+        end_state, end_message = RunState.STOPPED, f"stopped by {sig} after {done} of {cfg.steps} steps"
+        status = 143 if isinstance(e, Terminated) else 130
+        print(f"\nresviz: {end_message}; the {done} recorded steps are kept", file=sys.stderr)
+    except BaseException as e:
+        end_state, end_message = RunState.STOPPED, f"{type(e).__name__}: {e}"
+        raise
     finally:
         for w in writers:
-            w.close()  # what was recorded so far is kept, even on Ctrl-C or an error
-    if rec is not None:
+            w.close()  # what was recorded so far is kept, even on Ctrl-C, SIGTERM or an error
+        run.close(end_state, end_message)
+    if rec is not None and status in (EXIT_OK, EXIT_NONFINITE):
         if rec.nonfinite:
             print(f"resviz: {rec.message}", file=sys.stderr)
         else:
-            flagged = sorted({k.rpartition(".")[0] for k in rec.flags})
-            tail = f"; vanishing/exploding gradients in {', '.join(flagged)}" if flagged else ""
-            print(
-                f"done: step {rec.step + 1}, loss {rec.loss:.4f}, accuracy {rec.accuracy:.3f}{tail}",
-                file=sys.stderr,
-            )
+            flags = summarise_flags(rec.flags)
+            tail = f"; flagged gradients: {flags}" if flags else ""
+            print(f"done: {rec.step + 1} steps (0-{rec.step}), last loss {rec.loss:.4f}, accuracy "
+                  f"{rec.accuracy:.3f}{tail}", file=sys.stderr)  # fmt: skip
+    print(f"wrote {run.path}", file=sys.stderr)
     for w in writers:
         print(f"wrote {w.path}", file=sys.stderr)
     return status

@@ -13,6 +13,9 @@ os.environ.setdefault(
     "RESVIZ_SETTINGS", os.path.join(tempfile.mkdtemp(prefix="resviz-test-"), "settings.ini")
 )
 
+# runs that resviz train writes by default go under the user's data dir: a temporary one here
+os.environ.setdefault("RESVIZ_DATA_DIR", tempfile.mkdtemp(prefix="resviz-data-"))
+
 import pytest  # noqa: E402
 
 import resviz.gui  # noqa: E402,F401  (keeps None alive under PySide6 abi3 wheels on Python 3.11)

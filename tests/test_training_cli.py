@@ -43,7 +43,7 @@ def test_json_csv_jsonl(tmp_path, capsys):
         for probes in d["blocks"].values():
             assert PROBES <= set(probes)
             assert all(isinstance(probes[k], float) and probes[k] > 0 for k in PROBES)
-    assert "step 3/3" in err and "wrote" in err and "\r" not in err  # not a TTY: plain lines
+    assert "step 2 (3/3 done)" in err and "wrote" in err and "\r" not in err  # not a TTY: plain lines
     from_csv, from_jsonl = read_csv(csv_path), read_jsonl(jsonl_path)
     assert [r.step for r in from_csv] == [r.step for r in from_jsonl] == [0, 1, 2]
     for d, a, b in zip(lines, from_csv, from_jsonl):
@@ -197,3 +197,93 @@ def test_training_is_headless():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------------------ the run directory
+
+
+def test_train_writes_a_run_directory(tmp_path, capsys):
+    from resviz.core.training import open_run
+    from resviz.core.training.runreport import report_from_json
+
+    d = tmp_path / "run1"
+    rc, _, err = train(
+        ["resnet20", "--input", "3x8x8", "--steps", "3", "--batch", "4", "--run-dir", str(d)], capsys
+    )
+    assert rc == 0, err
+    run = open_run(d)
+    assert run.meta["format"] == 1 and run.state.value == "finished"
+    cfg = run.meta["config"]
+    assert (cfg["optimizer"], cfg["lr"], cfg["batch_size"], cfg["device"], cfg["world_size"]) == (
+        "sgd",
+        0.1,
+        4,
+        "cpu",
+        1,
+    )
+    assert cfg["torch"] and run.meta["started"] and cfg["data"] == "synthetic"
+    assert [r.step for r in run.records()] == [0, 1, 2]
+    assert run.report["check"]["model"] == "resnet20" and len(run.report["check"]["blocks"]) == 9
+    assert [b.name for b in report_from_json(run.report).blocks] == [
+        b["name"] for b in run.report["check"]["blocks"]
+    ]
+    assert str(d) in err
+    rc, _, err = train(["resnet20", "--input", "3x8x8", "--steps", "1", "--run-dir", str(d)], capsys)
+    assert rc == 2 and "already holds a run" in err  # never mixed into another run
+
+
+def test_default_batch_is_one_convention():
+    from resviz.core.training import TrainConfig
+    from resviz.train_cli import DEFAULT_BATCH
+
+    assert parse(["resnet20"]).batch == TrainConfig().batch_size == DEFAULT_BATCH == 32
+
+
+def test_headless_fault_says_what_to_run_not_resume(tmp_path, capsys):
+    d = tmp_path / "r"
+    rc, _, err = train(["resnet20", "--input", "3x8x8", "--steps", "6", "--batch", "4", "--lr", "1e30",
+                        "--run-dir", str(d)], capsys)  # fmt: skip
+    assert rc == 1
+    assert "resume" not in err and "reset" not in err and "Run again with a lower learning rate" in err
+    assert "--lr 1e+29" in err
+    from resviz.core.training import open_run
+
+    run = open_run(d)
+    assert run.state.value == "faulted" and "Run again" in run.meta["message"]
+
+
+@pytest.mark.slow  # a real subprocess: importing torch there takes most of its ~10 s
+def test_sigterm_keeps_every_recorded_step_and_leaves_no_temp_files(tmp_path):
+    """A real ``resviz train`` killed with SIGTERM mid-run: the run directory and --jsonl/--csv
+    hold every step recorded before the signal, run.json says stopped, no temporary file is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    d, jl, cv = tmp_path / "run", tmp_path / "s.jsonl", tmp_path / "s.csv"
+    cmd = [sys.executable, "-m", "resviz", "train", "resnet20", "--input", "3x8x8", "--batch", "2",
+           "--steps", "100000", "--run-dir", str(d), "--jsonl", str(jl), "--csv", str(cv)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        for line in proc.stderr:  # wait for the first progress line: steps are being recorded
+            if line.startswith("step "):
+                break
+        proc.send_signal(signal.SIGTERM)
+        err = proc.stderr.read()
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 143, err
+    assert "stopped by SIGTERM" in err
+    from resviz.core.training import open_run, read_csv, read_jsonl
+
+    run = open_run(d)
+    steps = [r.step for r in run.records()]
+    assert steps and steps == list(range(len(steps)))
+    assert run.state.value == "stopped" and "SIGTERM" in run.meta["message"]
+    assert [r.step for r in read_jsonl(jl)] == steps and [r.step for r in read_csv(cv)] == steps
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []

@@ -182,6 +182,7 @@ def test_newer_formats_are_refused_with_words(tmp_path):
 
 
 def test_default_run_dir_is_under_the_user_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("RESVIZ_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     monkeypatch.setattr(sys, "platform", "linux")
     p = default_run_dir("resnet/20 plain")

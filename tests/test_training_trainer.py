@@ -376,3 +376,49 @@ def test_broken_shortcut_is_refused_with_pointer_to_check():
 
     with pytest.raises(TrainingError, match=r"shortcut mismatches in block.*resviz check"):
         Trainer(Broken(), cfg(), input_shape=SHAPE)
+
+
+class NanGrad(nn.Module):
+    """Finite forward (adds 0), NaN backward: d sqrt(u)/du at u = 0 is inf, times 0 is NaN."""
+
+    def forward(self, x):
+        return x + 0 * torch.sqrt(x - x)
+
+
+def test_nan_message_names_the_block_where_the_nan_arose_on_the_backward_path():
+    m = tiny()
+    m.layer2[0].bn2 = nn.Sequential(m.layer2[0].bn2, NanGrad())  # the NaN arises in layer2.0
+    t = Trainer(m, cfg(), input_shape=SHAPE)
+    rec = t.step()
+    assert rec.nonfinite and math.isfinite(rec.loss)
+    assert math.isfinite(rec.blocks["layer3.0"]["grad_norm"])  # deeper: still finite
+    assert math.isnan(rec.blocks["layer1.0"]["grad_norm"])  # shallower: NaN spread there
+    assert "first on the backward path in block layer2.0" in rec.message, rec.message
+    assert "layer1.0" not in rec.message
+
+
+class HugeLogits(TinyResNet):
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1) * 1e25)
+
+
+def test_finite_gradients_past_float32_square_range_are_not_called_nonfinite():
+    """Norms past ~1.8e19 square past float32's range: summed naively they read as Inf and the
+    step was blocked although every gradient was finite."""
+    torch.manual_seed(0)
+    t = Trainer(HugeLogits(), cfg(lr=1e-40), input_shape=SHAPE)
+    rec = t.step()
+    assert not rec.nonfinite, rec.message
+    fc_grad = t.model.fc.weight.grad
+    assert math.isfinite(rec.loss) and torch.isfinite(fc_grad).all()
+    # the fc weights belong to no block; the blocks' own norms are finite and exact
+    g = rec.blocks["layer3.0"]["grad_norm"]
+    want = math.sqrt(sum(float(torch.linalg.vector_norm(p.grad, dtype=torch.float64)) ** 2
+                         for p in t.model.layer3[0].parameters()))  # fmt: skip
+    assert g > 1.8e19 and g == pytest.approx(want, rel=1e-5)
+    assert (
+        math.isfinite(rec.blocks["layer3.0"]["output_grad_norm"])
+        and rec.blocks["layer3.0"]["output_grad_norm"] > 1.8e19
+    )

@@ -161,14 +161,19 @@ def _dot_ok(t: torch.Tensor) -> bool:
     return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
 
 
-def _sq_norm(t: torch.Tensor) -> torch.Tensor:
-    """Squared L2 norm as a 0-d float32 tensor on t's device. On CPU a BLAS dot product is ~3x
-    faster than ``vector_norm`` (and as exact); elsewhere a float32-accumulated norm."""
+def _sq_norm(t: torch.Tensor):
+    """Squared L2 norm of ``t``, safe from float32 overflow (a norm above ~1.8e19 squares past
+    float32's range). On the CPU: a BLAS dot product in float32 (~3x faster than
+    ``vector_norm``), read at once (no device to wait for) and redone in float64 in the rare case
+    it overflowed: a Python float. Elsewhere: a 0-d float64 tensor (float64 accumulation)."""
     t = t.detach()
     if _dot_ok(t):
         f = t.view(-1)
-        return torch.dot(f, f)
-    return torch.linalg.vector_norm(t, dtype=torch.float32).square()
+        d = torch.dot(f, f).item()
+        if d == math.inf:
+            d = torch.linalg.vector_norm(f, dtype=torch.float64).square().item()
+        return d
+    return torch.linalg.vector_norm(t, dtype=torch.float64).square()
 
 
 class ProbeSink:
@@ -177,7 +182,7 @@ class ProbeSink:
     def __init__(self, n_blocks: int):
         self.n_slots = n_blocks * SLOTS
         self.active = False
-        self.vals: list[torch.Tensor] = []
+        self.vals: list = []  # squared norms: Python floats (CPU) or 0-d float64 tensors
         self.slots: list[int] = []
         # The output of one block is usually the input of the next, at the same version: one
         # gradient hook serves both (``alias[input slot] = output slot``).
@@ -214,19 +219,20 @@ class ProbeSink:
     def add_norms(self, slot_res: int, res: torch.Tensor, sc: torch.Tensor) -> None:
         if not (res.is_floating_point() and sc.is_floating_point()):
             return
-        if _dot_ok(res) and _dot_ok(sc):
-            self.vals += (_sq_norm(res), _sq_norm(sc))
-        else:
-            r, s = torch._foreach_norm([res.detach(), sc.detach()])
-            self.vals += (r.float().square(), s.float().square())
+        self.vals += (_sq_norm(res), _sq_norm(sc))
         self.slots += (slot_res, slot_res + 1)
 
     def reduce(self, device) -> tuple[torch.Tensor, set[int], dict[int, int]]:
-        """Sum of squared norms per slot (a device tensor), the set of slots measured and the
-        slot aliases (host side)."""
-        out = torch.zeros(self.n_slots, device=device, dtype=torch.float32)
-        if self.vals:
-            v = torch.stack(self.vals)
+        """Sum of squared norms per slot (a float64 device tensor), the set of slots measured and
+        the slot aliases (host side)."""
+        if all(isinstance(v, float) for v in self.vals):  # CPU: the values are already here
+            sums = [0.0] * self.n_slots
+            for slot, v in zip(self.slots, self.vals):
+                sums[slot] += v
+            out = torch.tensor(sums, dtype=torch.float64, device=device)
+        else:
+            out = torch.zeros(self.n_slots, device=device, dtype=torch.float64)
+            v = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=device) for x in self.vals])
             idx = torch.tensor(self.slots, device=v.device)
             out.index_add_(0, idx, v)
         return out, set(self.slots), dict(self.alias)
@@ -480,7 +486,7 @@ class ProbeSet:
 
     def block_grad_sq(self, param_sq: torch.Tensor) -> torch.Tensor:
         """Sum of squared parameter-gradient norms per block (device tensor)."""
-        out = torch.zeros(len(self.names), device=param_sq.device, dtype=torch.float32)
+        out = torch.zeros(len(self.names), device=param_sq.device, dtype=param_sq.dtype)
         if len(self.param_index):
             out.index_add_(0, self.block_index, param_sq.index_select(0, self.param_index))
         return out
@@ -510,6 +516,36 @@ class ProbeSet:
                 "gain": gain,
             }
         return out
+
+    def nonfinite_origin(self, blocks: dict[str, dict[str, float]], measured: set[int],
+                         alias: dict[int, int] | None = None) -> tuple[str, str] | None:  # fmt: skip
+        """Where a NaN/Inf first appears on the backward path (from the loss towards the input):
+        ``(block, "inside")`` for the deepest block whose output gradient was finite but whose
+        input or parameter gradient was not; ``(block, "after")`` when the gradient at a block's
+        output was already non-finite with every deeper block finite (it arose between that block
+        and the loss); None when every measured gradient was finite."""
+        alias = alias or {}
+
+        def bad(i: int, slot: int, probe: str) -> bool:
+            s = alias.get(i * SLOTS + slot, i * SLOTS + slot)
+            return s in measured and not math.isfinite(blocks[self.names[i]][probe])
+
+        for i in reversed(range(len(self.names))):
+            d = blocks.get(self.names[i], {})
+            if bad(i, OUT, "output_grad_norm"):
+                return self.names[i], "after"
+            if bad(i, IN, "input_grad_norm") or not math.isfinite(d.get("grad_norm", 0.0)):
+                return self.names[i], "inside"
+        return None
+
+
+def param_sq_norms(grads: list[torch.Tensor], exact: bool = False) -> torch.Tensor:
+    """Squared norms of ``grads`` as a float64 device tensor. The fast path takes float32 norms
+    (``_foreach_norm``), which overflow for a norm past ~1.8e19; ``exact=True`` accumulates in
+    float64 (redo with it before calling a step non-finite)."""
+    if exact:
+        return torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads]).square()
+    return torch.stack(torch._foreach_norm(grads)).double().square()
 
 
 # ------------------------------------------------------------------------------------ plain twin

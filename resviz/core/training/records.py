@@ -161,31 +161,63 @@ def _blocks_of(records: Iterable[StepRecord]) -> list[str]:
 
 
 class RecordWriter:
-    """Streams records to a CSV or JSON-lines file; the file appears (atomically) on ``close``.
+    """Writes records to a CSV or JSON-lines file, one row/line per :meth:`write`.
 
     ``fmt`` is ``"csv"`` or ``"jsonl"``. For CSV the columns are fixed by ``block_names``.
-    Use as a context manager: on an exception the records written so far are still committed.
+    ``stream=False`` (whole-file exports): written under a temporary name and moved into place on
+    ``close``, so a failure never leaves half a file under the user's name. ``stream=True`` (a
+    running training): written to ``path`` itself (through a symlink, as ``open`` does) and
+    flushed after every record, so SIGTERM, Ctrl-C or a crash lose nothing and leave no temporary
+    file. Use as a context manager: on an exception the records written so far are kept.
     """
 
-    def __init__(self, path: str | os.PathLike, fmt: str, block_names: Sequence[str] = ()):
+    def __init__(self, path: str | os.PathLike, fmt: str, block_names: Sequence[str] = (), *,
+                 stream: bool = False):  # fmt: skip
         if fmt not in ("csv", "jsonl"):
             raise ValueError(f"unknown format {fmt!r}")
         self.fmt = fmt
-        self._out = AtomicTextFile(path)
-        self.path = self._out.path
+        self.stream = stream
+        if stream:
+            self._out = None
+            self.path = Path(path)
+            if self.path.is_dir():
+                raise ResvizError(f"cannot write {self.path}: it is a folder; name a file")
+            try:
+                self.file = open(self.path, "w", encoding="utf-8", newline="")
+            except OSError as e:
+                raise ResvizError(f"cannot write {self.path}: {e.strerror or e}") from None
+        else:
+            self._out = AtomicTextFile(path)
+            self.path = self._out.path
+            self.file = self._out.file
         if fmt == "csv":
             self.columns = csv_columns(block_names)
-            self._csv = csv.writer(self._out.file, lineterminator="\n")
+            self._csv = csv.writer(self.file, lineterminator="\n")
             self._csv.writerow(self.columns)
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.stream:
+            self.file.flush()
 
     def write(self, rec: StepRecord) -> None:
         if self.fmt == "csv":
             self._csv.writerow(_csv_row(rec, self.columns))
         else:
-            self._out.file.write(json.dumps(rec.to_dict(), allow_nan=False) + "\n")
+            self.file.write(json.dumps(rec.to_dict(), allow_nan=False) + "\n")
+        self._flush()
 
     def close(self) -> Path:
-        return self._out.commit()
+        if self._out is not None:
+            return self._out.commit()
+        if not self.file.closed:
+            self.file.flush()
+            try:
+                os.fsync(self.file.fileno())
+            except OSError:
+                pass  # a pipe or a terminal (/dev/stdout): nothing to sync
+            self.file.close()
+        return self.path
 
     def __enter__(self) -> RecordWriter:
         return self

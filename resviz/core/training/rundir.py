@@ -67,7 +67,10 @@ def now_iso() -> str:
 
 def user_data_dir() -> Path:
     """Where resviz keeps its data: ``$XDG_DATA_HOME/resviz`` (``~/.local/share/resviz``) on Linux,
-    ``~/Library/Application Support/resviz`` on macOS, ``%LOCALAPPDATA%\\resviz`` on Windows."""
+    ``~/Library/Application Support/resviz`` on macOS, ``%LOCALAPPDATA%\\resviz`` on Windows;
+    ``$RESVIZ_DATA_DIR`` when set."""
+    if os.environ.get("RESVIZ_DATA_DIR"):
+        return Path(os.environ["RESVIZ_DATA_DIR"]).expanduser()
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import ResvizError
 from .data import DataSource, open_data
-from .probes import ProbeSet, plain_twin, probe_blocks
+from .probes import ProbeSet, param_sq_norms, plain_twin, probe_blocks
 from .records import StepRecord, flag_norms
 from .store import RunStore
 
@@ -59,7 +59,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float | None = None
-    batch_size: int = 64
+    batch_size: int = 32  # the same default in resviz train and the app's Training tab
     steps: int = 200
     seed: int = 0
     device: str = "auto"
@@ -289,6 +289,9 @@ class Trainer:
             raise TrainingError(f"{self.name}: the model has no trainable parameters")
         self.optimizer = make_optimizer(self.params, cfg)
         self.history = RunStore(self.block_names, history)
+        # True: a person at the app can resume or reset after a fault (the message says so);
+        # False (resviz train): the message says what to run instead
+        self.interactive = True
         self.step_index = 0
         self._lr = cfg.lr
         self._pending_lr: float | None = None
@@ -483,9 +486,9 @@ class Trainer:
             raise
         with torch.no_grad():
             grads = [p.grad if p.grad is not None else self._zero for p in self.params]
-            param_sq = torch.stack(torch._foreach_norm(grads)).float().square()
-            correct = (logits.detach().argmax(1) == y).sum().float()
-            parts = [loss.detach().float().view(1), correct.view(1), param_sq.sum().view(1)]
+            param_sq = param_sq_norms(grads)
+            correct = (logits.detach().argmax(1) == y).sum().double()
+            parts = [loss.detach().double().view(1), correct.view(1), param_sq.sum().view(1)]
             measured: set[int] = set()
             alias: dict[int, int] = {}
             if probes is not None:
@@ -494,17 +497,26 @@ class Trainer:
                 parts += [probes.block_grad_sq(param_sq), act]
                 probes.sink.clear()
             values = torch.cat(parts).tolist()  # the one device-to-host copy of the step
+            if not math.isfinite(values[2]) and math.isfinite(values[0]):
+                # float32 norms overflow past ~1.8e19: redo in float64 before calling it non-finite
+                param_sq = param_sq_norms(grads, exact=True)
+                values[2] = param_sq.sum().item()
+                if probes is not None:
+                    values[3 : 3 + len(probes.names)] = probes.block_grad_sq(param_sq).tolist()
         loss_v, correct_v, grad_sq = values[0], values[1], values[2]
         nonfinite = not (math.isfinite(loss_v) and math.isfinite(grad_sq))
         blocks: dict[str, dict[str, float]] = {}
+        origin = None
         if probes is not None:
             nb = len(probes.names)
             blocks = probes.decode(values[3 : 3 + nb], values[3 + nb :], measured, alias)
+            if nonfinite:
+                origin = probes.nonfinite_origin(blocks, measured, alias)
         lr = self._lr
         message = ""
         if nonfinite:
             self.optimizer.zero_grad(set_to_none=True)
-            message = self._fault_message(step, loss_v, blocks, lr)
+            message = self._fault_message(step, loss_v, origin, lr)
             self._blocked = message
             self._blocked_lr = lr
         else:
@@ -528,21 +540,29 @@ class Trainer:
             return contextlib.nullcontext()
         return seeded((self.config.seed * 1_000_003 + step) % (2**63), self.device)
 
-    def _fault_message(self, step: int, loss: float, blocks, lr: float) -> str:
+    def _fault_message(self, step: int, loss: float, origin: tuple[str, str] | None, lr: float) -> str:
         if math.isnan(loss):
             what = "the loss became NaN"
         elif math.isinf(loss):
             what = "the loss became infinite"
         else:
             what = f"the loss was {loss:.4g} but the gradients became NaN/Inf"
-        bad = [b for b, d in blocks.items() if not math.isfinite(d.get("grad_norm", 0.0))]
-        where = f" (first in block {bad[0]})" if bad else ""
-        snap = self._good.step
-        return (
-            f"step {step}: {what}{where} at learning rate {lr:g}; the update was not applied and "
-            f"training is paused. Lower the learning rate (e.g. x0.1: {lr * 0.1:g}) and resume (from the "
-            f"snapshot at step {snap}), or reset."
-        )
+        where = ""
+        if origin is not None and math.isfinite(loss):
+            block, kind = origin
+            where = (f" (first on the backward path in block {block}: its output gradient was finite, its input "
+                     "or parameter gradient was not)" if kind == "inside" else
+                     f" (already at the output of block {block}: it arose between {block} and the loss)")  # fmt: skip
+        lower = lr * 0.1
+        if self.interactive:
+            advice = (f"Lower the learning rate (e.g. x0.1: {lower:g}) and resume (from the snapshot at step "
+                      f"{self._good.step}), or reset.")  # fmt: skip
+        else:
+            advice = (f"Run again with a lower learning rate (x0.1: --lr {lower:g}); the steps recorded so far "
+                      "are in the run directory.")  # fmt: skip
+        halt = "is paused" if self.interactive else "stopped"
+        return (f"step {step}: {what}{where} at learning rate {lr:g}; the update was not applied and training "
+                f"{halt}. {advice}")  # fmt: skip
 
     def run(self, steps: int | None = None, callback=None) -> list[StepRecord]:
         """Convenience loop: ``steps`` steps (default: config.steps), stopping at a fault."""

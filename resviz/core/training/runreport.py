@@ -1,0 +1,117 @@
+"""``report.json`` of a run directory: the check report plus the trace, to redraw without the code.
+
+``report_json(report)`` gives ``{"format": 1, "check": <exactly resviz check --json>, "graph":
+{...}}``; ``graph`` holds every record of the analysis (values, ops, calls, residual adds, blocks,
+stages, mismatches, errors and the totals) as plain JSON, without the traced ``nn.Module`` objects.
+:func:`report_from_json` rebuilds a :class:`~resviz.core.analysis.Report` from it, which the
+renderer and the app draw as they draw a freshly traced one (the inspector has no module to show).
+Writing needs no torch; rebuilding imports the analysis module (and so torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+REPORT_FORMAT = 1
+_RECORDS = {
+    "values": "Value", "ops": "Op", "calls": "Call", "residual_adds": "ResidualAdd", "blocks": "Block",
+    "stages": "Stage", "mismatches": "Mismatch", "errors": "ShapeError",
+}  # fmt: skip
+_SCALARS = ("model_name", "input_shape", "complete", "total_params", "trainable_params", "output_shapes",
+            "seconds", "suggested_sizes")  # fmt: skip
+
+
+def _plain(v):
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return str(v)
+
+
+def _record(r) -> dict:
+    d = {f.name: _plain(getattr(r, f.name)) for f in dataclasses.fields(r) if f.name != "module"}
+    if getattr(r, "module", None) is not None and hasattr(r, "attrs"):  # a layer op: its hyper-parameters
+        from ..describe import hyperparams
+
+        d["layer"] = _plain(hyperparams(r))
+    return d
+
+
+class StoredModule:
+    """A layer read back from ``report.json``: its hyper-parameters as attributes (kernel_size,
+    stride, in_channels, ...), no code and no weights. Labels and geometry read it as a module."""
+
+    def __init__(self, attrs: dict):
+        for k, v in attrs.items():
+            if k == "bias":
+                v = True if v else None  # describe.hyperparams reads `bias is not None`
+            setattr(self, k, tuple(v) if isinstance(v, list) else v)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(stored)"
+
+
+_STUB_TYPES: dict[str, type] = {}
+
+
+def _stub(type_name: str, attrs: dict) -> StoredModule:
+    cls = _STUB_TYPES.get(type_name)
+    if cls is None:
+        safe = type_name if type_name.isidentifier() else "Layer"
+        cls = _STUB_TYPES[type_name] = type(safe, (StoredModule,), {"__module__": "resviz.stored"})
+    return cls(attrs)
+
+
+def report_json(report) -> dict:
+    """``{"format", "check", "graph"}`` for ``report.json`` (see the module doc)."""
+    graph = {k: [_record(r) for r in getattr(report, k)] for k in _RECORDS}
+    graph.update({k: _plain(getattr(report, k)) for k in _SCALARS})
+    return {"format": REPORT_FORMAT, "check": report.to_dict(), "graph": graph}
+
+
+def _tuple(v):
+    return tuple(_tuple(x) for x in v) if isinstance(v, list) else v
+
+
+# fields stored as tuples in the records (JSON gives lists back)
+_TUPLE_FIELDS = {"shape", "source", "input_shape", "output_shape", "residual_shape", "shortcut_shape"}
+
+
+def report_from_json(d: dict):
+    """A Report rebuilt from :func:`report_json`'s output (no modules attached)."""
+    from .. import records
+    from ..analysis import Report
+    from ..errors import ResvizError
+
+    graph = d.get("graph") if isinstance(d, dict) else None
+    if not isinstance(graph, dict):
+        raise ResvizError("report.json has no graph: it was written without the trace (re-run the training)")
+    kw = {}
+    try:
+        for key, cls_name in _RECORDS.items():
+            cls = getattr(records, cls_name)
+            names = {f.name for f in dataclasses.fields(cls)}
+            rows = []
+            for row in graph.get(key, []):
+                args = {k: (_tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v)
+                        for k, v in row.items() if k in names}  # fmt: skip
+                if key == "ops" and isinstance(row.get("layer"), dict):
+                    args["module"] = _stub(str(row.get("type", "")), row["layer"])
+                if key == "errors":
+                    args["input_shapes"] = [tuple(s) for s in args.get("input_shapes", [])]
+                rows.append(cls(**args))
+            kw[key] = rows
+        for k in _SCALARS:
+            if k in graph:
+                kw[k] = graph[k]
+        kw["input_shape"] = tuple(kw["input_shape"])
+        kw["output_shapes"] = [tuple(s) for s in kw.get("output_shapes", [])]
+        return Report(**kw)
+    except (TypeError, KeyError, ValueError) as e:
+        raise ResvizError(f"report.json: the graph cannot be read back ({type(e).__name__}: {e})") from None
