@@ -32,7 +32,7 @@ class TrainingViewsMixin:
     def _track_flags(self) -> None:
         """Which norms are flagged now, and since when (flag keys of the twin get 'plain:')."""
         for key, buf in self.buffers.items():
-            last = buf.latest
+            last = _flag_source(buf)
             if last is None:
                 continue
             plain = key == "plain"
@@ -50,11 +50,12 @@ class TrainingViewsMixin:
             which = "plain" if key.startswith("plain:") else "residual"
             rest = key[len("plain:") :] if which == "plain" else key
             buf = self.buffers.get(which)
-            if buf is None or buf.latest is None:
+            last = _flag_source(buf) if buf is not None else None
+            if last is None:
                 continue
             block, _, probe = rest.rpartition(".")
-            kind = buf.latest.get("flags", {}).get(rest, "")
-            v = buf.latest.get("blocks", {}).get(block, {}).get(probe, float("nan"))
+            kind = last.get("flags", {}).get(rest, "")
+            v = last.get("blocks", {}).get(block, {}).get(probe, float("nan"))
             entries.append((key, block, probe, kind, v, self.flag_since[key], which))
         shown = tuple((e[0], e[3]) for e in entries)
         if shown == self._flags_shown and not force:
@@ -246,3 +247,11 @@ def _last_finite(values: np.ndarray) -> np.ndarray:
     idx = rows - 1 - np.argmax(ok[::-1], axis=0)
     out = values[idx, np.arange(values.shape[1])]
     return np.where(ok.any(axis=0), out, np.nan)
+
+
+def _flag_source(buf) -> dict | None:
+    """The record whose flags the list shows: the latest one, or at a NaN/Inf fault (whose norms
+    are not numbers) the last finite one: what was exploding or vanishing before the fault."""
+    if buf.latest is not None and buf.latest.get("nonfinite") and buf.last_finite is not None:
+        return buf.last_finite
+    return buf.latest

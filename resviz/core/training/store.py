@@ -183,6 +183,7 @@ class RunStore:
         self.stride = 1
         self.count = 0  # records appended since the start (or the last clear)
         self.latest: dict | None = None
+        self.last_finite: dict | None = None  # the latest record without NaN/Inf (what led to a fault)
         self._latest_probes = np.full((len(self.names), len(PROBES)), np.nan)
         self.first: dict | None = None  # the first record of the run: the network at step 0
         self.first_probes = np.full((len(self.names), len(PROBES)), np.nan)
@@ -236,6 +237,8 @@ class RunStore:
             self.first_probes = probes
         if payload.get("nonfinite"):
             self.faults.append(payload)
+        else:
+            self.last_finite = payload
         t = payload.get("t")
         if t is not None:
             self.times.append((int(payload["step"]), float(t)))
