@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -17,29 +18,21 @@ os.environ.setdefault(
 os.environ.setdefault("RESVIZ_DATA_DIR", tempfile.mkdtemp(prefix="resviz-data-"))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import resviz.gui  # noqa: E402,F401  (keeps None alive under PySide6 abi3 wheels on Python 3.11)
 
+# The tests run tiny tensors, where torch's intra-op threads only wait on each other: on a busy
+# 2-core machine a small conv took 16 ms with 2 threads and 1.9 ms with one (test_mismatch.py's
+# property test: 15 s -> 4 s). Tests that are about threads set their own count.
+torch.set_num_threads(1)
+
 
 def _running_qthreads() -> list:
-    import sys
-
-    if "PySide6.QtCore" not in sys.modules:
-        return []
-    import shiboken6
-    from PySide6.QtCore import QCoreApplication, QThread
-
-    app = QCoreApplication.instance()
-    main = app.thread() if app is not None else None
-    out = []
-    for obj in gc.get_objects():
-        if issubclass(type(obj), QThread) and shiboken6.isValid(obj) and obj is not main:
-            try:
-                if obj.isRunning():
-                    out.append(obj)
-            except RuntimeError:
-                pass
-    return out
+    """resviz's own QThreads still running: every one is registered with ``resviz.gui.qt_gc`` before
+    it starts, so this is a look-up, not a walk over every object in the process."""
+    qt_gc = sys.modules.get("resviz.gui.qt_gc")
+    return qt_gc.running_threads() if qt_gc is not None else []
 
 
 def _new_threads(before: set) -> list:
@@ -61,11 +54,12 @@ def no_leaked_threads(request):
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + 3.0
-    while True:
-        py, qt = _new_threads(before), _running_qthreads()
-        if not py and not qt or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    py, qt = _new_threads(before), _running_qthreads()
+    for t in py:  # give each a moment to finish what it was doing, then look again
+        t.join(max(0.0, deadline - time.monotonic()))
+    for q in qt:
+        q.wait(max(0, int((deadline - time.monotonic()) * 1000)))
+    py, qt = _new_threads(before), _running_qthreads()
     if py or qt:
         names = [t.name for t in py] + [f"QThread {q.objectName() or hex(id(q))}" for q in qt]
         pytest.fail(f"test leaked running threads: {', '.join(names)}")
@@ -79,8 +73,14 @@ def no_leaked_threads(request):
 def _restore_automatic_gc() -> None:
     """No resviz thread is left: the next test starts with Python's own collector, as a user's
     process would after the app closes (``resviz.gui.qt_gc`` switches it off while threads run)."""
-    import sys
-
     qt_gc = sys.modules.get("resviz.gui.qt_gc")
     if qt_gc is not None and qt_gc.installed():
         qt_gc.uninstall()
+
+
+def pytest_collection_finish(session) -> None:
+    """Every test module is imported (torch, Qt, hypothesis): move what exists now out of the
+    collector's reach, so the full collection after each Qt test walks that test's objects only,
+    not the hundreds of thousands that the imports made and that live until the process ends."""
+    gc.collect()
+    gc.freeze()

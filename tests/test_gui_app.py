@@ -55,10 +55,17 @@ def test_worker_reports_errors_in_words(qtbot):
 
 def test_stop_waits_for_the_running_job(qtbot):
     worker = QtWorker("test-worker")
-    worker.submit("x", lambda: time.sleep(0.2))
-    time.sleep(0.05)
+    started, done = threading.Event(), []
+
+    def job():
+        started.set()
+        time.sleep(0.2)  # the job's own work, still going on when stop() is called
+        done.append(True)
+
+    worker.submit("x", job)
+    assert started.wait(5)
     assert worker.stop()
-    assert not worker.is_running()
+    assert done and not worker.is_running()
     assert worker.submit("x", lambda: 1) == -1  # a stopped worker takes no more work
 
 

@@ -9,7 +9,7 @@ visible part outlined; click or drag in it to jump there.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPoint, QPointF, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QFrame, QGraphicsView, QWidget
 
@@ -35,6 +35,12 @@ class QtGraphView(QGraphicsView):
         self.setFrameShape(QFrame.NoFrame)
         self.setFocusPolicy(Qt.StrongFocus)
         self._placeholder = ""
+        self._grown = False  # the scrollable area was grown past the graph by keep_at
+        # How the program last placed the graph ("fit", "readable" or ("anchor", scene pt, viewport
+        # pt)): kept through resizes (the overview strip appearing, a scroll bar, the user resizing
+        # the window) until the user moves the view, so a fit stays a fit and an anchor stays put.
+        self._placement: str | tuple | None = None
+        self._placing = False
         self.horizontalScrollBar().valueChanged.connect(self.viewChanged)
         self.verticalScrollBar().valueChanged.connect(self.viewChanged)
         self.overview = QtOverview(self)
@@ -47,6 +53,7 @@ class QtGraphView(QGraphicsView):
 
     def set_zoom(self, scale: float, anchor: QPointF | None = None) -> None:
         """Zoom to ``scale`` keeping ``anchor`` (a scene point) where it is on screen."""
+        self._placement = None
         scale = min(MAX_SCALE, max(MIN_SCALE, scale))
         factor = scale / self.scale_factor()
         if abs(factor - 1) < 1e-6:
@@ -56,7 +63,7 @@ class QtGraphView(QGraphicsView):
         else:
             vp = self.mapFromScene(anchor)
             self.scale(factor, factor)
-            self.keep_at(anchor, QPointF(vp))
+            self._scroll_to(anchor, QPointF(vp))
         self.viewChanged.emit()
 
     def zoom_by(self, factor: float) -> None:
@@ -76,6 +83,7 @@ class QtGraphView(QGraphicsView):
         if not delta or event.modifiers() & Qt.ShiftModifier:
             super().wheelEvent(event)  # horizontal or shift-wheel: scroll
             return
+        self._placement = None
         factor = 1.0015**delta
         scale = min(MAX_SCALE, max(MIN_SCALE, self.scale_factor() * factor))
         self.scale(scale / self.scale_factor(), scale / self.scale_factor())  # around the cursor
@@ -87,10 +95,12 @@ class QtGraphView(QGraphicsView):
         rect = self.scene().sceneRect() if self.scene() else QRectF()
         if rect.isEmpty():
             return
+        self.follow_scene()
         self.fitInView(rect, Qt.KeepAspectRatio)
         if self.scale_factor() > 1.0:
             self.set_zoom(1.0)
             self.centerOn(rect.center())
+        self._placement = "fit"
         self.viewChanged.emit()
 
     def fit_readable(self) -> None:
@@ -98,28 +108,61 @@ class QtGraphView(QGraphicsView):
         rect = self.scene().sceneRect() if self.scene() else QRectF()
         if rect.isEmpty():
             return
+        self.follow_scene()
         vw, vh = max(1, self.viewport().width() - 8), max(1, self.viewport().height() - 8)
         whole = min(vw / rect.width(), vh / rect.height(), 1.0)
         if whole >= 0.7:
             self.fit()
+            self._placement = "readable"
             return
         scale = max(whole, min(0.9, vw / rect.width()))
         self.resetTransform()
         self.set_zoom(scale)
         self.centerOn(QPointF(rect.center().x(), rect.top() + vh / scale / 2))
+        self._placement = "readable"
         self.viewChanged.emit()
 
     # ---------------------------------------------------------------- moving
 
     def keep_at(self, scene_pt: QPointF, viewport_pt: QPointF) -> None:
-        """Scroll so that ``scene_pt`` appears at ``viewport_pt`` (viewport pixels)."""
+        """Scroll so that ``scene_pt`` appears at ``viewport_pt`` (viewport pixels).
+
+        Whatever the window's size: where the graph is narrower or shorter than the window there
+        is nothing to scroll (Qt would centre it, and a block that grows on unfolding would jump
+        sideways), so the view's scrollable area first grows to take in the window's rectangle at
+        the wanted place. The next graph drawn, or a fit, goes back to the graph's own rectangle.
+        """
+        self._placement = ("anchor", QPointF(scene_pt), QPointF(viewport_pt))
+        self._scroll_to(scene_pt, viewport_pt)
+
+    def _scroll_to(self, scene_pt: QPointF, viewport_pt: QPointF) -> None:
+        s = self.scale_factor()
+        want = QRectF(scene_pt.x() - viewport_pt.x() / s, scene_pt.y() - viewport_pt.y() / s,
+                      self.viewport().width() / s, self.viewport().height() / s)  # fmt: skip
+        area = self.sceneRect()
+        if not area.contains(want):
+            # aligned top-left: an area exactly as wide as the window is not re-centred by Qt
+            # as if the vertical scroll bar took no room
+            self.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+            self.setSceneRect(area.united(want))
+            self._grown = True
         now = QPointF(self.mapFromScene(scene_pt))
         dx, dy = now.x() - viewport_pt.x(), now.y() - viewport_pt.y()
         h, v = self.horizontalScrollBar(), self.verticalScrollBar()
         h.setValue(h.value() + round(dx))
         v.setValue(v.value() + round(dy))
 
+    def follow_scene(self) -> None:
+        """A new graph: scroll over its own rectangle again (undoing any growth by :meth:`keep_at`);
+        what the last one was placed by no longer holds."""
+        self._placement = None
+        if self._grown:
+            self.setSceneRect(QRectF())  # null: follow the scene's own rectangle
+            self.setAlignment(Qt.AlignCenter)
+            self._grown = False
+
     def center_on_rect(self, rect: QRectF) -> None:
+        self._placement = None
         if self.scale_factor() < READABLE_SCALE * 0.6:
             self.set_zoom(READABLE_SCALE)
         self.centerOn(rect.center())
@@ -153,7 +196,32 @@ class QtGraphView(QGraphicsView):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        placement = self._placement
+        if placement is not None and not self._placing:
+            self._placing = True  # placing may show or hide a scroll bar: one more resize
+            try:
+                if placement == "fit":
+                    self.fit()
+                elif placement == "readable":
+                    self.fit_readable()
+                else:
+                    self._scroll_to(placement[1], placement[2])
+            finally:
+                self._placing = False
         self.viewChanged.emit()
+
+    def unpin(self) -> None:
+        """The user moved the view: a later resize keeps what is on screen, not the last placement."""
+        self._placement = None
+
+    def viewportEvent(self, event) -> bool:
+        if event.type() in (QEvent.MouseButtonPress, QEvent.Wheel):
+            self._placement = None
+        return super().viewportEvent(event)
+
+    def keyPressEvent(self, event) -> None:
+        self._placement = None
+        super().keyPressEvent(event)
 
     def scene_drawn(self) -> None:
         """The scene was rebuilt: refresh the mini-map."""
@@ -268,6 +336,7 @@ class QtOverview(QWidget):
 
     def mousePressEvent(self, event) -> None:
         if self._pix is not None:
+            self._view.unpin()
             self._view.centerOn(self._to_scene(event.position().toPoint()))
             self._view.viewChanged.emit()
         event.accept()

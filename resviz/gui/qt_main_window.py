@@ -297,6 +297,7 @@ class QtMainWindow(QMainWindow):
         keep_name = selected.name if selected is not None else None
         center = self.view.mapToScene(self.view.viewport().rect().center())
         self.scene.show_graph(drawn.graph, drawn.layout)
+        self.view.follow_scene()
         self.view.set_placeholder("")
         mode = hint.get("mode")
         if mode == "fit":
