@@ -20,7 +20,11 @@ os.environ.setdefault("RESVIZ_DATA_DIR", tempfile.mkdtemp(prefix="resviz-data-")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import resviz.gui  # noqa: E402,F401  (keeps None alive under PySide6 abi3 wheels on Python 3.11)
+from resviz.gui.qt_compat import keep_dropped_objects_alive  # noqa: E402
+
+# The tests make windows without the app's start, so they take its compatibility step themselves
+# (it acts only under a PySide6 that drops references, which test_gui_app.py then reports).
+keep_dropped_objects_alive()
 
 # The tests run tiny tensors, where torch's intra-op threads only wait on each other: on a busy
 # 2-core machine a small conv took 16 ms with 2 threads and 1.9 ms with one (test_mismatch.py's

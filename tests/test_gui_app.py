@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -199,3 +200,53 @@ def test_cyclic_garbage_is_collected_on_the_ui_thread_only(qtbot):
     assert set(where) == {threading.main_thread().ident}
     qtbot.waitUntil(lambda: not qt_gc.installed(), timeout=5_000)  # the worker is gone
     assert gc.isenabled()
+
+
+# ---------------------------------------------------------------------------- PySide6 compatibility
+
+
+def test_the_installed_pyside6_survives_many_void_calls_and_emits():
+    """The pinned PySide6 keeps its references: 20,000 void calls and Signal.emit()s in a fresh
+    interpreter that never imports resviz (6.12.0's abi3 wheel on Python 3.11 aborts here)."""
+    import subprocess
+
+    code = (
+        "from PySide6.QtCore import QObject, QTimer, Signal\n"
+        "class O(QObject):\n    s = Signal()\n"
+        "o, t = O(), QTimer()\n"
+        "for _ in range(20000):\n    o.s.emit(); t.setInterval(5)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_importing_the_gui_leaves_none_true_and_false_alone():
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "before = [sys.getrefcount(o) for o in (None, True, False)]\n"
+        "import resviz.gui, resviz.gui.qt_main_window\n"
+        "after = [sys.getrefcount(o) for o in (None, True, False)]\n"
+        "print(all(a < b + 10**6 for a, b in zip(after, before)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_the_compatibility_step_acts_only_on_dropped_references():
+    import ctypes
+
+    from resviz.gui import qt_compat
+
+    obj = object()
+    held = [obj] * 1000  # references enough for the fake leak below to take some
+    assert not qt_compat.drops_references(obj, lambda: None)
+    assert qt_compat.drops_references(obj, lambda: ctypes.pythonapi.Py_DecRef(ctypes.py_object(obj)))
+    assert sys.getrefcount(obj) < 1000 + 10
+    qt_compat.make_immortal(obj)
+    assert sys.getrefcount(obj) > 1 << 49
+    assert qt_compat.pyside_drops_references() == []  # the installed PySide6: the step does nothing
+    del held
+

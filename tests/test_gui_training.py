@@ -389,24 +389,6 @@ def test_importing_the_tab_does_not_import_torch_or_pyqtgraph():
     assert out.stdout.split() == ["False", "False"], out.stderr
 
 
-def test_true_and_false_outlive_many_signal_emits():
-    """PySide6 abi3 on Python 3.11: SignalInstance.emit() returns True without a new reference;
-    resviz.gui makes True/False (and None) immortal, or live plots abort the app (bool_dealloc)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import resviz.gui\n"
-        "from PySide6.QtCore import QObject, Signal\n"
-        "class O(QObject):\n    s = Signal()\n"
-        "o = O()\n"
-        "for _ in range(20000): o.s.emit()\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
-
-
 def test_probe_names_match_the_core():
     from resviz.core.training.records import EXPLODING, PROBES, VANISHING
     from resviz.gui import qt_training_buffer as b

@@ -183,22 +183,6 @@ def test_progress_in_place_on_a_tty():
     assert s.text.startswith("\r[") and "3/3" in s.text and s.text.endswith("\n")
 
 
-def test_training_is_headless():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, argparse\n"
-        "import resviz.train_cli, resviz.core.training as t\n"
-        "from resviz.core import zoo\n"
-        "tr = t.Trainer(zoo.build('resnet20', device='cpu'), t.TrainConfig(batch_size=2), input_shape=(1, 3, 8, 8))\n"
-        "tr.step()\n"
-        "bad = [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'resviz.gui'))]\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 # ------------------------------------------------------------------------------------ the run directory
 
 

@@ -36,6 +36,11 @@ def _application(offscreen: bool = False):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
+    from .qt_compat import keep_dropped_objects_alive
+
+    found = keep_dropped_objects_alive()  # before the thousands of calls the window makes
+    if found and not _warned_compat:
+        _warn_compat(found)
     app = QApplication.instance()
     created = app is None
     if created:
@@ -43,6 +48,19 @@ def _application(offscreen: bool = False):
         app.setApplicationName("resviz")
         app.setOrganizationName("resviz")
     return app, created
+
+
+_warned_compat = False
+
+
+def _warn_compat(found: list[str]) -> None:
+    global _warned_compat
+    _warned_compat = True
+    import PySide6
+
+    print(f"resviz: PySide6 {PySide6.__version__} on Python {sys.version.split()[0]} drops references "
+          f"to {' and '.join(found)} on every call; resviz keeps them alive for this process. "
+          "Install the version resviz pins (pip install -e .) to be rid of this.", file=sys.stderr)  # fmt: skip
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
