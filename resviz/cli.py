@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 
+from .core import gcpause
 from .core.errors import ResvizError, Terminated
 
 COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen")
@@ -134,6 +135,11 @@ def build_gui_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with gcpause.owning_process():  # resviz's own process: the engine may pause the gc (gcpause.py)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
