@@ -202,6 +202,24 @@ def test_cyclic_garbage_is_collected_on_the_ui_thread_only(qtbot):
     assert gc.isenabled()
 
 
+def test_the_ui_thread_collector_gives_back_a_host_collector_that_was_off(qtbot):
+    """``resviz.show`` in a program that runs with gc disabled: after the window's workers end,
+    the collector is off again, as the program had it."""
+    import gc
+
+    from resviz.gui import qt_gc
+
+    gc.disable()
+    try:
+        worker = QtWorker("test-worker")
+        assert qt_gc.installed() and not gc.isenabled()
+        worker.stop()
+        qtbot.waitUntil(lambda: not qt_gc.installed(), timeout=5_000)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 # ---------------------------------------------------------------------------- PySide6 compatibility
 
 

@@ -8,13 +8,15 @@ fault (seen in CI: a worker building resnet20 crashed right after its own gc pau
 standard remedy, used by pyqtgraph's ``GarbageCollector`` and others, is to switch automatic
 collection off and collect from a timer on the UI thread instead.
 
-resviz does its own rather than use pyqtgraph's because the engine pauses the collector around
-heavy work (:mod:`resviz.core.gcpause`): this holds automatic collection off through that module,
-so no pause ending in a worker switches it back on, and skips a tick while a pause is in progress
-(a full collection mid-analysis would also stall the worker, which needs the GIL). Collection
-follows Python's own thresholds, so memory behaves as before, just a tick or two late.
-Once none of the threads it was installed for runs any more (the window closed; in a notebook
-after ``resviz.show``), Python's automatic collection is switched back on.
+Why not ``pyqtgraph.util.GarbageCollector`` itself (its ``check`` is the model for ours): it calls
+``gc.disable()`` for good when created and never gives the collector back, which a window opened
+by ``resviz.show`` in someone's notebook must do; and it knows nothing of the engine's pauses. This
+one goes through :mod:`resviz.core.gcpause`: it *holds* automatic collection off, so no pause
+ending in a worker switches it back on; it skips a tick while a pause is in progress (a full
+collection mid-analysis would also stall the worker, which needs the GIL); and once none of the
+threads it was installed for runs any more (the window closed; in a notebook after
+``resviz.show``), it releases the hold, which leaves the collector as the host had it before.
+Collection follows Python's own thresholds, so memory behaves as before, just a tick or two late.
 """
 
 from __future__ import annotations
