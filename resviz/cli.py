@@ -115,11 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_gui_parser() -> argparse.ArgumentParser:
+    """``resviz [MODEL] [options]``: the app. Its help (also ``resviz --help``) lists the commands."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     p = argparse.ArgumentParser(
         prog="resviz",
-        description="Open the resviz desktop app. Commands: " + ", ".join(COMMANDS)
-        + " (resviz COMMAND --help).",
-    )
+        usage="resviz [MODEL] [options]          open the desktop app\n"
+              "       resviz COMMAND MODEL [options]  work headless (resviz COMMAND --help)",
+        description="See, check and train residual networks.",
+        epilog="commands:\n" + "\n".join(f"  {c.dest:10s} {c.help}" for c in commands._choices_actions),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="model to open (default: resnet18)")  # fmt: skip
     _model_args(p, model_required=False)
@@ -129,8 +134,10 @@ def build_gui_parser() -> argparse.ArgumentParser:
                    help="with --screenshot: train N steps first so the plots are filled")
     p.add_argument("--twin", action="store_true",
                    help="with --train: train the plain twin beside the residual net")  # fmt: skip
-    p.add_argument("--tab", default=None, help="with --screenshot: which tab to show")
-    p.add_argument("--size", default="1600x1000", help="window size for --screenshot")
+    p.add_argument("--tab", default=None, metavar="NAME",
+                   help="the tab to show, by the start of its title: issues, summary, training, ...")
+    p.add_argument("--size", default="1600x1000", metavar="WxH",
+                   help="window size for --screenshot (default: 1600x1000)")
     return p
 
 
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        if not argv or argv[0] not in COMMANDS:  # the app; its --help lists the commands too
             args = build_gui_parser().parse_args(argv)
             return _run_gui(args)
         args = build_parser().parse_args(argv)

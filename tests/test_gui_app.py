@@ -91,11 +91,28 @@ def test_screenshot_of_a_model_that_does_not_load(qapp, tmp_path, capsys):
     assert not QImage(str(path)).isNull()  # the window, showing the error
 
 
-def test_bad_arguments_exit_2_before_any_window(qapp, tmp_path):
+def test_bad_arguments_exit_2_before_any_window(qapp, tmp_path, capsys):
     from resviz.cli import main
 
     assert main(["resnet18", "--input", "1x3xfoo", "--screenshot", str(tmp_path / "a.png")]) == 2
     assert main(["resnet18", "--size", "huge", "--screenshot", str(tmp_path / "b.png")]) == 2
+    assert main(["resnet18", "--tab", "Foo", "--screenshot", str(tmp_path / "c.png")]) == 2
+    assert "no tab called 'Foo'; tabs: " in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no picture taken
+
+
+def test_help_shows_the_apps_own_options_and_the_commands(capsys):
+    from resviz.cli import main
+
+    for flag in ("--help", "-h"):
+        with pytest.raises(SystemExit) as stop:
+            main([flag])
+        assert stop.value.code == 0
+        out = capsys.readouterr().out
+        for word in ("MODEL", "--screenshot", "--train", "--twin", "--tab", "--size", "--input"):
+            assert word in out, word
+        for command in ("check", "summary", "render", "zoo", "train"):
+            assert f"\n  {command} " in out, command
 
 
 # ---------------------------------------------------------------------------- resviz.show

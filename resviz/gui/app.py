@@ -129,15 +129,17 @@ def run_app(args) -> int:
     window.t0 = _T_START
     if not _install_extensions(window, args) and getattr(args, "train", 0):
         print("resviz: --train needs the Training tab, which is not installed; ignoring it", file=sys.stderr)
+    if getattr(args, "tab", None) and not window.select_tab(args.tab):  # a bad argument: exit 2, no window
+        print(f"resviz: no tab called {args.tab!r}; tabs: "
+              + ", ".join(window.tabs.tabText(i) for i in range(window.tabs.count())), file=sys.stderr)  # fmt: skip
+        window.shutdown()
+        window.deleteLater()
+        return EXIT_BAD_INPUT
     if size:
         window.resize(*size)
     window.show()
     window.open_source(getattr(args, "model", None) or "resnet18", input_shape=getattr(args, "input", None),
                        kwargs_text=getattr(args, "kwargs", None), trust=bool(getattr(args, "trust", False)))  # fmt: skip
-    if getattr(args, "tab", None):
-        if not window.select_tab(args.tab):
-            print(f"resviz: no tab called {args.tab!r}; tabs: "
-                  + ", ".join(window.tabs.tabText(i) for i in range(window.tabs.count())), file=sys.stderr)  # fmt: skip
     result = {"code": EXIT_OK}
     if screenshot:
         _arm_screenshot(window, screenshot, result, getattr(args, "tab", None))
