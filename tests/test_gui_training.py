@@ -377,18 +377,6 @@ def test_screenshot_after_training(qapp, tmp_path, capsys):
     assert not image.isNull() and (image.width(), image.height()) == (1200, 800)
 
 
-def test_importing_the_tab_does_not_import_torch_or_pyqtgraph():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, resviz.gui.qt_training, resviz.gui.qt_training_buffer;"
-        "print('torch' in sys.modules, 'pyqtgraph' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.split() == ["False", "False"], out.stderr
-
-
 def test_probe_names_match_the_core():
     from resviz.core.training.records import EXPLODING, PROBES, VANISHING
     from resviz.gui import qt_training_buffer as b

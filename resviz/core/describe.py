@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import rules
 from .records import Op
+
+# ``rules`` (and with it torch) is imported where a geometry is asked for, not here: the app draws
+# its window from this module's labels before torch has finished importing on the worker thread.
 
 _ATTRS = (
     "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
@@ -73,6 +75,8 @@ def conv_geometry(op: Op) -> dict[str, Any] | None:
     m = op.module
     if m is None or not hasattr(m, "kernel_size") or not hasattr(m, "in_channels"):
         return None
+    from . import rules
+
     g = rules.conv_geometry(m)  # ints, 1-tuples and lists alike: PyTorch accepts them all
     return {
         "kernel": g["kernel"],
@@ -89,6 +93,7 @@ def pool_geometry(op: Op) -> dict[str, Any] | None:
     m = op.module
     if m is None or not hasattr(m, "kernel_size") or hasattr(m, "in_channels"):
         return None
+    from . import rules
 
     nd = rules.spatial_dims(m)
 
