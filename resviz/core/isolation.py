@@ -27,11 +27,13 @@ Not isolated: training a Python-file model (``resviz train``, the Training tab) 
 model, so :attr:`LoadedModel.rebuild` imports and builds it in this process when asked; and live
 modules given to :func:`resviz.analyze` / :func:`resviz.show` are the caller's own.
 
-Cost: one Python + torch start per load (see ``benchmarks/bench_isolation.py``).
+Cost: one Python + torch start per load (see ``benchmarks/bench_isolation.py``); the app keeps
+one spare child started ahead (``warm=True``), so a reload after an edit does not wait for it.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import pickle
@@ -49,7 +51,8 @@ from typing import Any
 
 from .errors import LoadError, ResvizError
 
-__all__ = ["CancelToken", "Cancelled", "PlainModule", "open_python", "python_candidates", "run_in_child"]
+__all__ = ["CancelToken", "Cancelled", "PlainModule", "drop_spare", "keep_spare", "open_python",
+           "python_candidates", "run_in_child"]
 
 _HEADER = struct.Struct(">Q")
 _STARTUP_GRACE_S = 120.0  # for the child to start Python and import torch, on top of --timeout
@@ -153,6 +156,61 @@ def _child_command() -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "resviz.core.isolated_child"], env
 
 
+def _spawn(spare: bool = False) -> subprocess.Popen:
+    cmd, env = _child_command()
+    if spare:
+        cmd.append("--warm-up")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            start_new_session=True)  # fmt: skip
+    proc.resviz_cwd = os.getcwd()  # type: ignore[attr-defined]
+    return proc
+
+
+# One child started ahead of the next request, for the app: between two reloads of a file the
+# user edits, it has Python and torch imported already (``warm=True``). Never for one-off checks.
+_SPARE_LOCK = threading.Lock()
+_spare: subprocess.Popen | None = None
+
+
+def _take_child() -> subprocess.Popen:
+    global _spare
+    with _SPARE_LOCK:
+        proc, _spare = _spare, None
+    if proc is not None and proc.poll() is None and proc.resviz_cwd == os.getcwd():
+        return proc
+    if proc is not None:
+        _end(proc)
+    return _spawn()
+
+
+def keep_spare() -> None:
+    """Start a child now for the next request (it imports torch while nothing waits for it)."""
+    global _spare
+    with _SPARE_LOCK:
+        if _spare is None or _spare.poll() is not None:
+            _spare = _spawn(spare=True)
+
+
+@atexit.register
+def drop_spare() -> None:
+    """End the spare child (the app's window closed; the interpreter exits)."""
+    global _spare
+    with _SPARE_LOCK:
+        proc, _spare = _spare, None
+    if proc is not None:
+        _end(proc)
+
+
+def _end(proc: subprocess.Popen) -> None:
+    _kill(proc)
+    _wait(proc)
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
 def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         try:
@@ -182,18 +240,17 @@ def _reader(stream, out: queue.Queue) -> None:
 
 def run_in_child(request: dict, *, file: str, timeout: float | None = None,
                  cancel: CancelToken | None = None, prepare: Callable[[], None] | None = None,
-                 on_stage: Callable[[str], None] | None = None) -> object:
+                 on_stage: Callable[[str], None] | None = None, warm: bool = False) -> object:
     """Send ``request`` to a fresh child and return its answer.
 
     ``file`` is the user's file as given, for messages; ``prepare`` runs here while the child
-    works; ``on_stage`` hears what the child is doing ("importing model.py"), on this thread.
+    works; ``on_stage`` hears what the child is doing ("importing model.py"), on this thread;
+    ``warm`` starts a spare child for the next request once this one is done (the app).
     Raises :class:`LoadError` when the child fails, dies, or runs past ``timeout`` seconds;
     :class:`Cancelled` when ``cancel`` fired.
     """
-    cmd, env = _child_command()
     reader: threading.Thread | None = None
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                            start_new_session=True)  # fmt: skip
+    proc = _take_child()
     if cancel is not None:
         cancel._attach(proc)
     stage = f"starting Python for {file}"
@@ -219,6 +276,8 @@ def run_in_child(request: dict, *, file: str, timeout: float | None = None,
                     "stopped it. Does its code loop forever or wait for something at import, in "
                     "__init__ or in forward? If it is only slow, give more time with --timeout."
                 ) from None
+            if kind == "ready":  # imports done; the user's code comes next
+                continue
             if kind == "stage":
                 stage = payload
                 if on_stage is not None:
@@ -247,11 +306,9 @@ def run_in_child(request: dict, *, file: str, timeout: float | None = None,
         _wait(proc)
         if reader is not None:
             reader.join(5)  # the pipe is at its end now that the child is gone
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        _end(proc)
+        if warm:
+            keep_spare()
 
 
 def _wait(proc: subprocess.Popen) -> int:
@@ -305,7 +362,8 @@ def split_python_source(source: str) -> tuple[str, str | None] | None:
 
 
 def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, timeout: float | None = None,
-                cancel: CancelToken | None = None, on_stage: Callable[[str], None] | None = None):  # fmt: skip
+                cancel: CancelToken | None = None, on_stage: Callable[[str], None] | None = None,
+                warm: bool = False):  # fmt: skip
     """:func:`resviz.core.session.open_model` for a Python file, run in a child process.
 
     Returns a Session whose report holds :class:`PlainModule` records and whose ``loaded`` has no
@@ -320,7 +378,7 @@ def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, ti
         input_shape = tuple(int(d) for d in input_shape)
     answer = run_in_child({"op": "open", "source": source, "input_shape": input_shape, "kwargs": kwargs},
                           file=file, timeout=timeout, cancel=cancel, prepare=_import_records,
-                          on_stage=on_stage)  # fmt: skip
+                          on_stage=on_stage, warm=warm)  # fmt: skip
     target = answer["target"]
 
     from . import pyfile
@@ -345,7 +403,7 @@ def _import_records() -> None:
 
 
 def python_candidates(path: str, *, kwargs: dict | None = None, timeout: float | None = None,
-                      cancel: CancelToken | None = None) -> list:  # fmt: skip
+                      cancel: CancelToken | None = None, warm: bool = False) -> list:  # fmt: skip
     """:func:`resviz.core.pyfile.python_candidates`, with the file imported in a child process."""
     return run_in_child({"op": "candidates", "path": str(path), "kwargs": dict(kwargs or {})},
-                        file=str(path), timeout=timeout, cancel=cancel)  # fmt: skip
+                        file=str(path), timeout=timeout, cancel=cancel, warm=warm)  # fmt: skip

@@ -96,7 +96,7 @@ def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_sta
         from ..core.loading import parse_kwargs
 
         session = open_python(src.source, input_shape=shape, kwargs=parse_kwargs(src.kwargs_text),
-                              cancel=cancel, on_stage=on_stage)  # fmt: skip
+                              cancel=cancel, on_stage=on_stage, warm=True)  # fmt: skip
     else:
         session = open_model(src.source, input_shape=shape, kwargs_text=src.kwargs_text, trust=src.trust)
     return view_job(session, state, measures)
@@ -319,6 +319,9 @@ class QtDocument(QObject):
             if token is not None:
                 token.cancel()  # never wait for the user's endless loop to close the window
         self.worker.stop()
+        from ..core.isolation import drop_spare
+
+        drop_spare()
 
     # -------------------------------------------------------------- internals
 

@@ -349,7 +349,7 @@ class QtWindowActions(QObject):
 def _candidates(path: str, token=None):
     from ..core.isolation import python_candidates  # the file's code runs in a child process
 
-    return python_candidates(path, cancel=token)
+    return python_candidates(path, cancel=token, warm=True)  # the load that follows gets a ready child
 
 
 def _zoo_entries():
