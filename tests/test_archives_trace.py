@@ -348,7 +348,7 @@ def test_export_baked_in_size_is_a_clear_shape_error(archives):
     assert not trace.complete
     fatal = [e for e in trace.errors if e.fatal]
     assert len(fatal) == 1 and fatal[0].type == "view" and "invalid for input" in fatal[0].message
-    assert "exported for input 2x3x32x32" in fatal[0].suggestion
+    assert "exported for input 2×3×32×32" in fatal[0].suggestion
     report = build_report(trace, None, "ep")  # everything up to the failure is still there
     assert [b.name for b in report.blocks] == ["layer1.0", "layer1.1", "layer2.0", "layer2.1"]
     # the same program at its own shape is fine

@@ -52,7 +52,7 @@ def run(capsys, *argv):
 def test_check_clean_model_exits_0_with_a_block_table(capsys):
     code, out, err = run(capsys, "check", "resnet18")
     assert code == 0, err
-    assert "layer2.0" in out and "projection" in out and "64x56x56 → 128x28x28" in out
+    assert "layer2.0" in out and "projection" in out and "64×56×56 → 128×28×28" in out
     assert "every shortcut matches" in out
     assert "\033[" not in out  # no colour codes when not writing to a terminal
 
@@ -104,7 +104,7 @@ def test_summary_totals_agree_with_torchinfo(capsys):
 def test_summary_table_text(capsys):
     code, out, _ = run(capsys, "summary", "resnet20", "--depth", "1")
     assert code == 0
-    assert "layer2" in out and "total params" in out and "32x16x16" in out
+    assert "layer2" in out and "total params" in out and "32×16×16" in out
 
 
 def test_zoo_lists_models_with_params(capsys):

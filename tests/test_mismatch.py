@@ -48,7 +48,7 @@ def test_every_broken_block_is_reported_in_one_run():
     m = report.mismatches[0]
     assert m.residual_shape == (1, 32, 16, 16) and m.shortcut_shape == (1, 16, 32, 32)
     assert "`layer2.0.conv1`" in m.cause and "stride 2" in m.cause and "identity" in m.cause
-    assert "32 output channels" in m.cause and "16x32x32 vs 32x16x16" in m.cause
+    assert "32 output channels" in m.cause and "residual 32×16×16 vs shortcut 16×32×32" in m.cause
     assert m.fix == ("nn.Sequential(nn.Conv2d(16, 32, kernel_size=1, stride=2, bias=False), "
                      "nn.BatchNorm2d(32))")  # fmt: skip
     # tracing went on with the residual branch: later shapes are the intended ones
@@ -74,7 +74,7 @@ def test_unpadded_conv_is_blamed_and_padding_fix_works():
     report = resviz.analyze(model, (1, 3, 32, 32))
     (m,) = report.mismatches
     assert m.block == "blocks.1"
-    assert "`blocks.1.body.0` is a 3x3 conv with padding 0: it shrinks 32 to 30" in m.cause
+    assert "`blocks.1.body.0` is a 3×3 conv with padding 0: it shrinks 32 to 30" in m.cause
     assert m.fix == "blocks.1.body.0: padding=1"
     assert m.culprits == ["blocks.1.body.0"] and m.input_sizes == []
     apply_fix(model, m.block, m.fix, "shortcut")

@@ -58,7 +58,7 @@ def test_residual_adds_and_shortcut_kinds():
     add = report.residual_adds[2]
     assert [report.ops[i].name for i in add.shortcut_ops] == ["layer2.0.downsample.0",
                                                               "layer2.0.downsample.1"]  # fmt: skip
-    assert "Conv2d 1x1/2 16→32" in add.detail
+    assert "Conv2d 1×1/2 16→32" in add.detail
 
 
 def test_option_a_lambda_shortcut_is_zero_pad():

@@ -141,7 +141,7 @@ def test_export_archive_whose_sample_inputs_are_a_pickle_is_not_run(tmp_path, ca
     assert main(["check", str(path)]) == 0  # the graph is fine; only the sample inputs are skipped
     captured = capsys.readouterr()
     assert "sample inputs" in captured.err
-    assert "2x3x8x8" in captured.out
+    assert "2×3×8×8" in captured.out
     assert not marker.exists(), "opening the archive ran its code"
 
 

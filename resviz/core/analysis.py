@@ -21,14 +21,14 @@ from .errors import ResvizError
 from .gcpause import gc_paused
 from .records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Value
 from .residual import find_residual_adds
-from .shapes import parse_shape
+from .shapes import human_shape, parse_shape
 from .trace import Trace, trace_module
 
 # Square sizes users commonly feed image models; tried when a failure depends on the input size.
 COMMON_SIZES = (32, 64, 96, 112, 128, 160, 192, 224, 256, 288, 299, 320, 384, 448, 512)
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
     """Everything resviz knows about one model at one input shape."""
 
@@ -52,6 +52,18 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.mismatches and not self.errors and self.complete
+
+    def __repr__(self) -> str:
+        # one line: the generated dataclass repr printed every op with its live module
+        shape = human_shape(self.input_shape) if self.input_shape else "?"
+        nb, nm, ne = len(self.blocks), len(self.mismatches), len(self.errors)
+        parts = [f"{nb} block{'s' if nb != 1 else ''}",
+                 f"{nm} mismatch{'es' if nm != 1 else ''}"]  # fmt: skip
+        if ne:
+            parts.append(f"{ne} error{'s' if ne != 1 else ''}")
+        if not self.complete:
+            parts.append("incomplete")
+        return f"<Report {self.model_name} {shape}: {', '.join(parts)}, {'ok' if self.ok else 'not ok'}>"
 
     @cached_property
     def macs(self) -> int:

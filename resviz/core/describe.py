@@ -39,12 +39,12 @@ def _pair(v) -> str:
     if isinstance(v, (tuple, list)):
         if len(set(v)) == 1:
             return str(v[0])
-        return "x".join(map(str, v))
+        return "×".join(map(str, v))
     return str(v)
 
 
 def short_label(op: Op) -> str:
-    """``Conv2d 3x3/2 64→128``, ``BatchNorm2d``, ``MaxPool2d 3x3/2``, ``add``."""
+    """``Conv2d 3×3/2 64→128``, ``BatchNorm2d``, ``MaxPool2d 3×3/2``, ``add``."""
     m = op.module
     if m is None:
         return op.type
@@ -52,7 +52,7 @@ def short_label(op: Op) -> str:
     if hasattr(m, "kernel_size") and hasattr(m, "in_channels"):
         k = _pair(m.kernel_size)
         s = _pair(m.stride)
-        label = f"{t} {k}x{k}" if "x" not in k else f"{t} {k}"
+        label = f"{t} {k}×{k}" if "×" not in k else f"{t} {k}"
         if s != "1":
             label += f"/{s}"
         label += f" {m.in_channels}→{m.out_channels}"
@@ -62,7 +62,7 @@ def short_label(op: Op) -> str:
     if hasattr(m, "kernel_size"):
         k = _pair(m.kernel_size)
         s = _pair(m.stride if m.stride is not None else m.kernel_size)
-        return f"{t} {k}x{k}/{s}" if "x" not in k else f"{t} {k}/{s}"
+        return f"{t} {k}×{k}/{s}" if "×" not in k else f"{t} {k}/{s}"
     if hasattr(m, "in_features"):
         return f"{t} {m.in_features}→{m.out_features}"
     if hasattr(m, "output_size"):

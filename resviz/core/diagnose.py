@@ -23,11 +23,11 @@ from .describe import conv_geometry, pool_geometry, short_label
 from .records import Mismatch, Op, ResidualAdd
 from .residual import common_module_path
 from .rules import broadcast, conv_out, pool_out
-from .shapes import format_shape
+from .shapes import human_shape
 
 
 def _fmt(shape) -> str:
-    return format_shape(shape, batch=False)
+    return human_shape(shape, batch=False)
 
 
 def _name(op: Op) -> str:
@@ -162,7 +162,7 @@ def _explain_missing_projection(trace, add: ResidualAdd, mm: Mismatch) -> bool:
             culprits.append(op.name)
     if not details:
         return False
-    mm.cause = f"{'; '.join(details)} while {what}: {_fmt(sc)} vs {_fmt(res)}"
+    mm.cause = f"{'; '.join(details)} while {what}: residual {_fmt(res)} vs shortcut {_fmt(sc)}"
     mm.fix = _shortcut_prefix(trace, add) + _projection_code(fork[1], res[1], stride, nd)
     mm.culprits = culprits
     return True
@@ -204,7 +204,7 @@ def _explain_layers(trace, add: ResidualAdd, mm: Mismatch, both: str) -> None:
             before, after = _in_out(trace, op)
             k, s, p = g["kernel"][0], g["stride"][0], g["padding"][0]
             extra = f" with stride {s}" if s > 1 else ""
-            causes.append(f"{_name(op)} is a {k}x{k} conv{extra} with padding {p}: it shrinks "
+            causes.append(f"{_name(op)} is a {k}×{k} conv{extra} with padding {p}: it shrinks "
                           f"{before[2]} to {after[2]}")  # fmt: skip
             culprits.append(op.name)
             over[op.id] = {"padding": _need_padding(g)}

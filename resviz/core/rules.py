@@ -30,7 +30,7 @@ class RuleError(Exception):
 
 
 def _fmt(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape)) if len(shape) else "scalar"
+    return "×".join(map(str, shape)) if len(shape) else "scalar"  # as shapes are written for people
 
 
 def as_tuple(v, n: int) -> tuple:

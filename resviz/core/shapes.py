@@ -44,9 +44,18 @@ def parse_shape(text: str | Sequence[int], *, batch: bool = True) -> Shape:
     return dims
 
 
-def format_shape(shape: Sequence[int], *, batch: bool = True) -> str:
-    """``(1, 64, 56, 56)`` → ``1x64x56x56``; with ``batch=False`` → ``64x56x56``."""
+def format_shape(shape: Sequence[int], *, batch: bool = True, sep: str = "x") -> str:
+    """``(1, 64, 56, 56)`` → ``1x64x56x56``; with ``batch=False`` → ``64x56x56``.
+
+    This ``x`` form is what users type (``--input``, the app's shape field); shapes in text meant
+    to be read use :func:`human_shape`."""
     dims = tuple(shape)
     if not batch and len(dims) > 1:
         dims = dims[1:]
-    return "x".join(str(d) for d in dims) if dims else "scalar"
+    return sep.join(str(d) for d in dims) if dims else "scalar"
+
+
+def human_shape(shape: Sequence[int], *, batch: bool = True) -> str:
+    """A tensor shape in words for people: ``64×56×56`` (the one convention in causes, tables,
+    pictures and messages; JSON keeps shapes as lists)."""
+    return format_shape(shape, batch=batch, sep="×")

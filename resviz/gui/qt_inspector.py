@@ -16,7 +16,7 @@ from PySide6.QtCore import QTimer, QUrl
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 from ..core.describe import hyperparams
-from ..render.text import human
+from ..render.text import human, verdict
 from ..render.view import shape_label
 
 _SOURCE_CACHE: dict[type, str] = {}
@@ -67,8 +67,7 @@ class QtInspector(QTextBrowser):
             self.setHtml("<p style='color:gray'>No model loaded.</p>")
             return
         nm, ne = len(r.mismatches), len(r.errors)
-        ok = "all shortcuts match" if r.blocks else "all shapes fit"
-        status = f"<span style='color:#16a34a'>✓ {ok}</span>"
+        status = f"<span style='color:#16a34a'>✓ {_e(verdict(r))}</span>"
         if nm or ne or not r.complete:
             parts = [f"{nm} shortcut mismatch{'es' if nm != 1 else ''}"] if nm else []
             parts += [f"{ne} shape error{'s' if ne != 1 else ''}"] if ne else []

@@ -8,6 +8,7 @@ select nodes with :meth:`QtMainWindow.select_module`.
 
 from __future__ import annotations
 
+import html
 import sys
 import time
 
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..render.text import verdict
 from ..render.view import shape_label
 from .qt_banner import QtBanner
 from .qt_document import QtDocument, text_measure
@@ -287,9 +289,7 @@ class QtMainWindow(QMainWindow):
                 parts.append("trace incomplete")
             self.count_label.setText(f"<b style='color:#dc2626'>{' · '.join(parts)}</b>")
         else:
-            n = len(report.blocks)
-            what = f"{n} blocks, all shortcuts match" if n else "all shapes fit"
-            self.count_label.setText(f"<b style='color:#16a34a'>✓ {what}</b>")
+            self.count_label.setText(f"<b style='color:#16a34a'>✓ {html.escape(verdict(report))}</b>")
 
     def _on_graph(self, drawn) -> None:
         hint = drawn.hint or {}

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..core.shapes import format_shape
+from ..core.shapes import human_shape
 
 
 class Style:
@@ -50,8 +50,32 @@ def human(n: int | float) -> str:
     return f"{int(n)}"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 block``, ``2 blocks``; ``words`` for irregular plurals (``mismatches``)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def verdict(report) -> str:
+    """The whole report in one line, worded the same in the terminal and in the app."""
+    nb = len(report.blocks)
+    if report.ok:
+        if report.residual_adds:
+            return f"{plural(nb, 'block')}, every shortcut matches" if nb else "every shortcut matches"
+        if nb:
+            return f"{plural(nb, 'block')}, none with a shortcut: the network has no residual adds"
+        return "no residual adds, so no shortcuts to check; every shape fits"
+    parts = []
+    if report.mismatches:
+        parts.append(plural(len(report.mismatches), "shortcut mismatch", "shortcut mismatches"))
+    if report.errors:
+        parts.append(plural(len(report.errors), "shape error"))
+    if not report.complete:
+        parts.append("tracing stopped early")
+    return ", ".join(parts) + (f" in {plural(nb, 'block')}" if nb else "")
+
+
 def shape_str(shape, batch: bool = True) -> str:
-    return "?" if shape is None else format_shape(shape, batch=batch)
+    return "?" if shape is None else human_shape(shape, batch=batch)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "", style=None) -> str:
@@ -131,21 +155,12 @@ def format_check(report, style: Style) -> str:
         if e.suggestion:
             lines.append(f"    hint:  {e.suggestion}")
         lines.append("")
-    n_m, n_e = len(report.mismatches), len(report.errors)
     if report.ok:
         lines.append(style.green(
-            f"✓ {len(report.blocks)} blocks, every shortcut matches; output "
-            + ", ".join(shape_str(s) for s in report.output_shapes)
+            f"✓ {verdict(report)}; output " + ", ".join(shape_str(s) for s in report.output_shapes)
         ))  # fmt: skip
     else:
-        parts = []
-        if n_m:
-            parts.append(f"{n_m} shortcut mismatch{'es' if n_m != 1 else ''}")
-        if n_e:
-            parts.append(f"{n_e} shape error{'s' if n_e != 1 else ''}")
-        if not report.complete:
-            parts.append("tracing stopped early")
-        lines.append(style.red("✗ " + ", ".join(parts)) + f" in {len(report.blocks)} blocks")
+        lines.append(style.red("✗ " + verdict(report)))
     return "\n".join(lines)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.describe import short_label
-from ..core.shapes import format_shape
+from ..core.shapes import human_shape
+from .text import plural
 
 Shape = tuple[int, ...]
 
@@ -114,13 +115,7 @@ class ViewState:
 def shape_label(shape: Shape | None) -> str:
     if shape is None:
         return "?"
-    if len(shape) <= 1:
-        return format_shape(shape, batch=True).replace("x", "×")
-    return format_shape(shape, batch=False).replace("x", "×")
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (words or word + 's')}"
+    return human_shape(shape, batch=len(shape) <= 1)
 
 
 def stage_shapes(stage) -> str:
