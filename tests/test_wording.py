@@ -40,7 +40,7 @@ def test_the_cause_and_the_headline_give_the_shapes_in_one_order_and_one_notatio
     for m in report.mismatches:
         assert "residual 32×16×16 vs shortcut 16×32×32" in m.cause or m.block != "layer2.0"
     assert "residual 32×16×16 vs shortcut 16×32×32" in text
-    shapes = re.findall(r"\b\d+[x×]\d+(?:[x×]\d+)*\b", text)
+    shapes = re.findall(r"\b\d+[x×]\d+[x×]\d+(?:[x×]\d+)*\b", text)  # tensors, not kernels
     assert shapes and all("x" not in s for s in shapes), [s for s in shapes if "x" in s]
     assert report.to_dict()["mismatches"][0]["residual_shape"] == [1, 32, 16, 16]  # JSON: lists
 
