@@ -12,11 +12,15 @@ raises for shape problems: they are in ``report.mismatches`` and ``report.errors
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["analyze", "show", "Report", "__version__"]
+__all__ = ["analyze", "show", "Report", "Input", "__version__"]
 
 
-def analyze(model, input_shape, **kwargs):
-    """Trace ``model`` at ``input_shape`` (``(1, 3, 224, 224)`` or ``"3x224x224"``) → Report."""
+def analyze(model, input_shape=None, **kwargs):
+    """Trace ``model`` at ``input_shape`` (``(1, 3, 224, 224)``, taken exactly as given) → Report.
+
+    ``dtype=torch.int64`` for token ids; ``inputs=`` example tensors instead of a shape: one, a
+    sequence (positional arguments) or a mapping (keyword arguments). See ``resviz.core.inputs``.
+    """
     from .core.analysis import analyze_any
 
     return analyze_any(model, input_shape, **kwargs)
@@ -34,4 +38,8 @@ def __getattr__(name):
         from .core.analysis import Report
 
         return Report
+    if name == "Input":
+        from .core.inputs import Input
+
+        return Input
     raise AttributeError(name)

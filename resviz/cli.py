@@ -33,13 +33,20 @@ COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen")
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _model_args(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+def _model_args(p: argparse.ArgumentParser, model_required: bool = True,
+                several_inputs: bool = True) -> None:  # fmt: skip
     if model_required:
         p.add_argument("model", metavar="MODEL",
                        help="zoo name, spec file (.toml/.json), file.py[:Name], or an archive "
                             "(.pt TorchScript, .pt2 torch.export)")  # fmt: skip
-    p.add_argument("--input", "-i", metavar="SHAPE",
-                   help="input shape, e.g. 1x3x224x224 or 3x32x32 (batch 1)")  # fmt: skip
+    if several_inputs:
+        p.add_argument("--input", "-i", metavar="[NAME:]SHAPE[:DTYPE]", action="append",
+                       help="an input of forward, e.g. 1x3x224x224, 3x32x32 (an image: batch 1), "
+                            "1x16:int64, or ids:1x16:int64 (a keyword argument); repeat it for "
+                            "several inputs")  # fmt: skip
+    else:
+        p.add_argument("--input", "-i", metavar="SHAPE",
+                       help="input shape, e.g. 1x3x224x224 or 3x32x32 (batch 1)")  # fmt: skip
     p.add_argument("--kwargs", metavar="JSON", help="constructor arguments for a Python model, "
                    "e.g. '{\"num_classes\": 10}'")  # fmt: skip
     p.add_argument("--trust", action="store_true",
@@ -109,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .train_cli import add_train_arguments
 
     p = sub.add_parser("train", help="train headless with per-block gradient probes")
-    _model_args(p)
+    _model_args(p, several_inputs=False)  # training feeds one image batch
     add_train_arguments(p)
     return parser
 
@@ -127,7 +134,7 @@ def build_gui_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="model to open (default: resnet18)")  # fmt: skip
-    _model_args(p, model_required=False)
+    _model_args(p, model_required=False, several_inputs=False)
     p.add_argument("--screenshot", metavar="PNG",
                    help="render offscreen once the model is drawn, save a PNG and exit")
     p.add_argument("--train", type=int, default=0, metavar="N",

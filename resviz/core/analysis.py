@@ -19,9 +19,10 @@ from . import grouping
 from .diagnose import explain
 from .errors import ResvizError
 from .gcpause import gc_paused
+from .inputs import Input, resolve_inputs
 from .records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Value
 from .residual import find_residual_adds
-from .shapes import human_shape, parse_shape
+from .shapes import human_shape
 from .trace import Trace, trace_module
 
 # Square sizes users commonly feed image models; tried when a failure depends on the input size.
@@ -48,6 +49,7 @@ class Report:
     output_shapes: list[tuple[int, ...]]
     seconds: float = 0.0
     suggested_sizes: list[int] = field(default_factory=list)
+    inputs: list[Input] = field(default_factory=list)  # every input, in call order
 
     @property
     def ok(self) -> bool:
@@ -89,6 +91,7 @@ class Report:
             "ok": self.ok,
             "complete": self.complete,
             "input_shape": list(self.input_shape),
+            "inputs": [i.to_dict() for i in self.inputs],
             "output_shapes": [list(s) for s in self.output_shapes],
             "total_params": self.total_params,
             "trainable_params": self.trainable_params,
@@ -154,42 +157,56 @@ def _list(shape):
 
 def analyze(
     model: nn.Module,
-    input_shape: Sequence[int] | str,
+    input_shape: Sequence[int] | str | None = None,
     *,
+    inputs=None,
+    dtype=None,
     name: str | None = None,
     suggest_sizes: bool = True,
     size_budget_s: float = 1.5,
 ) -> Report:
-    """Trace ``model`` at ``input_shape`` and report blocks, shapes, mismatches and errors.
+    """Trace ``model`` and report blocks, shapes, mismatches and errors.
 
-    The model is not modified: not its device, mode, parameters or hooks. Shape problems never
-    raise; they are in ``report.mismatches`` and ``report.errors``.
+    The input is ``input_shape`` (taken exactly as given: ``(1, 16, 100)`` is 3-D) of ``dtype``
+    (float32 unless given), or ``inputs``: example tensors (only shapes and dtypes are used), a
+    sequence of them for several positional arguments, a mapping for keyword arguments, or
+    :class:`~resviz.core.inputs.Input` specs. See :mod:`resviz.core.inputs`.
+
+    The model is not modified: not its device, mode, parameters, buffers, plain attributes or
+    hooks. Shape problems never raise; they are in ``report.mismatches`` and ``report.errors``.
     """
     if not isinstance(model, nn.Module):
         raise ResvizError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    shape = parse_shape(input_shape) if isinstance(input_shape, str) else parse_shape(input_shape)
+    specs = resolve_inputs(input_shape, inputs, dtype)
     t0 = time.perf_counter()
     with gc_paused():
-        trace = trace_module(model, shape)
+        trace = trace_module(model, inputs=specs)
         report = build_report(trace, model, name or type(model).__name__)
-        if suggest_sizes and not report.ok and len(shape) == 4:
+        _hint_integer_inputs(report)
+        if suggest_sizes and not report.ok and _one_image(specs):
             _suggest_sizes(model, report, size_budget_s)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def analyze_any(obj, input_shape, *, name: str | None = None, suggest_sizes: bool = True,
-                size_budget_s: float = 1.5) -> Report:  # fmt: skip
+def analyze_any(obj, input_shape=None, *, inputs=None, dtype=None, name: str | None = None,
+                suggest_sizes: bool = True, size_budget_s: float = 1.5) -> Report:  # fmt: skip
     """Like :func:`analyze`, for anything resviz can load: an eager module, a TorchScript module or
-    a ``torch.export`` program."""
+    a ``torch.export`` program (those two take one float input)."""
     import torch
 
     if not (isinstance(obj, torch.jit.ScriptModule) or _is_exported(obj)):
-        return analyze(obj, input_shape, name=name, suggest_sizes=suggest_sizes,
-                       size_budget_s=size_budget_s)  # fmt: skip
+        return analyze(obj, input_shape, inputs=inputs, dtype=dtype, name=name,
+                       suggest_sizes=suggest_sizes, size_budget_s=size_budget_s)  # fmt: skip
     from .frontends import trace_any
 
-    shape = parse_shape(input_shape)
+    specs = resolve_inputs(input_shape, inputs, dtype)
+    if len(specs) != 1 or specs[0].name or specs[0].dtype != torch.float32:
+        raise ResvizError(
+            "TorchScript and torch.export archives are traced with one positional float32 input; "
+            f"got {', '.join(i.describe() for i in specs)}"
+        )
+    shape = specs[0].shape
     t0 = time.perf_counter()
     with gc_paused():
         report = build_report(trace_any(obj, shape), None, name or "model")
@@ -204,6 +221,28 @@ def analyze_any(obj, input_shape, *, name: str | None = None, suggest_sizes: boo
             _suggest_sizes(obj, report, size_budget_s, tracer=trace_any)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _one_image(specs: list[Input]) -> bool:
+    return len(specs) == 1 and len(specs[0].shape) == 4 and specs[0].dtype.is_floating_point
+
+
+def _hint_integer_inputs(report: Report) -> None:
+    """A float input stopped at a layer that looks up integer indices (an Embedding): say how to
+    give integer inputs rather than leave PyTorch's "expected Long" message alone."""
+    if report.complete or not report.inputs or not report.inputs[0].dtype.is_floating_point:
+        return
+    fatal = next((e for e in report.errors if e.fatal), None)
+    op = report.op_named(fatal.module) if fatal else None
+    if op is None or op.attrs.get("layer") != "embedding":
+        return
+    shape = report.inputs[0].shape
+    fatal.suggestion = (
+        f"{op.name} ({op.type}) looks up integer indices, and the input was "
+        f"{str(report.inputs[0].dtype).removeprefix('torch.')}: give integer inputs, e.g. "
+        f"--input {'x'.join(map(str, shape))}:int64 on the command line, or from Python "
+        f"analyze(model, {shape!r}, dtype=torch.int64)"
+    )
 
 
 def _is_exported(obj) -> bool:
@@ -227,6 +266,7 @@ def build_report(trace: Trace, model: nn.Module | None, name: str) -> Report:
         mismatches=mismatches, errors=trace.errors, complete=trace.complete,
         total_params=total, trainable_params=trainable,
         output_shapes=[trace.values[v].shape for v in trace.output_values],
+        inputs=list(getattr(trace, "inputs", [])),
     )  # fmt: skip
 
 

@@ -403,11 +403,16 @@ class _ExportTracer:
             "module", group.path, group.type, inputs, params=params if n_call == 0 else 0,
             module=hyper, call_index=n_call,
         )  # fmt: skip
+        # what the layer does (its aten ops) decides its kind; torch.nn's own class names next
+        kind = rules.kind_of_ops(_op_base(n.target) for n in group.nodes if n.op == "call_function")
+        if kind == "other":
+            kind = rules.layer_kind_of_class_name(group.type)
+        op.attrs["layer"] = kind
         if self.propagate:
             self._propagate_leaf(group, op, hyper_attrs, hyper)
         self._set_outputs(op, group.nodes)
         if weights and op.outputs:
-            op.macs = leaf_macs(group.type, weights, t.values[op.outputs[0]].shape)
+            op.macs = leaf_macs(kind, weights, t.values[op.outputs[0]].shape)
 
     def _propagate_leaf(self, group: _Group, op: Op, attrs, hyper) -> None:
         t = self.trace

@@ -10,6 +10,8 @@ the same class. A stage is a module whose direct children include blocks (torchv
 
 from __future__ import annotations
 
+from itertools import islice
+
 from .records import Block, Call, ResidualAdd, Stage
 
 _CONTAINERS = {"Sequential", "ModuleList", "ModuleDict"}
@@ -40,8 +42,7 @@ def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
         kinds = [adds[i].kind for i in by_call.get(cid, [])]
         shortcut = "+".join(dict.fromkeys(kinds)) if kinds else "none"
         ops = list(range(call.first_op, call.last_op + 1))
-        params = sum(trace.ops[i].params for i in ops)
-        macs = sum(trace.ops[i].macs for i in ops)
+        params, macs = call_totals(trace.ops, calls, cid)
         blocks.append(
             Block(
                 name=call.path or "(model)", type=call.type, call=cid,
@@ -72,6 +73,22 @@ def _enclosing(calls: list[Call], cid: int | None, blocks: dict[int, list[int]])
     while cid is not None and cid not in blocks:
         cid = calls[cid].parent
     return cid
+
+
+def call_totals(ops, calls: list[Call], cid: int) -> tuple[int, int]:
+    """(parameters, MACs) of one call and everything inside it: its ops, plus the parameters its
+    modules use directly (``Call.params``). Equals ``sum(p.numel() for p in module.parameters())``
+    at a module's first call."""
+    call = calls[cid]
+    span = ops[call.first_op : call.last_op + 1]
+    params = sum(o.params for o in span) + call.params
+    inside = {cid}
+    for c in islice(calls, cid + 1, None):  # recorded depth first: descendants come next, together
+        if c.parent not in inside:
+            break
+        inside.add(c.id)
+        params += c.params
+    return params, sum(o.macs for o in span)
 
 
 def _shape(trace, vids: list[int]):

@@ -62,6 +62,9 @@ class Call:
     last_op: int = -1
     source: tuple[str, int] | None = None  # where the module's class is defined
     module: Any = None
+    # parameters of the module not counted by any op inside it (its own gamma, a fused norm's
+    # affine, a child's weight read directly): counted once, at the module's first call
+    params: int = 0
 
 
 @dataclass(slots=True)

@@ -172,7 +172,10 @@ def _is_shortcut_first(trace, path_a: list[int], path_b: list[int]) -> bool:
     return False  # `out + identity`: by convention the second operand is the shortcut
 
 
-_PROJECTION_TYPES = ("Conv", "Linear")
+def _projects(op: Op) -> bool:
+    """A layer that can project a shortcut: a conv or a linear layer by what it does (the tracer's
+    ``layer`` attribute), whatever its class is called."""
+    return op.attrs.get("layer") in ("conv", "linear")
 
 
 def classify_shortcut(trace, ops: list[Op], fork: int, operand: int) -> tuple[str, str]:
@@ -184,7 +187,7 @@ def classify_shortcut(trace, ops: list[Op], fork: int, operand: int) -> tuple[st
     prefix = _common_prefix([o.name for o in ops if o.kind == "module"])
     parts = " → ".join(short_label(o) for o in ops)
     detail = f"{prefix}: {parts}" if prefix else parts
-    if any(o.kind == "module" and o.params and o.type.startswith(_PROJECTION_TYPES) for o in ops):
+    if any(o.kind == "module" and o.params and _projects(o) for o in ops):
         return "projection", detail
     if any(o.params for o in ops):
         return "other", detail

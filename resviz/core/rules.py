@@ -507,3 +507,83 @@ for _name in ("sub", "mul", "div", "true_divide"):
 for _dunder, _inplace in (("mul", False), ("sub", False), ("truediv", False), ("rmul", False),
                           ("imul", True), ("isub", True), ("itruediv", True)):  # fmt: skip
     BINARY_FUNCS[getattr(torch.Tensor, f"__{_dunder}__")] = _inplace
+
+
+# ---------------------------------------------------------------- layer kinds and MACs
+# What a layer *does* decides how its MACs are counted and whether it can project a shortcut;
+# its class name does not (a ``ConvNextLayerNorm`` is a norm, a ``StdConv2d`` or a ``Proj(nn.Conv2d)``
+# is a conv).
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+          nn.RMSNorm)  # fmt: skip
+_KIND_CLASSES: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("conv", (nn.modules.conv._ConvNd,)),
+    ("linear", (nn.Linear, nn.Bilinear)),
+    ("attention", (nn.MultiheadAttention,)),
+    ("rnn", (nn.RNNBase,)),
+    ("norm", _NORMS),
+    ("embedding", (nn.Embedding, nn.EmbeddingBag)),
+)
+# Modules with children that are still one layer: their forward calls their children's weights
+# directly (MultiheadAttention's out_proj), so tracing inside them would miss those.
+ATOMIC_MODULES: tuple[type, ...] = (nn.MultiheadAttention, nn.RNNBase)
+
+
+def layer_kind(m) -> str:
+    """'conv', 'linear', 'attention', 'rnn', 'norm', 'embedding' or 'other', by type."""
+    for kind, classes in _KIND_CLASSES:
+        if isinstance(m, classes):
+            return kind
+    return "other"
+
+
+def layer_kind_of_class_name(name: str) -> str:
+    """The kind of a layer known only by its class name (a TorchScript or torch.export archive):
+    only ``torch.nn``'s own classes are recognised, by their exact names."""
+    cls = getattr(nn, name, None)
+    if isinstance(cls, type) and issubclass(cls, nn.Module):
+        for kind, classes in _KIND_CLASSES:
+            if issubclass(cls, classes):
+                return kind
+    return "other"
+
+
+# aten ops that show what an unknown layer does (seen while it runs on meta tensors)
+CONV_OPS = frozenset({"convolution", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                      "conv_transpose2d", "conv_transpose3d", "_convolution"})  # fmt: skip
+LINEAR_OPS = frozenset({"linear", "addmm", "mm", "bmm", "matmul"})
+
+
+def kind_of_ops(op_names) -> str:
+    """A layer's kind from the aten ops it ran: a convolution makes it a conv, a matrix product
+    with its weight a linear layer."""
+    names = set(op_names)
+    if names & CONV_OPS:
+        return "conv"
+    if names & LINEAR_OPS:
+        return "linear"
+    return "other"
+
+
+def leaf_macs(kind: str, weights: int, out: Sequence[int], key_tokens: int | None = None,
+              kv_weights: int = 0) -> int:  # fmt: skip
+    """MACs of a leaf layer by torchinfo's convention (``LayerInfo.calculate_macs``): each weight
+    (the tensors named weight and bias; all of an RNN's) once per output position it is used at.
+
+    Where torchinfo multiplies by the batch only (a Linear on a 3-D or 4-D input: it counts one
+    token), this counts every position, as the layer computes: tokens x features, not features.
+    ``kind`` is :func:`layer_kind`'s answer; for attention, ``weights`` are the query and output
+    projections and ``kv_weights`` the key and value projections, used ``key_tokens`` times."""
+    if not out or not (weights or kv_weights):
+        return 0
+    out = tuple(out)
+    if kind == "conv":
+        return weights * math.prod(out[:1] + out[2:])
+    if kind == "linear":
+        return weights * math.prod(out[:-1])
+    if kind == "attention":
+        tokens = math.prod(out[:-1])
+        return weights * tokens + kv_weights * (tokens if key_tokens is None else key_tokens)
+    if kind == "rnn":
+        return weights * math.prod(out[:2])
+    return weights * out[0]

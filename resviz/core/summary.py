@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .grouping import call_totals
+
 
 @dataclass(slots=True)
 class LayerRow:
@@ -46,10 +48,10 @@ def layer_rows(report, depth: int | None = None) -> list[LayerRow]:
     for c in calls:
         d = _depth(c.path)
         if 1 <= d <= limit:
-            span = ops[c.first_op : c.last_op + 1]
+            params, macs = call_totals(ops, calls, c.id)
             row = LayerRow(
-                c.path, c.type, d, shape(c.inputs), shape(c.outputs),
-                sum(o.params for o in span), sum(o.macs for o in span), False, call=c.id,
+                c.path, c.type, d, shape(c.inputs), shape(c.outputs), params, macs, False,
+                call=c.id,
             )  # fmt: skip
             keyed.append((c.first_op - 1 + d / 1000, row))  # before its own ops, parents first
     for op in ops:

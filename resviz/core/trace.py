@@ -33,6 +33,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import rules
 from .gcpause import gc_paused
+from .inputs import Input
 from .records import Call, Op, ShapeError, Value
 from .residual import analyse_add
 
@@ -49,6 +50,7 @@ class Trace:
 
     def __init__(self, input_shape: Sequence[int], device: str = "meta", dtype=torch.float32):
         self.input_shape = tuple(input_shape)
+        self.inputs: list[Input] = [Input(self.input_shape, dtype)]  # every input, in call order
         self.device = torch.device(device)
         self.dtype = dtype
         self.values: list[Value] = []
@@ -68,6 +70,8 @@ class Trace:
         self._nofunc = torch._C.DisableTorchFunction()
         self._names: dict[tuple[int, str], int] = {}
         self._module_calls: dict[int, int] = {}
+        self._counted: set[int] = set()  # ids of the user's parameters already counted
+        self._exited: set[int] = set()  # modules whose first call has ended
 
     # ------------------------------------------------------------------ values
 
@@ -160,8 +164,21 @@ class Trace:
         call = self.calls[cid]
         with self._nofunc:
             call.outputs = [self._ensure_value(t) for t in _tensors(out)]
+            if call.module is not None and id(call.module) not in self._exited:
+                # Parameters the module uses itself (a layer-scale gamma, a position table, a
+                # fused norm's affine) or reads off a child it never calls: the call owns them.
+                self._exited.add(id(call.module))
+                call.params = self._uncounted(call.module)
         call.last_op = len(self.ops) - 1
         self._stack.pop()
+
+    def _uncounted(self, module: nn.Module) -> int:
+        n = 0
+        for p in module.parameters():
+            if id(p) not in self._counted:
+                self._counted.add(id(p))
+                n += p.numel()
+        return n
 
     # ------------------------------------------------------------------ leaf modules
 
@@ -179,8 +196,10 @@ class Trace:
         self._module_calls[id(module)] = n + 1
         op = self._add_op(
             "module", proxy._path, proxy._info.type, inputs,
-            params=proxy._info.params if n == 0 else 0, module=module, call_index=n,
+            params=proxy._info.count_params(self._counted) if n == 0 else 0, module=module,
+            call_index=n,
         )  # fmt: skip
+        op.attrs["layer"] = proxy._info.kind
         rule = proxy._rule
         if rule is not None and len(args) == 1 and not kwargs and inputs:
             x = in_tensors[0]
@@ -198,8 +217,10 @@ class Trace:
             if in_tensors and out is in_tensors[0]:
                 op.attrs["passthrough"] = True  # an empty nn.Sequential() shortcut, say
             op.outputs = [self._new_value(t, op.id) for t in _tensors(out)]
-        if proxy._info.weights and op.outputs:
-            op.macs = proxy._info.macs(self.values[op.outputs[0]].shape)
+        if (proxy._info.weights or proxy._info.kv_weights) and op.outputs:
+            op.macs = proxy._info.macs(
+                self.values[op.outputs[0]].shape, [self.values[v].shape for v in inputs]
+            )
         return out
 
     def _run_real(self, proxy: _LeafProxy, op: Op, args, kwargs):
@@ -403,7 +424,7 @@ _HOOK_DICTS = (
 
 
 def _is_leaf(m: nn.Module) -> bool:
-    return not m._modules or rules.module_rule(m) is not None
+    return not m._modules or rules.module_rule(m) is not None or isinstance(m, rules.ATOMIC_MODULES)
 
 
 def _meta_tensor(t: torch.Tensor, device) -> torch.Tensor:
@@ -520,30 +541,43 @@ def _shadow(trace: Trace, module: nn.Module, path: str, cache: dict[int, Any]):
 
 
 def trace_module(
-    model: nn.Module, input_shape: Sequence[int], *, device: str = "meta", dtype=torch.float32
-) -> Trace:
-    """Trace ``model`` for an input of ``input_shape``; never raises for shape problems.
+    model: nn.Module, input_shape: Sequence[int] | None = None, *, device: str = "meta",
+    dtype=torch.float32, inputs: Sequence[Input] | None = None,
+) -> Trace:  # fmt: skip
+    """Trace ``model`` for one input of ``input_shape`` (or for ``inputs``: several, keyword, of
+    any dtype); never raises for shape problems.
 
     Problems land in ``trace.errors``; ``trace.complete`` says whether forward ran to the end.
     """
+    if inputs is None:
+        inputs = [Input(tuple(input_shape), dtype)]
     with gc_paused():
-        return _trace_module(model, input_shape, device, dtype)
+        return _trace_module(model, list(inputs), device)
 
 
-def _trace_module(model, input_shape, device, dtype) -> Trace:
-    trace = Trace(input_shape, device=device, dtype=dtype)
+def _trace_module(model, inputs: list[Input], device) -> Trace:
+    trace = Trace(inputs[0].shape, device=device, dtype=inputs[0].dtype)
+    trace.inputs = inputs
     cache: dict[int, Any] = {}
     root = _shadow(trace, model, "", cache)
-    x = trace._empty(trace.input_shape, dtype)
-    inp = trace._add_op("input", "input", "Input", [])
-    inp.outputs = [trace._new_value(x, inp.id)]
+    args: list[torch.Tensor] = []
+    kwargs: dict[str, torch.Tensor] = {}
+    for i, spec in enumerate(inputs):
+        x = trace._empty(spec.shape, spec.dtype)
+        name = "input" if i == 0 else f"input.{spec.name or i}"
+        inp = trace._add_op("input", name, "Input", [])
+        inp.outputs = [trace._new_value(x, inp.id)]
+        if spec.name:
+            kwargs[spec.name] = x
+        else:
+            args.append(x)
     if isinstance(root, _LeafProxy):  # a single layer: give it a model-level call anyway
-        cid = trace.enter_call("", model, ((x,), {}))
+        cid = trace.enter_call("", model, (args, kwargs))
     else:
         cid = None
     try:
         with torch.no_grad(), _Mode(trace):
-            out = root(x)
+            out = root(*args, **kwargs)
         trace.complete = True
     except TraceAborted:
         out = None
@@ -646,27 +680,44 @@ def leaf_params(module) -> tuple[int, int]:
     return params, weights
 
 
-def leaf_macs(type_name: str, weights: int, out: tuple[int, ...]) -> int:
-    """MACs of a leaf layer by torchinfo's convention, so totals agree with it
-    (LayerInfo.calculate_macs): ``weights`` counts the tensors named weight and bias only."""
-    if not out or not weights:
-        return 0
-    if "Conv" in type_name:
-        return weights * math.prod(out[:1] + out[2:])
-    if "Linear" in type_name:
-        return weights * math.prod(out[:-1])
-    return weights * out[0]
-
-
 class _LeafInfo:
     """What the tracer needs to know about a leaf module, computed once per trace."""
 
-    __slots__ = ("type", "params", "inplace", "weights")
+    __slots__ = ("type", "kind", "params", "weights", "kv_weights", "inplace", "_param_sizes")
 
     def __init__(self, module: nn.Module):
         self.type = type(module).__name__
+        self.kind = rules.layer_kind(module)
         self.params, self.weights = leaf_params(module)
+        self.kv_weights = 0
+        if self.kind == "attention":
+            self.weights, self.kv_weights = _attention_weights(module)
+        elif self.kind == "rnn":
+            self.weights = self.params
         self.inplace = rules.is_inplace(module)
+        self._param_sizes = [(id(p), p.numel()) for p in module.parameters()]
 
-    def macs(self, out: tuple[int, ...]) -> int:
-        return leaf_macs(self.type, self.weights, out)
+    def count_params(self, counted: set[int]) -> int:
+        """The layer's parameters not yet counted anywhere in this trace (a tied weight once)."""
+        n = 0
+        for pid, size in self._param_sizes:
+            if pid not in counted:
+                counted.add(pid)
+                n += size
+        return n
+
+    def macs(self, out: tuple[int, ...], inputs: list[tuple[int, ...]]) -> int:
+        key_tokens = None
+        if self.kind == "attention" and len(inputs) > 1 and inputs[1]:
+            key_tokens = math.prod(inputs[1][:-1])
+        return rules.leaf_macs(self.kind, self.weights, out, key_tokens, self.kv_weights)
+
+
+def _attention_weights(m: nn.Module) -> tuple[int, int]:
+    """(query + output projection, key + value projection) sizes of a MultiheadAttention."""
+    e = m.embed_dim
+    bias = 1 if m.in_proj_bias is not None else 0
+    q = e * e + bias * e
+    kv = e * m.kdim + e * m.vdim + 2 * bias * e
+    out = sum(p.numel() for p in m.out_proj.parameters())
+    return q + out, kv

@@ -46,7 +46,7 @@ attributes, residual adds); the names it uses are exported here.
 
 from __future__ import annotations
 
-from ..trace import leaf_macs  # shared with the eager tracer; imported from here by export_trace.py
+from ..rules import leaf_macs  # shared with the eager tracer; imported from here by export_trace.py
 from .api import trace_script_module
 from .aten import aten_eval
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import rules
-from ..trace import leaf_macs, leaf_params
+from ..rules import layer_kind, layer_kind_of_class_name, leaf_macs
+from ..trace import leaf_params
 from .common import _T, _Abort, _flat_tensors, _shape_of
 from .layers import (
     _RULE_ATTRS,
@@ -64,9 +65,10 @@ class _LeafInfo:
     """What recording a leaf's calls needs, worked out once per submodule (``trace._LeafInfo``'s
     counterpart): parameter counts, the shape rule if it can run, and the attributes it reads."""
 
-    __slots__ = ("params", "weights", "rule", "hyper", "inplace")
+    __slots__ = ("params", "weights", "rule", "hyper", "inplace", "kind")
 
-    def __init__(self, params, weights, rule, hyper, inplace):
+    def __init__(self, params, weights, rule, hyper, inplace, kind):
+        self.kind = kind
         self.params = params
         self.weights = weights
         self.rule = rule
@@ -93,7 +95,10 @@ class _LeafLayers:
         if attrs is None or (rule is not None and not _has_required(rule, attrs)):
             rule = None
         inplace = bool(attrs.get("inplace")) if attrs else False
-        info = mod.info = _LeafInfo(params, weights, rule, hyper, inplace)
+        kind = layer_kind(mod.py) if mod.py is not None else "other"
+        if kind == "other":  # a compiled module is no instance of its class: go by torch.nn's names
+            kind = layer_kind_of_class_name(mod.type)
+        info = mod.info = _LeafInfo(params, weights, rule, hyper, inplace, kind)
         return info
 
     def _hyper_attrs(self, mod: _Mod, rule) -> dict | None:
@@ -156,6 +161,7 @@ class _LeafLayers:
             "module", mod.path, mod.type, inputs, params=info.params if n == 0 else 0,
             module=info.hyper if info.hyper is not None else mod.py, call_index=n,
         )  # fmt: skip
+        op.attrs["layer"] = info.kind
         if info.rule is not None and len(args) == 1 and isinstance(args[0], _T):
             x = args[0]
             in_shape = x.shape
@@ -171,5 +177,5 @@ class _LeafLayers:
                 raise _Abort
             op.outputs = [self._as_output(o, op.id) for o in _flat_tensors(out, [])]
         if info.weights and op.outputs:
-            op.macs = leaf_macs(mod.type, info.weights, t.values[op.outputs[0]].shape)
+            op.macs = leaf_macs(info.kind, info.weights, t.values[op.outputs[0]].shape)
         return out
