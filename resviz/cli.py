@@ -34,7 +34,7 @@ EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _model_args(p: argparse.ArgumentParser, model_required: bool = True,
-                several_inputs: bool = True) -> None:  # fmt: skip
+                several_inputs: bool = False) -> None:  # fmt: skip
     if model_required:
         p.add_argument("model", metavar="MODEL",
                        help="zoo name, spec file (.toml/.json), file.py[:Name], or an archive "
@@ -78,21 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("check", help="find every shortcut mismatch, with cause and fix")
-    _model_args(p)
+    _model_args(p, several_inputs=True)
     _timeout_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--fix-spec", metavar="OUT", help="spec files: write the spec with every "
                    "mismatch fixed to OUT (.toml/.json; a TOML input keeps its comments)")  # fmt: skip
 
     p = sub.add_parser("summary", help="per-layer table: output shapes, params, MACs")
-    _model_args(p)
+    _model_args(p, several_inputs=True)
     _timeout_arg(p)
     p.add_argument("--depth", type=int, default=None, metavar="N",
                    help="show modules down to depth N (default: every layer)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("render", help="draw the block graph with skip edges")
-    _model_args(p)
+    _model_args(p, several_inputs=True)
     _timeout_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="output file: .svg, .png, .pdf or .dot")  # fmt: skip
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .train_cli import add_train_arguments
 
     p = sub.add_parser("train", help="train headless with per-block gradient probes")
-    _model_args(p, several_inputs=False)  # training feeds one image batch
+    _model_args(p)  # training feeds one image batch
     add_train_arguments(p)
     return parser
 
@@ -134,7 +134,7 @@ def build_gui_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("model", nargs="?", default=None, metavar="MODEL",
                    help="model to open (default: resnet18)")  # fmt: skip
-    _model_args(p, model_required=False, several_inputs=False)
+    _model_args(p, model_required=False)
     p.add_argument("--screenshot", metavar="PNG",
                    help="render offscreen once the model is drawn, save a PNG and exit")
     p.add_argument("--train", type=int, default=0, metavar="N",

@@ -157,7 +157,8 @@ def test_inputs_are_checked_with_one_clear_message():
         resviz.analyze(TextNet(), inputs={"ids": "1x16"})
 
 
-def test_cli_takes_several_typed_inputs_and_guesses_token_ids(capsys, tmp_path):
+@pytest.mark.slow  # a Python file is loaded in a child process: one torch import
+def test_cli_takes_several_typed_inputs(capsys, tmp_path):
     f = tmp_path / "text.py"
     f.write_text(
         "from torch import nn\n"
@@ -174,11 +175,20 @@ def test_cli_takes_several_typed_inputs_and_guesses_token_ids(capsys, tmp_path):
     assert code == 0 and out["ok"] and out["output_shapes"] == [[1, 9, 16]]
     assert out["inputs"] == [{"name": None, "shape": [1, 9], "dtype": "int64"},
                              {"name": "mask", "shape": [1, 9], "dtype": "bool"}]  # fmt: skip
-    code = main(["check", f"{f}:TextNet"])  # no --input: token ids are guessed, not 1x16 floats
-    out, err = capsys.readouterr()
-    assert code == 0 and "token ids 1x16:int64" in err
-    code = main(["check", f"{f}:TextNet", "--input", "1x16"])
-    out, err = capsys.readouterr()
-    assert code == 1 and "--input 1x16:int64" in out
-    code = main(["check", f"{f}:TextNet", "--input", "1x16:int65"])
+    code = main(["check", "resnet20", "--input", "1x16:int65"])
     assert code == 2 and "unknown dtype" in capsys.readouterr().err
+
+
+def test_a_session_without_input_guesses_token_ids_and_typed_float_gets_the_hint():
+    from resviz.core.loading import from_module
+    from resviz.core.session import analyze_session
+
+    loaded = from_module(TextNet())
+    session = analyze_session(loaded)  # no --input: token ids are guessed, not 1x16 floats
+    assert session.report.ok and "token ids 1x16:int64" in session.notes[-1]
+    assert session.inputs == [Input((1, 16), torch.int64)]
+    session = analyze_session(loaded, ["1x16"])
+    (e,) = session.report.errors
+    assert "--input 1x16:int64" in e.suggestion
+    session = analyze_session(loaded, ["2x5:int32", "mask:2x5:bool"])
+    assert session.report.ok and session.report.output_shapes == [(2, 3)]

@@ -148,6 +148,7 @@ def _open(request: dict) -> dict:
     return {
         "report": plain_report(session.report),
         "input_shape": tuple(session.input_shape),
+        "inputs": list(session.inputs),
         "notes": list(session.notes),
         "loaded_notes": list(loaded.notes),
         "name": loaded.name,

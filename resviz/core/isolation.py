@@ -126,6 +126,10 @@ def read_exactly(stream, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
+_DTYPE_NAMES = frozenset({"float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+                          "uint8", "bool", "complex64", "complex128"})  # fmt: skip
+
+
 class _RecordsOnly(pickle.Unpickler):
     """Unpickles resviz's own records and builtins; refuses anything else (a user class)."""
 
@@ -135,6 +139,8 @@ class _RecordsOnly(pickle.Unpickler):
         if (module.startswith("resviz.core.") and not name.startswith("_")) or (
             module == "builtins" and name in self._BUILTINS
         ):
+            return super().find_class(module, name)
+        if module == "torch" and name in _DTYPE_NAMES:  # an input's dtype (torch.int64)
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"the child's answer holds {module}.{name}, which is not a resviz record")
 
@@ -374,7 +380,9 @@ def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, ti
 
     file, _ = split_python_source(source)
     kwargs = dict(kwargs or {})
-    if input_shape is not None and not isinstance(input_shape, str):
+    if input_shape is not None and not isinstance(input_shape, str) and all(
+        isinstance(d, int) for d in input_shape
+    ):  # a shape; else typed inputs ("ids:1x16:int64", ...) or Input specs, both picklable
         input_shape = tuple(int(d) for d in input_shape)
     answer = run_in_child({"op": "open", "source": source, "input_shape": input_shape, "kwargs": kwargs},
                           file=file, timeout=timeout, cancel=cancel, prepare=_import_records,
@@ -393,7 +401,8 @@ def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, ti
         path=Path(answer["path"]), input_shape=None, rebuild=rebuild, plain_twin=None, kwargs=kwargs,
         notes=list(answer["loaded_notes"]), isolated=True,
     )  # fmt: skip
-    return Session(loaded, tuple(answer["input_shape"]), answer["report"], list(answer["notes"]))
+    return Session(loaded, tuple(answer["input_shape"]), answer["report"], list(answer["notes"]),
+                   list(answer.get("inputs", [])))  # fmt: skip
 
 
 def _import_records() -> None:

@@ -66,6 +66,12 @@ def resolve_inputs_typed(loaded, input_shape) -> tuple[list[Input], list[str]]:
     return [spec], [note]
 
 
+def resolve_input(loaded, input_shape) -> tuple[tuple[int, ...], list[str]]:
+    """The first input's shape of :func:`resolve_inputs_typed`, and its notes."""
+    specs, notes = resolve_inputs_typed(loaded, input_shape)
+    return specs[0].shape, notes
+
+
 def open_model(source: str, *, input_shape=None, kwargs_text: str | None = None,
                kwargs: dict | None = None, trust: bool = False) -> Session:  # fmt: skip
     from .loading import load_model, parse_kwargs
