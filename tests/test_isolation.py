@@ -245,3 +245,23 @@ def test_the_class_taken_is_said_with_why(tmp_path):
     loaded = load_model(str(path))
     assert loaded.name == "model.py:ResNet"
     assert any("checked ResNet" in n and "Block is used by the others" in n for n in loaded.notes)
+
+
+@pytest.mark.slow
+def test_processes_the_code_starts_end_with_its_child(capfd, tmp_path, hang_guard):
+    top = """
+    import subprocess, sys
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    print("grandchild", grandchild.pid, file=sys.stderr, flush=True)
+    while True:
+        pass
+    """
+    path = write(tmp_path, top=top)
+    code, _, err = check(capfd, path, "--timeout", "0.5")
+    assert code == 2 and "did not finish within 0.5 s" in err
+    pid = int(err.split("grandchild ", 1)[1].split()[0])
+    try:  # killed with the child's process group (reaped by init: it may linger as a zombie)
+        with open(f"/proc/{pid}/stat") as f:
+            assert f.read().split()[2] == "Z"
+    except FileNotFoundError:
+        pass

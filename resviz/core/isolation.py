@@ -218,9 +218,13 @@ def _end(proc: subprocess.Popen) -> None:
 
 
 def _kill(proc: subprocess.Popen) -> None:
+    """Kill the child and whatever the user's code started in its session (its own processes)."""
     if proc.poll() is None:
         try:
-            proc.kill()
+            if hasattr(os, "killpg"):
+                os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session and group
+            else:
+                proc.kill()
         except OSError:
             pass
 
