@@ -63,7 +63,7 @@ class StepRecord:
             "step": self.step,
             "loss": _json_num(self.loss),
             "accuracy": _json_num(self.accuracy),
-            "lr": self.lr,
+            "lr": _json_num(self.lr),
             "seconds": _json_num(self.seconds),
             "nonfinite": self.nonfinite,
             "blocks": {b: {k: _json_num(v) for k, v in d.items()} for b, d in self.blocks.items()},

@@ -1,0 +1,348 @@
+"""``resviz.monitor``: the per-block probes on the user's own model, in the user's own loop.
+
+::
+
+    with resviz.monitor(model, "runs/r1", input_shape=(1, 3, 32, 32)) as mon:
+        for x, y in loader:                    # `model` may be wrapped in DDP after this line
+            loss = F.cross_entropy(ddp_model(x), y); opt.zero_grad(); loss.backward(); opt.step()
+            mon.step(loss)                     # one JSON line per recorded step
+
+What it does to the model: each probed block's ``forward`` gets a per-instance wrapper (an
+instance attribute, see :mod:`resviz.core.training.probes`) that registers tensor gradient hooks on
+the block's input and output and watches the block's residual add. Nothing is patched globally;
+no module hook is registered. :meth:`Monitor.close` (also on leaving the ``with`` block) takes every
+wrapper off, leaving each module's ``__dict__`` exactly as it was.
+
+Per recorded step, ``mon.step(loss)`` reads the gradients already in ``p.grad`` (after
+``backward``; ``optimizer.step`` does not clear them) and what the hooks measured during that
+step's forward/backward, and writes one :class:`~resviz.core.training.records.StepRecord` line to
+``steps.jsonl`` of the run directory: ``{"step", "loss", "blocks": {block: {grad_norm,
+input_grad_norm, output_grad_norm, residual_ratio, gain}}, "flags", "nonfinite", ...}``. Steps count
+from 0 (the first ``mon.step`` call). ``every=N`` records steps 0, N, 2N, ...; on the other steps
+the hooks are not even registered and nothing is communicated.
+
+Never raises into the user's training: a failure inside the probes is written to the run's
+``events.jsonl`` (and kept in ``mon.errors``), that step is skipped, and the run goes on. Errors in
+the user's own code pass through untouched.
+
+Distributed (``torch.distributed`` initialised, e.g. under ``torchrun`` with DDP): parameter
+gradients are already averaged by DDP, so their norms are the global batch's. The activation
+gradient norms and the residual norms are combined across ranks with one small all-reduce per
+recorded step (sums of squares; gradient norms scaled by 1/world², because each rank's local loss
+is the mean over its shard and DDP's global gradient is their average), and the loss is averaged:
+the record is what a single process would measure on the global batch. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+
+import torch
+from torch import nn
+
+from ..errors import ResvizError
+from .probes import IN, OUT, SLOTS, ProbeSet, ProbeSink, param_sq_norms
+from .records import StepRecord, flag_norms
+from .rundir import RunWriter, default_run_dir
+from .store import RunState
+
+MAX_LOGGED_ERRORS = 20  # per run: after that only a count (a failing probe must not flood the disk)
+
+
+class _SafeSink(ProbeSink):
+    """The probe sink of a monitor: only counts a training forward (grad enabled), and a failure
+    in a probe is reported to the monitor instead of raising into the user's forward/backward."""
+
+    def __init__(self, n_blocks: int, monitor: Monitor):
+        super().__init__(n_blocks)
+        self._monitor = monitor
+
+    def hook_input(self, x, slot):
+        try:
+            super().hook_input(x, slot)
+        except Exception as e:
+            self._monitor._fail("input hook", e)
+
+    def hook_output(self, y, slot):
+        try:
+            super().hook_output(y, slot)
+        except Exception as e:
+            self._monitor._fail("output hook", e)
+
+    def grad_hook(self, slot, grad):
+        try:
+            super().grad_hook(slot, grad)
+        except Exception as e:
+            self._monitor._fail("gradient hook", e)
+
+    def add_norms(self, slot_res, res, sc):
+        if not torch.is_grad_enabled():  # an evaluation forward inside the step: not training
+            return
+        try:
+            super().add_norms(slot_res, res, sc)
+        except Exception as e:
+            self._monitor._fail("residual probe", e)
+
+
+def _dist():
+    """(rank, world size, process group usable) of torch.distributed, or (0, 1, False)."""
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        return d.get_rank(), d.get_world_size(), True
+    return 0, 1, False
+
+
+class Monitor:
+    """The per-block probes on a live model; see the module doc. Build with :func:`monitor`."""
+
+    def __init__(self, model: nn.Module, run_dir=None, *, input_shape=None, every: int = 1, report=None,
+                 name: str | None = None, config: dict | None = None, tensorboard=False):  # fmt: skip
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module  # the probes go on the user's module; the wrapper calls it
+        if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+            raise ResvizError(
+                f"resviz.monitor needs an eager torch.nn.Module, not a {type(model).__name__} "
+                "(TorchScript and torch.export programs cannot be instrumented)"
+            )
+        every = int(every)
+        if every < 1:
+            raise ResvizError(f"resviz.monitor: every must be 1 or more, got {every}")
+        self.model = model
+        self.every = every
+        self.name = name or type(model).__name__
+        self.rank, self.world_size, self.distributed = _dist()
+        if report is None:
+            if input_shape is None:
+                raise ResvizError("resviz.monitor needs input_shape (e.g. (1, 3, 32, 32)) to find the blocks")
+            from ..analysis import analyze
+
+            report = analyze(model, input_shape, name=self.name, suggest_sizes=False)
+        self.report = report
+        params = [p for p in model.parameters()]
+        self.device = params[0].device if params else torch.device("cpu")
+        self.step_index = 0  # mon.step calls so far
+        self.errors: list[str] = []
+        self.error_count = 0
+        self.last: StepRecord | None = None
+        self._closed = False
+        self._t_last = time.perf_counter()
+        self._zero = torch.zeros((), device=self.device)
+        self.writer: RunWriter | None = None
+        self._tb = None
+        self.probes = ProbeSet(model, report, residual_ratio=True, device=self.device)
+        try:
+            self.probes.sink = _SafeSink(len(self.probes.names), self)
+            for w in self.probes.watches:
+                w.sink = self.probes.sink
+            self.block_names = list(self.probes.names)
+            if self.rank == 0:
+                from .runreport import report_json
+
+                cfg = {"source": "resviz.monitor", "every": every, "world_size": self.world_size,
+                       "device": str(self.device), "torch": torch.__version__,
+                       "input_shape": list(report.input_shape), **(config or {})}  # fmt: skip
+                self.writer = RunWriter.create(run_dir or default_run_dir(self.name), name=self.name, config=cfg,
+                                               blocks=self.block_names, report=report_json(report))  # fmt: skip
+                self.run_dir = self.writer.path
+                for note in self.probes.notes:
+                    self.writer.log("note", note)
+                if tensorboard:
+                    self._open_tensorboard(tensorboard)
+            else:
+                self.run_dir = None
+        except BaseException:
+            self.probes.remove()
+            raise
+        self._arm(0)
+
+    # ---------------------------------------------------------------- the user's calls
+
+    def step(self, loss=None, *, accuracy: float | None = None, lr: float | None = None) -> StepRecord | None:
+        """Record this step (when it is one of every ``every``): call after ``loss.backward()``
+        (before or after ``optimizer.step()``, before the next ``zero_grad``). Returns the record
+        (on every rank), None on a step that is not recorded or whose probes failed. Never raises."""
+        if self._closed:
+            return None
+        k = self.step_index
+        self.step_index += 1
+        rec = None
+        try:
+            if k % self.every == 0:
+                rec = self._record(k, loss, accuracy, lr)
+        except Exception as e:
+            self._fail(f"step {k}", e)
+            rec = None
+        finally:
+            try:
+                self._arm(self.step_index)
+            except Exception as e:
+                self._fail("re-arming the probes", e)
+        return rec
+
+    def close(self, state: RunState | str | None = None, message: str = "") -> None:
+        """Take every wrapper off the model and close the run directory. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.probes.sink.end()
+        self.probes.sink.clear()
+        self.probes.remove()
+        if self._tb is not None:
+            try:
+                self._tb.close()
+            except Exception:
+                pass
+        if self.writer is not None:
+            if self.error_count > len(self.errors):
+                self.writer.log("error", f"{self.error_count} probe failures in all")
+            self.writer.close(state, message)
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            why = "stopped by Ctrl-C" if exc_type is KeyboardInterrupt else f"{exc_type.__name__}: {exc}"
+            self.close(RunState.STOPPED, why)
+
+    # ---------------------------------------------------------------- inside
+
+    def _arm(self, k: int) -> None:
+        """Hooks on for a step to record, off (nothing registered) otherwise."""
+        sink = self.probes.sink
+        if k % self.every == 0:
+            sink.begin()
+        else:
+            sink.end()
+            sink.clear()
+
+    def _fail(self, where: str, e: BaseException) -> None:
+        self.error_count += 1
+        if len(self.errors) >= MAX_LOGGED_ERRORS:
+            return
+        frame = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
+        at = f" at {os.path.basename(frame[0].filename)}:{frame[0].lineno}" if frame else ""
+        msg = f"resviz.monitor: {where} failed: {type(e).__name__}: {e}{at}; the run goes on"
+        self.errors.append(msg)
+        if self.writer is not None:
+            try:
+                self.writer.log("error", msg)
+            except Exception:
+                pass
+
+    def _record(self, k: int, loss, accuracy, lr) -> StepRecord:
+        probes = self.probes
+        sink = probes.sink
+        sink.end()
+        nb = len(probes.names)
+        with torch.no_grad():
+            grads = [p.grad if p.grad is not None else self._zero for p in probes.params]
+            param_sq = (
+                param_sq_norms(grads) if grads else torch.zeros(0, dtype=torch.float64, device=self.device)
+            )
+            try:
+                act, measured, alias = sink.reduce(self.device)
+                if isinstance(loss, torch.Tensor):
+                    loss_t = loss.detach().reshape(-1)[:1].to(self.device, torch.float64)
+                else:
+                    loss_t = torch.tensor([math.nan if loss is None else float(loss)], dtype=torch.float64,
+                                          device=self.device)  # fmt: skip
+            except Exception as e:
+                if not self.distributed:
+                    raise
+                # every rank must join the all-reduce below, or the others wait forever
+                self._fail(f"step {k}", e)
+                act = torch.full((nb * SLOTS,), math.nan, dtype=torch.float64, device=self.device)
+                loss_t = torch.full((1,), math.nan, dtype=torch.float64, device=self.device)
+                measured, alias = set(), {}
+            finally:
+                sink.clear()
+            if self.distributed:
+                act, loss_t = self._all_reduce(act, loss_t)
+            parts = [loss_t, param_sq.sum().view(1), probes.block_grad_sq(param_sq), act]
+            values = torch.cat(parts).tolist()  # the one device-to-host copy of the step
+            if not math.isfinite(values[1]):  # float32 norms overflow past ~1.8e19: redo in float64
+                param_sq = param_sq_norms(grads, exact=True)
+                values[1] = param_sq.sum().item()
+                values[2 : 2 + nb] = probes.block_grad_sq(param_sq).tolist()
+        loss_v, grad_sq = values[0], values[1]
+        blocks = probes.decode(values[2 : 2 + nb], values[2 + nb :], measured, alias)
+        nonfinite = not (math.isfinite(grad_sq) and (loss is None or math.isfinite(loss_v)))
+        message = ""
+        if nonfinite:
+            origin = probes.nonfinite_origin(blocks, measured, alias)
+            where = ""
+            if origin is not None:
+                block, kind = origin
+                where = (f"; first on the backward path in block {block}" if kind == "inside"
+                         else f"; already at the output of block {block} (it arose between {block} and the loss)")  # fmt: skip
+            message = f"step {k}: the loss or the gradients were NaN/Inf{where}"
+        now = time.perf_counter()
+        rec = StepRecord(
+            step=k, loss=loss_v, accuracy=math.nan if accuracy is None else float(accuracy),
+            lr=math.nan if lr is None else float(lr), seconds=(now - self._t_last) / (self.every if k else 1),
+            blocks=blocks, flags=flag_norms(blocks), nonfinite=nonfinite, message=message,
+        )  # fmt: skip
+        self._t_last = now
+        self.last = rec
+        if self.writer is not None:
+            self.writer.write(rec)
+            if self._tb is not None:
+                self._tensorboard(rec)
+        return rec
+
+    def _all_reduce(self, act: torch.Tensor, loss_t: torch.Tensor):
+        """One all-reduce of [loss, squared norms per slot]; see the module doc for the scaling."""
+        d = torch.distributed
+        dev = (
+            torch.device("cuda", torch.cuda.current_device())
+            if d.get_backend() == "nccl"
+            else torch.device("cpu")
+        )
+        packed = torch.cat([loss_t.to(dev), act.to(dev)])
+        d.all_reduce(packed)  # SUM
+        w = float(self.world_size)
+        loss_t = (packed[:1] / w).to(self.device)
+        act = packed[1:].to(self.device)
+        slots = torch.arange(act.numel(), device=self.device) % SLOTS
+        grad_slot = (slots == IN) | (slots == OUT)
+        act = torch.where(grad_slot, act / (w * w), act)
+        return act, loss_t
+
+    # ---------------------------------------------------------------- TensorBoard (optional)
+
+    def _open_tensorboard(self, where) -> None:
+        logdir = (
+            os.fspath(where)
+            if isinstance(where, (str, os.PathLike))
+            else os.fspath(self.run_dir / "tensorboard")
+        )
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(logdir)
+        except Exception as e:  # the tensorboard package is not installed: say so once, go on
+            self.writer.log("note", f"TensorBoard scalars are off: {type(e).__name__}: {e}")
+
+    def _tensorboard(self, rec: StepRecord) -> None:
+        try:
+            for block, probes in rec.blocks.items():
+                for probe, v in probes.items():
+                    if math.isfinite(v):
+                        self._tb.add_scalar(f"resviz/{block}/{probe}", v, rec.step)
+            if math.isfinite(rec.loss):
+                self._tb.add_scalar("resviz/loss", rec.loss, rec.step)
+        except Exception as e:
+            self._fail("TensorBoard", e)
+
+
+def monitor(model: nn.Module, run_dir=None, *, input_shape=None, every: int = 1, **kwargs) -> Monitor:
+    """Attach the per-block probes to ``model`` for the user's own training loop; see the module
+    doc of :mod:`resviz.core.training.monitor`. ``run_dir`` None: a new folder under the user's data
+    dir. ``input_shape``: one input, e.g. ``(1, 3, 32, 32)`` or ``"3x32x32"``."""
+    return Monitor(model, run_dir, input_shape=input_shape, every=every, **kwargs)

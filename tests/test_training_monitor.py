@@ -1,0 +1,307 @@
+"""resviz.monitor on the user's own loop: probes equal an independent computation with tensor hooks,
+the model is left exactly as it was, every=N, failures never reach the user, DDP and Lightning."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import resviz
+from resviz.core.training import open_run
+
+SHAPE = (1, 3, 8, 8)
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.down is None else self.down(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class Net(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = nn.Sequential(Block(width, width), Block(width, width))
+        self.layer2 = nn.Sequential(Block(width, 2 * width, 2))
+        self.fc = nn.Linear(2 * width, 10)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+BLOCKS = ["layer1.0", "layer1.1", "layer2.0"]
+
+
+def net(seed=0):
+    torch.manual_seed(seed)
+    return Net()
+
+
+def batches(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(n)]
+
+
+def reference_probes(model, x, y):
+    """One step's probes computed independently: module hooks + tensor hooks, float64 sums."""
+    got = {b: {} for b in BLOCKS}
+    handles = []
+
+    def sq(t):
+        return float(t.detach().double().pow(2).sum())
+
+    for name in BLOCKS:
+        blk = model.get_submodule(name)
+
+        def pre(mod, args, name=name):
+            args[0].register_hook(lambda g: got[name].__setitem__("in", sq(g)))
+            if mod.down is None:
+                got[name]["sc"] = sq(args[0])
+
+        def post(mod, args, out, name=name):
+            out.register_hook(lambda g: got[name].__setitem__("out", sq(g)))
+
+        handles += [blk.register_forward_pre_hook(pre), blk.register_forward_hook(post),
+                    blk.bn2.register_forward_hook(lambda m, a, o, name=name: got[name].__setitem__("res", sq(o)))]  # fmt: skip
+        if blk.down is not None:
+            handles.append(
+                blk.down.register_forward_hook(lambda m, a, o, name=name: got[name].__setitem__("sc", sq(o)))
+            )
+    x = x.clone().requires_grad_(True)  # the first block's input gradient exists
+    loss = F.cross_entropy(model(x), y)
+    model.zero_grad()
+    loss.backward()
+    for h in handles:
+        h.remove()
+    out = {}
+    for name in BLOCKS:
+        d = got[name]
+        gp = sum(float(p.grad.double().pow(2).sum()) for p in model.get_submodule(name).parameters())
+        out[name] = {"grad_norm": math.sqrt(gp), "input_grad_norm": math.sqrt(d["in"]),
+                     "output_grad_norm": math.sqrt(d["out"]), "residual_ratio": math.sqrt(d["res"] / d["sc"]),
+                     "gain": math.sqrt(d["in"] / d["out"])}  # fmt: skip
+    return float(loss), out
+
+
+def module_state(model):
+    """What `close()` must leave as it was: every module's attributes and hooks (by identity)."""
+    return {
+        name: ({k: id(v) for k, v in m.__dict__.items() if k != "training"}, type(m),
+               [len(getattr(m, h)) for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks")])
+        for name, m in model.named_modules()
+    }  # fmt: skip
+
+
+def test_probes_equal_an_independent_computation_and_the_model_is_left_as_it_was(tmp_path):
+    model = net()
+    reference = copy.deepcopy(model)
+    untouched = copy.deepcopy(model)  # trained without the monitor, as a control
+    before = module_state(model)
+    data = batches(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    opt_ref = torch.optim.SGD(reference.parameters(), lr=0.05)
+    opt_ctl = torch.optim.SGD(untouched.parameters(), lr=0.05)
+    worst = 0.0
+    with resviz.monitor(model, tmp_path / "r1", input_shape=SHAPE) as mon:
+        for x, y in data:
+            x = x.clone().requires_grad_(True)  # as the reference: the first block's input gradient
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rec = mon.step(loss)
+            want_loss, want = reference_probes(reference, x.detach(), y)
+            opt_ref.step()
+            assert rec.loss == pytest.approx(want_loss, rel=1e-6)
+            for b in BLOCKS:
+                for p, v in want[b].items():
+                    worst = max(worst, abs(rec.blocks[b][p] - v) / abs(v))
+            ctl = F.cross_entropy(untouched(x.detach()), y)
+            opt_ctl.zero_grad()
+            ctl.backward()
+            opt_ctl.step()
+    assert worst <= 1e-5, worst
+    assert module_state(model) == before  # every wrapper gone, nothing added or replaced
+    for (k, a), b in zip(model.state_dict().items(), untouched.state_dict().values()):
+        assert torch.equal(a, b), k  # the monitor changed no number of the training
+    lines = [json.loads(s) for s in (tmp_path / "r1" / "steps.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in lines] == [0, 1, 2] and {"step", "loss", "blocks"} <= set(lines[0])
+    assert set(lines[0]["blocks"]) == set(BLOCKS)
+    assert open_run(tmp_path / "r1").state.value == "finished"
+
+
+def test_every_n_records_every_nth_step_and_registers_nothing_between(tmp_path):
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = resviz.monitor(model, tmp_path / "r", input_shape=SHAPE, every=3)
+    recorded, hooks_between = [], []
+    for i, (x, y) in enumerate(batches(7)):
+        loss = F.cross_entropy(model(x), y)
+        if i % 3:
+            hooks_between.append(len(mon.probes.sink.vals) + len(mon.probes.sink.slots))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec = mon.step(loss)
+        if rec is not None:
+            recorded.append(rec.step)
+    mon.close()
+    mon.close()  # idempotent
+    assert recorded == [0, 3, 6] and hooks_between == [0] * 4
+    assert [r.step for r in open_run(tmp_path / "r").records()] == [0, 3, 6]
+    assert "forward" not in model.layer1[0].__dict__
+
+
+def test_a_probe_failure_is_logged_and_the_training_goes_on(tmp_path, monkeypatch):
+    from resviz.core.training import probes
+
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    data = batches(3)
+    with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE) as mon:
+        real = probes._sq_norm
+        monkeypatch.setattr(probes, "_sq_norm", lambda t: 1 / 0)  # every probe of this step fails
+        for i, (x, y) in enumerate(data):
+            if i == 1:
+                monkeypatch.setattr(probes, "_sq_norm", real)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()  # the failing gradient hooks do not break the user's backward
+            opt.step()
+            mon.step(loss)
+    assert mon.errors and "ZeroDivisionError" in mon.errors[0]
+    run = open_run(tmp_path / "r")
+    steps = run.records()
+    assert [r.step for r in steps] == [0, 1, 2] and math.isfinite(
+        steps[2].blocks["layer1.0"]["input_grad_norm"]
+    )
+    assert any("ZeroDivisionError" in e["message"] for e in run.new_events())
+
+
+def test_the_users_errors_pass_through_and_the_run_is_marked_stopped(tmp_path):
+    model = net()
+    with pytest.raises(RuntimeError, match="user's own"):
+        with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE):
+            raise RuntimeError("the user's own bug")
+    run = open_run(tmp_path / "r")
+    assert run.state.value == "stopped" and "user's own" in run.meta["message"]
+    assert "forward" not in model.layer1[0].__dict__
+
+
+def test_bad_arguments_are_one_clear_error(tmp_path):
+    from resviz.core.errors import ResvizError
+
+    with pytest.raises(ResvizError, match="input_shape"):
+        resviz.monitor(net(), tmp_path / "a")
+    with pytest.raises(ResvizError, match="every"):
+        resviz.monitor(net(), tmp_path / "b", input_shape=SHAPE, every=0)
+    model = net()
+    before = module_state(model)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ResvizError, match="is a file"):
+        resviz.monitor(model, tmp_path / "file", input_shape=SHAPE)
+    assert module_state(model) == before  # a failed attach leaves nothing behind
+
+
+# ------------------------------------------------------------------------------------ DDP
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_record_the_global_batch_once_per_step(tmp_path):
+    """torchrun --nproc_per_node=2 (gloo, CPU), resnet20 for 3 steps: rank 0 alone writes one record
+    per step, and the norms equal a single process's on the same global batch."""
+    worker = os.path.join(os.path.dirname(__file__), "ddp_monitor_worker.py")
+    ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    import socket
+
+    with socket.socket() as s:  # a free port for the static rendezvous (--standalone's c10d one can stall)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={port}", worker, str(ddp_dir)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = subprocess.run([sys.executable, worker, str(single_dir)], capture_output=True, text=True, timeout=240,
+                         env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    ddp, single = open_run(ddp_dir).records(), open_run(single_dir).records()
+    assert [r.step for r in ddp] == [r.step for r in single] == [0, 1, 2]  # no duplicate, none missing
+    assert open_run(ddp_dir).meta["config"]["world_size"] == 2
+    for a, b in zip(ddp, single):
+        assert math.isfinite(b.loss) and a.loss == pytest.approx(b.loss, rel=1e-5)
+        for blk, probes in b.blocks.items():
+            for p, v in probes.items():
+                if math.isfinite(v):
+                    assert a.blocks[blk][p] == pytest.approx(v, rel=1e-4), (a.step, blk, p)
+    assert not (tmp_path / "ddp-rank1").exists()
+
+
+# ------------------------------------------------------------------------------------ Lightning
+
+
+def test_lightning_callback_writes_the_run_directory(tmp_path):
+    L = pytest.importorskip(
+        "lightning", reason="Lightning is not installed (pip install 'resviz[lightning]')"
+    )
+    from resviz.lightning import ResvizCallback
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = net()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+        def train_dataloader(self):
+            xs, ys = zip(*batches(2))
+            ds = torch.utils.data.TensorDataset(torch.cat(xs), torch.cat(ys))
+            return torch.utils.data.DataLoader(ds, batch_size=8)
+
+    module = Module()
+    cb = ResvizCallback(run_dir=tmp_path / "r")
+    trainer = L.Trainer(fast_dev_run=2, callbacks=[cb], accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
+    trainer.fit(module)
+    run = open_run(tmp_path / "r")
+    recs = run.records()
+    assert [r.step for r in recs] == [0, 1] and run.state.value == "finished"
+    assert set(recs[0].blocks) == {f"net.{b}" for b in BLOCKS}
+    assert all(recs[0].blocks[f"net.{b}"]["grad_norm"] > 0 for b in BLOCKS) and recs[0].lr == 0.05
+    assert "forward" not in module.net.layer1[0].__dict__
