@@ -50,7 +50,9 @@ class TextLayer(nn.Module):
     def __init__(self, d, out=None):
         super().__init__()
         self.intermediate = nn.Linear(d, 2 * d)
-        self.output = SelfOutput(2 * d, out or d)
+        self.output = SelfOutput(2 * d, d)
+        if out:  # the dense layer makes the wrong width; its LayerNorm is still right
+            self.output.dense = nn.Linear(2 * d, out)
 
     def forward(self, x):
         return self.output(F.gelu(self.intermediate(x)), x)
@@ -174,3 +176,90 @@ class Res2Net(nn.Module):
 
     def forward(self, x):
         return self.layer1(self.stem(x))
+
+
+# ----------------------------------------------------------------- for the property tests
+
+
+class ArgInner(nn.Module):
+    """Adds a skip it is handed: ``relu(bn(conv(relu(bn(conv(x))))) + sc)``."""
+
+    def __init__(self, cin, cout, stride=1, body_out=None):
+        super().__init__()
+        out = body_out or cout
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
+
+    def forward(self, x, sc):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + sc)
+
+
+class ArgBlock(nn.Module):
+    """The block makes the shortcut and hands it to ``inner``, which adds it."""
+
+    def __init__(self, cin, cout, stride=1, proj_out=None, body_out=None):
+        super().__init__()
+        self.proj = None
+        if cin != cout or stride != 1 or proj_out:
+            self.proj = nn.Conv2d(cin, proj_out or cout, 1, stride, bias=False)
+        self.inner = ArgInner(cin, cout, stride, body_out)
+
+    def forward(self, x):
+        return self.inner(x, self.proj(x) if self.proj is not None else x)
+
+
+class ChannelLastBlock(nn.Module):
+    """ConvNeXt: depthwise conv, then channel-last LayerNorm and MLP, permuted back, plus x."""
+
+    def __init__(self, c, out=None):
+        super().__init__()
+        self.dwconv = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.pwconv1 = nn.Linear(c, 2 * c)
+        self.pwconv2 = nn.Linear(2 * c, out or c)
+
+    def forward(self, x):
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class ConvNet(nn.Module):
+    def __init__(self, blocks, width, head_in, classes=3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(head_in, classes)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+class TokenBlock(nn.Module):
+    """A pre-norm transformer MLP block on (batch, tokens, features): ``x + mlp(norm(x))``."""
+
+    def __init__(self, d, out=None):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, 2 * d)
+        self.fc2 = nn.Linear(2 * d, out or d)
+
+    def forward(self, x):
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class TokenNet(nn.Module):
+    """Patches to tokens, token blocks, mean over tokens, a head."""
+
+    def __init__(self, blocks, d, classes=3):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 4, 4)
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        return self.head(self.blocks(x).mean(1))

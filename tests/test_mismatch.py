@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from torch import nn
 
 import resviz
 from tests.nets import BodyShortcutBlock, LambdaLayer, Net, TinyResNet
+from tests.nets_wild import ArgBlock, ChannelLastBlock, ConvNet, TextLayer, TokenBlock, TokenNet
 
 
 def body(cin, cout, stride=1, pad=1, k=3):
@@ -22,23 +22,10 @@ def body(cin, cout, stride=1, pad=1, k=3):
     )  # fmt: skip
 
 
-def apply_fix(model: nn.Module, block: str, fix: str, shortcut_attr: str) -> None:
-    """Apply resviz's suggested fix text to the model, the way a user would paste it."""
-    env = {"nn": nn}
-    for line in fix.splitlines():
-        m = re.match(r"^([\w.]+): (.+)$", line)
-        if m is None:  # a bare expression: the new shortcut module of the block
-            setattr(model.get_submodule(block), shortcut_attr, eval(line, env))
-            continue
-        path, rhs = m.groups()
-        if rhs.startswith("nn."):
-            parent, _, leaf = path.rpartition(".")
-            setattr(model.get_submodule(parent), leaf, eval(rhs, env))
-        else:
-            attr, value = rhs.split("=", 1)
-            value = eval(value, env)
-            mod = model.get_submodule(path)
-            setattr(mod, attr, (value, value) if attr in ("padding", "stride") else value)
+def apply_fix(model: nn.Module, block: str, fix: str, shortcut_attr: str | None = None) -> None:
+    """Paste resviz's suggested fix into a session holding the model, as a user would."""
+    assert "self." not in fix.replace("# ", ""), f"the fix needs the class edited: {fix}"
+    exec(fix, {"nn": nn, "torch": torch, "model": model})
 
 
 def test_every_broken_block_is_reported_in_one_run():
@@ -49,8 +36,10 @@ def test_every_broken_block_is_reported_in_one_run():
     assert m.residual_shape == (1, 32, 16, 16) and m.shortcut_shape == (1, 16, 32, 32)
     assert "`layer2.0.conv1`" in m.cause and "stride 2" in m.cause and "identity" in m.cause
     assert "32 output channels" in m.cause and "residual 32×16×16 vs shortcut 16×32×32" in m.cause
-    assert m.fix == ("nn.Sequential(nn.Conv2d(16, 32, kernel_size=1, stride=2, bias=False), "
-                     "nn.BatchNorm2d(32))")  # fmt: skip
+    assert ("model.layer2[0].downsample = nn.Sequential(nn.Conv2d(16, 32, kernel_size=1, stride=2, "
+            "bias=False), nn.BatchNorm2d(32))") in m.fix  # fmt: skip
+    assert m.fix_title == "Give `layer2.0` a projection shortcut"
+    assert m.fix_where.startswith("`layer2.0.downsample`, tests/nets.py:")
     # tracing went on with the residual branch: later shapes are the intended ones
     assert report.complete and report.output_shapes == [(1, 10)]
     assert report.block("layer3.1").input_shape == (1, 64, 8, 8)
@@ -75,7 +64,7 @@ def test_unpadded_conv_is_blamed_and_padding_fix_works():
     (m,) = report.mismatches
     assert m.block == "blocks.1"
     assert "`blocks.1.body.0` is a 3×3 conv with padding 0: it shrinks 32 to 30" in m.cause
-    assert m.fix == "blocks.1.body.0: padding=1"
+    assert "model.blocks[1].body[0].padding = (1, 1)" in m.fix
     assert m.culprits == ["blocks.1.body.0"] and m.input_sizes == []
     apply_fix(model, m.block, m.fix, "shortcut")
     assert resviz.analyze(model, (1, 3, 32, 32)).ok
@@ -112,7 +101,8 @@ def test_projection_with_wrong_stride():
     model = Net([BodyShortcutBlock(body(16, 32, stride=2), shortcut)], head_in=32)
     report = resviz.analyze(model, (1, 3, 16, 16))
     (m,) = report.mismatches
-    assert "stride 2" in m.cause and "blocks.0.shortcut.0: stride=2" in m.fix
+    assert "stride 2" in m.cause and "model.blocks[0].shortcut[0].stride = (2, 2)" in m.fix
+    assert m.fix_title == "Set `blocks.0.shortcut.0`'s stride to 2"
     apply_fix(model, m.block, m.fix, "shortcut")
     assert resviz.analyze(model, (1, 3, 16, 16)).ok
 
@@ -226,3 +216,73 @@ def test_reported_mismatches_are_exactly_the_blocks_whose_paths_disagree(case):
         apply_fix(fixed, m.block, m.fix, "shortcut")
         after = resviz.analyze(fixed, (1, 3, size, size), suggest_sizes=False)
         assert m.block not in {a.block for a in after.mismatches}, (m.cause, m.fix)
+
+
+# ----------------------------------------------------------------- broken residual branches,
+# skips passed as arguments, token and channel-last layouts
+
+
+@st.composite
+def net_with_broken_layers(draw):
+    """A net that is right by its own widths, with one or two layers given a wrong width: the last
+    layer of a residual branch, or the projection a block hands to the module that adds it."""
+    family = draw(st.sampled_from(["conv", "token"]))
+    n = draw(st.integers(2, 4))
+    broken = draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=2))
+    expected = {}
+    if family == "token":
+        d = draw(st.sampled_from([8, 12]))
+        blocks = []
+        for i in range(n):
+            kind = draw(st.sampled_from(["mlp", "output"]))
+            bad = draw(st.sampled_from([d - 4, d + 4])) if i in broken else None
+            if kind == "mlp":
+                blocks.append(TokenBlock(d, bad))
+                expected[f"blocks.{i}"] = ("residual", f"blocks.{i}.fc2")
+            else:
+                blocks.append(TextLayer(d, bad))
+                expected[f"blocks.{i}"] = ("residual", f"blocks.{i}.output.dense")
+        return TokenNet(blocks, d), {k: v for k, v in expected.items() if int(k[7:]) in broken}, 16
+    c = draw(st.sampled_from([4, 8]))
+    width, blocks = c, []
+    for i in range(n):
+        kind = draw(st.sampled_from(["arg", "arg", "channel_last"]))
+        if kind == "channel_last":
+            bad = draw(st.sampled_from([c + 4, c * 2])) if i in broken else None
+            blocks.append(ChannelLastBlock(c, bad))
+            expected[f"blocks.{i}"] = ("residual", f"blocks.{i}.pwconv2")
+            continue
+        cout = draw(st.sampled_from([c, c, 2 * c]))
+        stride = draw(st.sampled_from([1, 2]))
+        wrong = draw(st.sampled_from([cout + 4, cout * 2]))
+        path = draw(st.sampled_from(["residual", "shortcut"]))
+        if i in broken and path == "shortcut":
+            blocks.append(ArgBlock(c, cout, stride, proj_out=wrong))
+            expected[f"blocks.{i}.inner"] = ("shortcut", f"blocks.{i}.proj")
+        else:
+            blocks.append(ArgBlock(c, cout, stride, body_out=wrong if i in broken else None))
+            expected[f"blocks.{i}.inner"] = ("residual", f"blocks.{i}.inner.conv2")
+        if i not in broken:
+            del expected[f"blocks.{i}.inner"]
+        c = cout
+    expected = {k: v for k, v in expected.items() if k.startswith(tuple(f"blocks.{i}" for i in broken))}
+    return ConvNet(blocks, width, c), expected, draw(st.sampled_from([8, 12, 16]))
+
+
+@settings(max_examples=int(__import__("os").environ.get("RESVIZ_EXAMPLES", 30)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net_with_broken_layers())
+def test_the_broken_path_is_blamed_and_every_fix_mends_the_eager_model(case):
+    model, expected, size = case
+    model.eval()
+    x = torch.randn(1, 3, size, size)
+    with pytest.raises(RuntimeError), torch.no_grad():
+        model(x)  # eager stops at the first broken block
+    report = resviz.analyze(model, (1, 3, size, size), suggest_sizes=False)
+    found = {m.block: (m.broken_path, m.culprits[0]) for m in report.mismatches}
+    assert found == expected, [m.cause for m in report.mismatches]
+    assert report.complete and not report.errors  # nothing after a broken block is blamed
+    for m in report.mismatches:
+        apply_fix(model, m.block, m.fix)
+    with torch.no_grad():
+        assert model(x).shape == (1, 3)  # every fix pasted: the eager model runs
+    assert resviz.analyze(model, (1, 3, size, size), suggest_sizes=False).ok

@@ -96,3 +96,58 @@ def test_mismatches_are_exactly_the_blocks_whose_paths_disagree(data):
         assert m.cause and m.fix
     if report.complete:  # every block is found, broken or not
         assert len(report.blocks) == sum(s["blocks"] for s in data["stages"])
+
+
+# ----------------------------------------------------------------- broken residual branches
+
+
+@st.composite
+def spec_with_a_broken_branch(draw):
+    """A healthy spec net (projection shortcuts) and a block whose last conv makes a wrong width."""
+    block = draw(st.sampled_from(["basic", "bottleneck", "preact", "preact-bottleneck"]))
+    stages = [{"blocks": draw(st.integers(1, 2)), "width": draw(st.sampled_from([4, 8])) * 2**i,
+               "stride": 1 if i == 0 else 2, "shortcut": "B"}
+              for i in range(draw(st.integers(1, 2)))]  # fmt: skip
+    data = {"name": "branch", "input": f"3x{draw(st.integers(8, 20))}x", "classes": 3,
+            "block": block, "stem": {"kind": "cifar", "channels": 4}, "stages": stages}  # fmt: skip
+    data["input"] += data["input"].split("x")[1]
+    n_blocks = sum(s["blocks"] for s in stages)
+    which = draw(st.integers(0, n_blocks - 1))
+    delta = draw(st.sampled_from([-2, 2, 4]))
+    return data, which, delta
+
+
+def _last_layers(block):
+    """The block's last conv and the norm right after it (None in a pre-activation block)."""
+    last = "conv3" if hasattr(block, "conv3") else "conv2"
+    norm = {"conv3": "bn3", "conv2": "bn2"}[last] if not block.preact else None
+    return last, norm
+
+
+@settings(max_examples=int(__import__("os").environ.get("RESVIZ_EXAMPLES", 15)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec_with_a_broken_branch())
+def test_a_broken_residual_branch_is_blamed_and_its_fix_mends_the_eager_model(case):
+    data, which, delta = case
+    spec = specmod.parse_spec(data)
+    torch.manual_seed(0)
+    model = specmod.build(spec, device="cpu").eval()
+    x = torch.randn(spec.input_shape)
+    with torch.no_grad():
+        healthy = model(x).shape
+    name, block = [(n, m) for n, m in model.named_modules() if hasattr(m, "downsample")][which]
+    last, norm = _last_layers(block)
+    conv = getattr(block, last)
+    bad = conv.out_channels + delta
+    setattr(block, last, torch.nn.Conv2d(conv.in_channels, bad, 1 if last == "conv3" else 3,
+                                         padding=0 if last == "conv3" else 1, bias=False))  # fmt: skip
+    if norm:
+        setattr(block, norm, torch.nn.BatchNorm2d(bad))
+    report = resviz.analyze(model, spec.input_shape, suggest_sizes=False)
+    (m,) = report.mismatches  # one block, nothing downstream blamed
+    assert m.block == name and m.broken_path == "residual"
+    assert m.culprits[0] == f"{name}.{last}" and f"has out_channels {bad}" in m.cause
+    assert report.complete and not report.errors
+    exec(m.fix, {"nn": torch.nn, "model": model})  # pasted as the user would
+    with torch.no_grad():
+        assert model(x).shape == healthy  # the eager model runs again
+    assert resviz.analyze(model, spec.input_shape, suggest_sizes=False).ok

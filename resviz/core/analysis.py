@@ -16,12 +16,13 @@ from typing import Any
 from torch import nn
 
 from . import grouping
+from .blame import trace_blaming
 from .diagnose import explain
 from .errors import ResvizError
 from .gcpause import gc_paused
 from .inputs import Input, resolve_inputs
 from .records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Value
-from .residual import find_residual_adds
+from .residual import carrying_shortcut, find_residual_adds
 from .shapes import human_shape
 from .trace import Trace, trace_module
 
@@ -133,6 +134,9 @@ class Report:
                     "input_sizes": list(m.input_sizes),
                     "code_fix": m.code_fix or m.fix,
                     "spec_edits": [dict(e) for e in m.spec_edits],
+                    "broken_path": m.broken_path,
+                    "fix_title": m.fix_title,
+                    "fix_where": m.fix_where,
                 }
                 for m in self.mismatches
             ],
@@ -180,8 +184,9 @@ def analyze(
     specs = resolve_inputs(input_shape, inputs, dtype)
     t0 = time.perf_counter()
     with gc_paused():
-        trace = trace_module(model, inputs=specs)
-        report = build_report(trace, model, name or type(model).__name__)
+        trace, evidence = trace_blaming(lambda: trace_module(model, inputs=specs))
+        with carrying_shortcut(evidence):
+            report = build_report(trace, model, name or type(model).__name__)
         _hint_integer_inputs(report)
         if suggest_sizes and not report.ok and _one_image(specs):
             _suggest_sizes(model, report, size_budget_s)
@@ -209,7 +214,9 @@ def analyze_any(obj, input_shape=None, *, inputs=None, dtype=None, name: str | N
     shape = specs[0].shape
     t0 = time.perf_counter()
     with gc_paused():
-        report = build_report(trace_any(obj, shape), None, name or "model")
+        trace, evidence = trace_blaming(lambda: trace_any(obj, shape))
+        with carrying_shortcut(evidence):
+            report = build_report(trace, None, name or "model")
         if _is_exported(obj):
             names = set(obj.graph_signature.parameters)
             params = [v for k, v in obj.state_dict.items() if k in names]

@@ -19,7 +19,12 @@ re-checked by recomputing both paths with the fix applied before it is offered.
 
 from __future__ import annotations
 
-from .describe import conv_geometry, pool_geometry, short_label
+from torch import nn
+
+from .blame import declared_width, feature_difference, feature_setter
+from .describe import conv_geometry, hyperparams, pool_geometry, short_label
+from .fixtext import layer_code, norm_width
+from .fixtext import render as render_fix
 from .records import Mismatch, Op, ResidualAdd
 from .residual import common_module_path
 from .rules import broadcast, conv_out, pool_out
@@ -124,11 +129,72 @@ def explain(trace, add: ResidualAdd) -> Mismatch:
     both = f"residual branch {_fmt(res_shape)} vs shortcut {_fmt(sc_shape)}"
     if mm.broadcastable:
         _explain_broadcast(trace, add, mm, both)
+    elif _explain_features(trace, add, mm, both):
+        pass
     elif len(res_shape) != len(sc_shape) or len(res_shape) < 3 or len(fork_shape) != len(res_shape):
         _explain_generic(trace, add, mm, both)
     elif not _explain_missing_projection(trace, add, mm):
         _explain_layers(trace, add, mm, both)
+    text = render_fix(trace, add, [f for f in mm.fix.splitlines() if f])
+    mm.fix, mm.fix_title, mm.fix_where = text.text, text.title, text.where
     return mm
+
+
+def _explain_features(trace, add: ResidualAdd, mm: Mismatch, both: str) -> bool:
+    """One feature axis differs and one layer declares the residual branch's width: blame that
+    layer when the residual branch is the broken path (``blame.py``), and explain token-shaped and
+    channel-last layouts in a Linear's own terms; NCHW convs keep the texts below."""
+    diff = feature_difference(trace, add)
+    if diff is None:
+        return False
+    axis, rw, sw = diff
+    setter = feature_setter(trace, add.residual_ops, add.residual, rw)
+    if setter is None:
+        return False
+    attr = "out_channels" if conv_geometry(setter) or "out_channels" in hyperparams(setter) else "out_features"
+    unit = "channels" if attr == "out_channels" else "features"
+    if add.intended == "shortcut":
+        mm.broken_path = "residual"
+        cause = (f"{_name(setter)} has {attr} {rw} but {sw} are expected: the shortcut carries {sw} "
+                 f"{unit}")  # fmt: skip
+        if add.evidence:
+            cause += f", and so must the block's output: with {rw}, {add.evidence}"
+        mm.cause = f"{cause} ({both})"
+        mm.culprits = [setter.name]
+        fixes = [_layer_fix(setter, sw, f"{attr}={sw}")]
+        for i in add.residual_ops:
+            op = trace.ops[i]
+            if op.id > setter.id and op.module is not None and norm_width(op.module) == rw:
+                fixes.append(_layer_fix(op, sw, f"num_features={sw}"))
+                mm.culprits.append(op.name)
+        mm.fix = "\n".join(fixes)
+        return True
+    if attr == "out_channels" and axis == 1:
+        return False  # an NCHW conv: the stride/channel texts below say it in a conv's terms
+    mm.cause = (f"{_name(setter)} has {attr} {rw} but the shortcut carries {sw} {unit} "
+                f"({both})")  # fmt: skip
+    mm.culprits = [setter.name]
+    proj = next((trace.ops[i] for i in reversed(add.shortcut_ops) if declared_width(trace.ops[i])), None)
+    if proj is not None and declared_width(proj) == sw:
+        mm.cause = (f"the projection {_name(proj)} has {attr} {sw} but the residual branch's "
+                    f"{_name(setter)} has {rw} ({both})")  # fmt: skip
+        mm.culprits = [proj.name]
+        mm.fix = _layer_fix(proj, rw, f"{attr}={rw}")
+        return True
+    res = mm.residual_shape
+    if axis == len(res) - 1:
+        code = f"nn.Linear({sw}, {rw}, bias=False)"
+    else:
+        code = _projection_code(sw, rw, 1, max(len(res) - 2, 1)).replace("stride=1, ", "")
+    mm.fix = _shortcut_prefix(trace, add) + code
+    return True
+
+
+def _layer_fix(op: Op, width: int, fallback: str) -> str:
+    code = layer_code(op.module, width) if isinstance(op.module, nn.Module) else None
+    if code is None:
+        return f"give {op.name} {fallback}"
+    return f"{op.name}: {code}"
 
 
 def _explain_missing_projection(trace, add: ResidualAdd, mm: Mismatch) -> bool:

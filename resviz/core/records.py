@@ -84,6 +84,14 @@ class ResidualAdd:
     shapes_match: bool = True
     source: tuple[str, int] | None = None
     ordinal: int = 0  # how many residual adds at the same source line came before, in this call
+    # Which operand carries the intended shape past a mismatched add: 'residual' unless the rest of
+    # the network shows that the residual branch is the broken path (then 'shortcut').
+    intended: str = "residual"
+    evidence: str = ""  # what showed it: the first layer after the add that the other shape breaks
+
+    @property
+    def intended_value(self) -> int:
+        return self.shortcut if self.intended == "shortcut" else self.residual
 
 
 @dataclass(slots=True)
@@ -103,6 +111,9 @@ class Mismatch:
     # PyTorch code moves here, and the edits as plain dicts (field, value, delete, text).
     code_fix: str = ""
     spec_edits: list[dict] = field(default_factory=list)
+    broken_path: str = "shortcut"  # the path the fix changes: 'shortcut' or 'residual'
+    fix_title: str = ""  # one line saying what the fix does ("Give layer2.0 a projection shortcut")
+    fix_where: str = ""  # where it goes: module path and, where known, file:line
 
 
 @dataclass(slots=True)

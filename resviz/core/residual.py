@@ -17,7 +17,40 @@ one split (Res2Net's ``sp + spx[i]``) merges branches inside a block: kind ``mer
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from .records import Op, ResidualAdd
+
+# Adds (op id -> evidence) past which tracing carries the shortcut's shape: their residual branch
+# was found to be the broken path (``blame.py``). Context-local: a trace in another thread is
+# unaffected.
+_CARRY_SHORTCUT: ContextVar[dict[int, str] | None] = ContextVar("resviz_carry_shortcut", default=None)
+
+
+@contextmanager
+def carrying_shortcut(evidence: dict[int, str]) -> Iterator[None]:
+    """Trace (and classify adds) with the shortcut's shape carried past the adds in ``evidence``,
+    a map from add op id to what showed that the residual branch is the broken path."""
+    token = _CARRY_SHORTCUT.set(dict(evidence))
+    try:
+        yield
+    finally:
+        _CARRY_SHORTCUT.reset(token)
+
+
+def _mark_intended(add: ResidualAdd) -> ResidualAdd:
+    carry = _CARRY_SHORTCUT.get()
+    if carry and add.op in carry:
+        add.intended, add.evidence = "shortcut", carry[add.op]
+    return add
+
+
+def carried_shape(trace, add: ResidualAdd):
+    """The shape tracing goes on with past a mismatched residual add (every front-end asks this)."""
+    return trace.values[_mark_intended(add).intended_value].shape
+
 
 _SHORTCUT_HINTS = ("shortcut", "downsample", "skip", "proj", "identity")
 
@@ -238,6 +271,7 @@ def find_residual_adds(trace) -> list[ResidualAdd]:
         res = trace.online_adds.get(op_id) or analyse_add(trace, op_id, op.scope)
         if res is None:
             continue
+        _mark_intended(res)
         key = (res.call, res.source)
         res.ordinal = counts.get(key, 0)
         counts[key] = res.ordinal + 1

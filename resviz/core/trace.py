@@ -35,7 +35,7 @@ from . import rules
 from .gcpause import gc_paused
 from .inputs import Input
 from .records import Call, Op, ShapeError, Value
-from .residual import analyse_add
+from .residual import analyse_add, carried_shape
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _THIS_FILE = os.path.abspath(__file__)
@@ -333,7 +333,7 @@ class Trace:
             if res is not None:
                 self.online_adds[op.id] = res
                 if bad:
-                    out_shape = self.values[res.residual].shape
+                    out_shape = carried_shape(self, res)
         if bad and op.id not in self.online_adds:
             self._error(op.name, op.id, "add", rules.binary_error("add", sa, sb, shape), [sa, sb])
             out_shape = sa if isinstance(a, torch.Tensor) and id(a) in self._vid else sb

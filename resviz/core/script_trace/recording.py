@@ -13,7 +13,7 @@ import torch
 
 from .. import rules
 from ..records import Op, Value
-from ..residual import analyse_add
+from ..residual import analyse_add, carried_shape
 from ..trace import Trace, _dtype_name
 from .aten import aten_eval
 from .common import _T, _TENSORS, Shape, _Abort, _clean, _flat_tensors, _has_tensor, _Quiet, _shape_of
@@ -43,7 +43,7 @@ def add_shape(trace: Trace, op: Op, sa: Shape, sb: Shape, traced: tuple[bool, bo
         if res is not None:
             decided = True
             if bad:
-                out_shape = trace.values[res.residual].shape
+                out_shape = carried_shape(trace, res)
     if bad and not decided:
         trace._error(op.name, op.id, "add", rules.binary_error("add", sa, sb, shape), [sa, sb])
         out_shape = sa if traced[0] else sb
