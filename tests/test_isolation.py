@@ -101,6 +101,7 @@ def test_endless_loop_stops_at_the_timeout(capfd, tmp_path, where, hang_guard):
     assert code == 2 and out == ""
     doing = {"import": "importing", "init": "building", "forward": "tracing"}[where]
     assert "did not finish within 0.5 s" in err and f"resviz was {doing}" in err
+    assert not [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == path]  # never here
 
 
 def test_json_stays_json_whatever_the_code_prints_and_a_thread_it_starts_ends_with_resviz(tmp_path):

@@ -91,18 +91,16 @@ class CancelToken:
         self.cancelled = False
 
     def cancel(self) -> None:
-        with self._lock:
+        with self._lock:  # held while killing: once _attach(None) returns, no kill is under way
             self.cancelled = True
-            proc = self._proc
-        if proc is not None:
-            _kill(proc)
+            if self._proc is not None:
+                _kill(self._proc)
 
     def _attach(self, proc: subprocess.Popen | None) -> None:
         with self._lock:
             self._proc = proc
-            cancelled = self.cancelled
-        if cancelled and proc is not None:
-            _kill(proc)
+            if self.cancelled and proc is not None:
+                _kill(proc)
 
 
 # --------------------------------------------------------------------------------------------
