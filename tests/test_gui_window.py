@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("PySide6")
 
+from PySide6.QtGui import QFontInfo  # noqa: E402
+
 from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
 
 torch = pytest.importorskip("torch")
@@ -411,6 +413,23 @@ def test_unfolding_keeps_the_block_under_the_cursor(qtbot, win, graph_per_window
     assert (after.x(), after.y()) == pytest.approx((before.x(), before.y()), abs=2)
 
 
+def test_a_deep_net_opens_from_its_top_zoomed_out_while_its_labels_stay_legible(qtbot, win, tmp_path):
+    """Not at 1:1 (resnet50 showed two stages): as small as the scene's smallest font allows, the
+    width fitting, the top in view, and the overview beside it naming the stages."""
+    spec = tmp_path / "deep.toml"
+    spec.write_text(TINY_SPEC.replace("blocks = 1", "blocks = 60"))  # far taller than any window
+    win.open_source(str(spec))
+    drawn(qtbot, win)
+    view, rect = win.view, win.scene.sceneRect()
+    assert view.scale_factor() == pytest.approx(view.legible_scale(), rel=1e-3) and view.legible_scale() < 1
+    smallest_px = min(QFontInfo(f).pixelSize() for f in win.scene.fonts)
+    assert smallest_px * view.scale_factor() >= 7 - 1e-6
+    assert rect.width() * view.scale_factor() <= view.viewport().width()
+    assert view.visible_scene_rect().top() <= rect.top() + 1
+    qtbot.waitUntil(lambda: view.overview.isVisible() and view.overview._pix is not None, timeout=5000)
+    assert view.overview.labels == ["layer1", "layer2"]
+
+
 def test_overview_appears_for_deep_nets_and_jumps(qtbot, win):
     from PySide6.QtCore import QPoint, Qt
 
@@ -435,6 +454,7 @@ def test_overview_of_a_very_deep_net_shows_where_the_broken_blocks_are(qtbot, wi
     overview = win.view.overview
     qtbot.waitUntil(lambda: overview.isVisible() and overview._pix is not None, timeout=5000)
     assert overview._sx != overview._sy  # the schematic, stretched to the strip's width
+    assert overview.width() >= overview.MIN_WIDTH and overview.labels == ["layer1", "layer2"]  # not a sliver
     image = overview._pix.toImage()
     red = QColor(win.scene.theme.broken).rgb()
     rows = [y for y in range(image.height()) if any(image.pixel(x, y) == red for x in range(image.width()))]

@@ -10,11 +10,12 @@ visible part outlined; click or drag in it to jump there.
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPainter, QPen, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontInfo, QFontMetricsF, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QFrame, QGraphicsView, QWidget
 
 MIN_SCALE, MAX_SCALE = 0.01, 4.0
 READABLE_SCALE = 0.75  # centring on a node zooms in at least this far
+MIN_TEXT_PX = 7.0  # the smallest text still read without effort: a deep net opens no smaller
 SCHEMATIC_BELOW = 0.06  # overview scale under which nodes (~40 px tall) become flat bars
 
 
@@ -103,19 +104,32 @@ class QtGraphView(QGraphicsView):
         self._placement = "fit"
         self.viewChanged.emit()
 
+    def legible_scale(self) -> float:
+        """The smallest zoom at which the graph's smallest text is still :data:`MIN_TEXT_PX` tall
+        (from the scene's own fonts, so it holds for any font and screen)."""
+        fonts = getattr(self.scene(), "fonts", None) or (self.font(),)
+        smallest = min(QFontInfo(f).pixelSize() for f in fonts)
+        return min(1.0, MIN_TEXT_PX / max(1, smallest))
+
     def fit_readable(self) -> None:
-        """Fit when that stays legible; a deep net is shown from its top at a readable size."""
+        """The whole graph when it stays legible; a deep net as much of it as stays legible.
+
+        A net too tall to fit opens from its top, zoomed out to where its smallest labels are
+        still readable (resnet50 shows its first two or three stages, not one), fitted to the
+        window's width when it is wider than that, and the overview beside it shows where this is.
+        """
         rect = self.scene().sceneRect() if self.scene() else QRectF()
         if rect.isEmpty():
             return
         self.follow_scene()
         vw, vh = max(1, self.viewport().width() - 8), max(1, self.viewport().height() - 8)
         whole = min(vw / rect.width(), vh / rect.height(), 1.0)
-        if whole >= 0.7:
+        legible = self.legible_scale()
+        if whole >= legible:
             self.fit()
             self._placement = "readable"
             return
-        scale = max(whole, min(0.9, vw / rect.width()))
+        scale = max(whole, min(legible, vw / rect.width()))
         self.resetTransform()
         self.set_zoom(scale)
         self.centerOn(QPointF(rect.center().x(), rect.top() + vh / scale / 2))
@@ -237,6 +251,7 @@ class QtOverview(QWidget):
     """
 
     WIDTH = 150
+    MIN_WIDTH = 96  # room for a stage's name: a very deep net is not an unlabelled sliver
 
     def __init__(self, view: QtGraphView):
         super().__init__()
@@ -244,6 +259,7 @@ class QtOverview(QWidget):
         self._pix: QPixmap | None = None
         self._sx = self._sy = 1.0  # scene -> overview pixels; unequal only for a schematic
         self._offset = QPointF()
+        self.labels: list[str] = []  # the stage names drawn on it, top to bottom
         self.enabled_by_user = True
         self.setCursor(Qt.PointingHandCursor)
         self.setToolTip("Overview: click or drag to move there")
@@ -270,7 +286,7 @@ class QtOverview(QWidget):
             return
         rect = scene.sceneRect()
         h = max(60, self._view.height() - 8)
-        w = max(40, min(self.WIDTH, int(rect.width() * h / max(1.0, rect.height())) + 8))
+        w = max(self.MIN_WIDTH, min(self.WIDTH, int(rect.width() * h / max(1.0, rect.height())) + 8))
         if w != self.width():
             self.setFixedWidth(w)
         self.setVisible(self.needed())
@@ -304,9 +320,38 @@ class QtOverview(QWidget):
             scene.paint_schematic(painter, self._offset, self._sx, self._sy)
         else:
             scene.render(painter, QRectF(self._offset, QSize(int(w), int(h)).toSizeF()), rect)
+        self.labels = self._paint_stage_names(painter, scene, rect)
         painter.end()
         self._pix = pix
         self.update()
+
+    def _paint_stage_names(self, painter: QPainter, scene, rect: QRectF) -> list[str]:
+        """Each stage's name at its top edge, on a light box, where it does not cover the last one:
+        in a strip a thousandth of the graph's size the scene's own labels are specks."""
+        graph, layout = getattr(scene, "graph", None), getattr(scene, "layout", None)
+        if graph is None or layout is None:
+            return []
+        font = QFont(self.font())
+        font.setPointSizeF(7.5)
+        fm = QFontMetricsF(font)
+        painter.setFont(font)
+        back = QColor(self.palette().color(self.palette().ColorRole.Base))
+        back.setAlpha(215)
+        ink = self.palette().color(self.palette().ColorRole.Text)
+        drawn, below = [], -1.0
+        stages = [g for g in graph.groups if g.kind == "stage" and g.id in layout.groups]
+        for g in sorted(stages, key=lambda g: layout.groups[g.id].y):
+            y = self._offset.y() + (layout.groups[g.id].y - rect.y()) * self._sy
+            if y < below:
+                continue
+            text = fm.elidedText(g.name, Qt.ElideRight, self.width() - 10)
+            box = QRectF(3, y + 1, fm.horizontalAdvance(text) + 5, fm.height())
+            painter.fillRect(box, back)
+            painter.setPen(ink)
+            painter.drawText(box, Qt.AlignCenter, text)
+            drawn.append(g.name)
+            below = box.bottom() + 1
+        return drawn
 
     def _to_scene(self, p: QPoint) -> QPointF:
         rect = self._view.scene().sceneRect()
