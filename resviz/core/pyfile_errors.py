@@ -94,7 +94,8 @@ def _system_exit_message(exc: SystemExit, user: _UserFile, doing: str = "importi
 
 # True in resviz's child process (:mod:`resviz.core.isolated_child`), which the terminal's Ctrl-C
 # never reaches: a KeyboardInterrupt there can only come from the user's code. In any other
-# process a KeyboardInterrupt is taken for the user's Ctrl-C and passes through.
+# process it is the user's Ctrl-C when one was noted (pyfile_import.ctrl_c_pressed) and passes
+# through; raised by the code itself (or off the main thread) it is the code's failure.
 IN_CHILD = False
 
 
@@ -103,12 +104,14 @@ def user_failure(exc: BaseException, user: _UserFile, doing: str) -> LoadError:
     ("importing model.py", "building model.py:Net", "tracing model.py:Net"): SystemExit, a
     BaseException that is not an Exception, or any Exception.
 
-    Re-raises what must not be taken for the user's code: Ctrl-C (outside the child process) and
-    resviz's own :class:`~resviz.core.errors.Terminated`.
+    Re-raises what must not be taken for the user's code: a real Ctrl-C and resviz's own
+    :class:`~resviz.core.errors.Terminated`.
     """
     from .errors import Terminated
+    from .pyfile_import import ctrl_c_pressed
 
-    if isinstance(exc, Terminated) or (isinstance(exc, KeyboardInterrupt) and not IN_CHILD):
+    if isinstance(exc, Terminated) or (isinstance(exc, KeyboardInterrupt) and not IN_CHILD
+                                       and ctrl_c_pressed()):  # fmt: skip
         raise exc
     if isinstance(exc, SystemExit):
         return LoadError(_system_exit_message(exc, user, doing))

@@ -20,6 +20,7 @@ import importlib.machinery
 import keyword
 import os
 import re
+import signal
 import sys
 import threading
 import types
@@ -88,7 +89,7 @@ def _display_path(filename: str) -> str:
 @contextlib.contextmanager
 def _user_code(user: _UserFile) -> Iterator[None]:
     """Run user code with its directory importable, no bytecode written and argv looking plain."""
-    with _LOCK:
+    with _LOCK, _ctrl_c_noted():
         saved_bytecode = sys.dont_write_bytecode
         saved_argv = sys.argv
         sys.dont_write_bytecode = True
@@ -105,6 +106,44 @@ def _user_code(user: _UserFile) -> Iterator[None]:
             user.added_paths.clear()
             sys.argv = saved_argv
             sys.dont_write_bytecode = saved_bytecode
+
+
+class _CtrlC:
+    """Whether Ctrl-C (SIGINT) arrived while the user's code ran: a KeyboardInterrupt without it
+    was raised by the code itself (see :func:`~resviz.core.pyfile_errors.user_failure`)."""
+
+    pressed = False
+    watching = False  # our handler is installed: `pressed` can be trusted
+
+
+def _note_ctrl_c(signum, frame) -> None:
+    _CtrlC.pressed = True
+    signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as Python's own does
+
+
+@contextlib.contextmanager
+def _ctrl_c_noted() -> Iterator[None]:
+    """Note a real Ctrl-C while the user's code runs. Only in the main thread (the only one that
+    receives signals) and only over Python's default handler; the previous one is back after."""
+    previous = None
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):  # fmt: skip
+        _CtrlC.pressed, _CtrlC.watching = False, True
+        previous = signal.signal(signal.SIGINT, _note_ctrl_c)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+            _CtrlC.watching = False
+
+
+def ctrl_c_pressed() -> bool:
+    """Whether a KeyboardInterrupt now in flight may be the user's Ctrl-C: never off the main
+    thread; on it, only when Ctrl-C was noted (or when a handler of someone else's hid it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    return _CtrlC.pressed or not _CtrlC.watching
 
 
 def _add_path(user: _UserFile, entry: str) -> None:
