@@ -7,8 +7,10 @@ window to select that module in the graph.
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QAbstractTableModel, QSortFilterProxyModel, Qt, Signal
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QFontMetricsF
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -16,6 +18,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QSpinBox,
+    QStyle,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -83,6 +86,14 @@ class QtLayerTableModel(QAbstractTableModel):
             return f"{row.name}\nin: {shape_label(row.input_shape)}\nout: {shape_label(row.output_shape)}"
         return None
 
+    def name_width(self, font: QFont) -> float:
+        """Width of the longest layer name as drawn (summary rows of modules are bold)."""
+        plain, bold = QFontMetricsF(font), QFont(font)
+        bold.setBold(True)
+        strong = QFontMetricsF(bold)
+        return max(((plain if r.leaf else strong).horizontalAdvance(t[0])
+                    for r, t in zip(self.rows, self.texts)), default=0.0)  # fmt: skip
+
 
 class _Filter(QSortFilterProxyModel):
     """Matches the filter text against the layer name and type; sorts on precomputed keys."""
@@ -134,13 +145,17 @@ class QtSummaryTable(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setAlternatingRowColors(True)
-        self.table.setTextElideMode(Qt.ElideLeft)  # 'layer3.4.conv2' → '…4.conv2': the end says most
+        # Names are shown whole: the layer column is as wide as its longest name (a horizontal
+        # scroll bar in a narrow pane). Narrowed by hand, it elides in the middle, keeping both
+        # ends of a name ('layer1…downsample.0'); the tooltip has the full name.
+        self.table.setTextElideMode(Qt.ElideMiddle)
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setResizeContentsPrecision(200)  # size columns from 200 rows, not all 5000
-        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        header.setSectionResizeMode(0, QHeaderView.Interactive)
         for c in range(1, len(COLUMNS)):
             header.setSectionResizeMode(c, QHeaderView.ResizeToContents)
+        header.setStretchLastSection(False)
         self.table.clicked.connect(self._on_clicked)
         self.totals = QLabel()
         self.totals.setWordWrap(True)
@@ -180,12 +195,19 @@ class QtSummaryTable(QWidget):
             return
         depth = self.depth.value() or None
         self.model.set_rows(layer_rows(r, depth))
+        self.fit_name_column()
         self.totals.setText(
             f"<b>{r.total_params:,}</b> parameters ({human(r.total_params)}, "
             f"{r.trainable_params:,} trainable) · <b>{human(r.macs)}</b> MACs · input "
             f"{shape_label(r.input_shape)} (batch {r.input_shape[0] if r.input_shape else '?'}) → "
             + ", ".join(shape_label(s) for s in r.output_shapes)
         )
+
+    def fit_name_column(self) -> None:
+        """Size the layer column to its longest name, plus the cell's own margins."""
+        margin = 2 * self.table.style().pixelMetric(QStyle.PM_FocusFrameHMargin) + 16
+        width = math.ceil(self.model.name_width(self.table.font())) + margin
+        self.table.horizontalHeader().resizeSection(0, max(width, 80))
 
     def _on_filter(self, text: str) -> None:
         self.proxy.text = text.strip()
