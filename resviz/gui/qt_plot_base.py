@@ -140,15 +140,29 @@ def _nice_linear(lo: float, hi: float, n: int) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step) + 1)]
 
 
-def _tick_label(v: float) -> str:
-    """A log-axis label for log10 value ``v``: 0.01 … 1000 plainly, 10⁻⁵ beyond; 2e-5 between."""
-    if abs(v - round(v)) < 1e-6:
-        e = int(round(v))
-        return f"{10.0**e:g}" if -2 <= e <= 3 else pow10(e)
-    x = 10**v
-    if 1e-3 <= x < 1e4:
-        return f"{x:.2g}"
-    return f"{x:.0e}".replace("e-0", "e-").replace("e+0", "e")
+def _tick_label(v: float, plain: bool | None = None) -> str:
+    """A log-axis label for log10 value ``v``: plainly (``0.02``, ``300``) or as a power of ten
+    (``10⁻⁵``, ``2·10⁻⁵``). ``plain=None`` decides for this value alone; an axis decides once for
+    all its labels (:func:`log_labels`), so one axis never mixes ``0.01`` with ``10⁻³``."""
+    if plain is None:
+        plain = -2 - 1e-6 <= v < 4
+    e = math.floor(v + 1e-6)
+    mantissa = float(f"{10 ** (v - e):.2g}")
+    if mantissa >= 10:
+        e, mantissa = e + 1, mantissa / 10
+    if plain:
+        x = float(f"{mantissa:g}e{e}")
+        return f"{x:.6f}".rstrip("0").rstrip(".") if x < 1 else f"{x:g}"
+    if abs(mantissa - 1) < 1e-9:
+        return pow10(e)
+    return f"{mantissa:g}·{pow10(e)}"
+
+
+def log_labels(values: list[float]) -> list[str]:
+    """Labels for one log axis's ticks (log10 values), all in one notation: plain when every value
+    lies in 0.01 … 1000s, else powers of ten."""
+    plain = all(-2 - 1e-6 <= v < 4 for v in values)
+    return [_tick_label(v, plain) for v in values]
 
 
 def log_ticks(lo: float, hi: float, size: float, min_px: float = 16) -> list[tuple[float, list[float]]]:
@@ -175,21 +189,61 @@ def log_ticks(lo: float, hi: float, size: float, min_px: float = 16) -> list[tup
 
 class LogAxis(pg.AxisItem):
     """An axis that, in log mode, labels decades (and 2×, 5× when there is room) instead of
-    every minor tick; a range inside one decade gets round linear values."""
+    every minor tick; a range inside one decade gets round linear values. All its labels share
+    one notation (see :func:`log_labels`)."""
 
     MIN_PX = 16  # vertical pixels a label needs
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._plain = True  # the notation of the labels of the last tickValues()
 
     def tickValues(self, minVal, maxVal, size):
         if not self.logMode:
             return super().tickValues(minVal, maxVal, size)
-        return log_ticks(minVal, maxVal, size, self.MIN_PX)
+        levels = log_ticks(minVal, maxVal, size, self.MIN_PX)
+        labelled = [v for spacing, vals in levels if spacing > 0 for v in vals]
+        self._plain = all(-2 - 1e-6 <= v < 4 for v in labelled)
+        return levels
 
     def tickStrings(self, values, scale, spacing):
         if not self.logMode:
             return super().tickStrings(values, scale, spacing)
         if spacing < 0:
             return ["" for _ in values]
-        return [_tick_label(v) for v in values]
+        return [_tick_label(v, self._plain) for v in values]
+
+
+class StepAxis(pg.AxisItem):
+    """A horizontal axis of whole numbers (steps, blocks): ticks at 1, 2, 5 × 10ⁿ steps, never
+    at fractions, however few the steps. Labels may reach past the axis ends by half a label, so
+    the first and last are not dropped (pyqtgraph hides labels that overhang the axis)."""
+
+    MIN_PX = 48  # horizontal pixels a label needs
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.setStyle(hideOverlappingLabels=40)
+
+    def tickValues(self, minVal, maxVal, size):
+        return integer_ticks(minVal, maxVal, size, self.MIN_PX)
+
+    def tickStrings(self, values, scale, spacing):
+        return [f"{int(round(v))}" for v in values]
+
+
+def integer_ticks(lo: float, hi: float, size: float, min_px: float = 48) -> list[tuple[float, list[float]]]:
+    """Whole-number ticks over [lo, hi] drawn across ``size`` pixels, a label every ``min_px`` at
+    most, at 1, 2, 5 × 10ⁿ steps (never finer than 1)."""
+    lo, hi = sorted((float(lo), float(hi)))
+    if not (math.isfinite(lo) and math.isfinite(hi)) or size <= 0:
+        return []
+    want = max(1.0, (hi - lo) * min_px / size)  # the smallest step that leaves room for labels
+    mag = 10 ** math.floor(math.log10(want))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= want - 1e-9)
+    first = math.ceil(lo / step - 1e-9) * step
+    values = [float(first + i * step) for i in range(int((hi - first) / step + 1e-9) + 1)]
+    return [(step, values)]
 
 
 class GridLines(pg.GraphicsObject):
@@ -238,7 +292,8 @@ class BasePlot(pg.PlotWidget):
 
     def __init__(self, style: Style, *, ylog: bool = False, xlabel: str = "step", ylabel: str = "",
                  parent: QWidget | None = None):  # fmt: skip
-        super().__init__(parent=parent, background=style.bg, axisItems={"left": LogAxis("left")})
+        super().__init__(parent=parent, background=style.bg,
+                         axisItems={"left": LogAxis("left"), "bottom": StepAxis("bottom")})  # fmt: skip
         self.style_ = style
         pi = self.getPlotItem()
         pi.hideButtons()

@@ -375,6 +375,7 @@ class TrainingControlsMixin:
         self.optimizer.currentIndexChanged.connect(self._on_optimizer)
         self.lr.editingFinished.connect(self._on_lr_edited)
         self.steps.valueChanged.connect(lambda v: self.controller.set_target(v))
+        self.steps.valueChanged.connect(lambda _v: self._update_buttons())  # a finished run may go on
         self.data_kind.currentIndexChanged.connect(self._on_data_kind)
         self.data_browse.clicked.connect(self._browse_data)
         self.probe.currentIndexChanged.connect(self._on_probe)

@@ -367,12 +367,14 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         state = c.state
         has = c.has_run
         running = state in ("running", "building")
+        # a finished run goes on only once Steps is raised (or set to 0, unlimited)
+        done = state == "finished" and bool(self.steps.value()) and self.steps_done() >= self.steps.value()
         self.pause_btn.setEnabled(state == "running")
-        self.resume_btn.setEnabled(has and state in ("paused", "finished", "error")
+        self.resume_btn.setEnabled(has and state in ("paused", "finished", "error") and not done
                                    or (state == "faulted" and self.twin))  # fmt: skip
-        self.step_btn.setEnabled(self.session is not None and not running and state != "faulted" or
-                                 (state == "faulted" and self.twin))  # fmt: skip
-        self.stop_btn.setEnabled(has and state not in ("stopped", "idle"))
+        self.step_btn.setEnabled(self.session is not None and not running and state != "faulted"
+                                 and not done or (state == "faulted" and self.twin))  # fmt: skip
+        self.stop_btn.setEnabled(has and state not in ("stopped", "idle", "finished"))
         self.reset_btn.setEnabled(has and not running or bool(self.buffers) and not has)
         self.start_btn.setEnabled(self.session is not None)
         self.twin_btn.setEnabled(self.session is not None)

@@ -26,8 +26,8 @@ from .qt_plot_base import (
     Style,
     _log10,
     _positive,
-    _tick_label,
     fmt,
+    log_labels,
     log_ticks,
     peak_bins,
     smoothed,
@@ -268,7 +268,10 @@ class HeatmapPlot(BasePlot):
         self.follow_data(x0 - dx / 2, x1 + dx / 2, None, None)
         self.bar.setLevels((lo, hi))
         levels = log_ticks(lo, hi, max(40.0, self.bar.axis.height() or self.height() * 0.7), 14)
-        self.bar.axis.setTicks([[(v, _tick_label(v)) for v in vals] for sp, vals in levels if sp > 0])
+        labelled = [vals for sp, vals in levels if sp > 0]
+        labels = log_labels([v for vals in labelled for v in vals])  # one notation for the bar
+        it = iter(labels)
+        self.bar.axis.setTicks([[(v, next(it)) for v in vals] for vals in labelled])
 
     def set_fault_steps(self, steps: list[float]) -> None:
         have = {line.value() for line in self.fault_lines}
