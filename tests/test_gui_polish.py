@@ -133,3 +133,19 @@ def test_a_finished_run_offers_only_what_can_go_on(qtbot):
         assert p.resume_btn.isEnabled()
     finally:
         w.close()
+
+
+def test_the_apps_export_refuses_an_unreadable_png_in_the_apps_words(qtbot, resnet18, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    from resviz.gui.export import export_scene
+    from resviz.gui.qt_graph_scene import QtGraphScene
+    from resviz.render import pages
+    from resviz.render.view import build_view
+
+    scene = QtGraphScene()
+    scene.show_graph(build_view(resnet18))
+    monkeypatch.setattr(pages, "PNG_MAX_BYTES", 100_000)
+    with pytest.raises(pages.PictureTooBig) as e:
+        export_scene(scene, tmp_path / "g.png")
+    assert "Roll up" in str(e.value) and "--rollup" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []

@@ -18,15 +18,20 @@ from PySide6.QtWidgets import QGraphicsItem
 from ..core.errors import ResvizError
 from ..core.files import atomic_write
 from ..render.layout import Layout
-from ..render.pages import COLUMN_GAP, Plan, Sheet, plan_pdf, plan_png
+from ..render.pages import COLUMN_GAP, SMALLER, Plan, Sheet, plan_pdf, plan_png
 
 FORMATS = (".svg", ".png", ".pdf")
 
 
+APP_SMALLER = ("draw less with View → Roll up repeated blocks or Collapse all (double-click a "
+               "stage to fold it)")  # fmt: skip
+
+
 def export_scene(scene, path: str | os.PathLike, scale: float = 2.0,
-                 what: str = "the picture") -> Path:  # fmt: skip
+                 what: str = "the graph as shown", smaller: str = APP_SMALLER) -> Path:  # fmt: skip
     """Save the scene. A PNG or PDF too tall for readers is cut into columns or pages (see
-    :mod:`resviz.render.pages`); one that cannot be made readable is refused before writing."""
+    :mod:`resviz.render.pages`); one that cannot be made readable is refused before writing,
+    with ``smaller`` saying how to draw less."""
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in FORMATS:
@@ -96,8 +101,8 @@ def export_scene(scene, path: str | os.PathLike, scale: float = 2.0,
         painter.end()
 
     # plan first: a picture no reader would open is refused before anything is written
-    png_plan = plan_png(*box, scale=scale, what=what) if ext == ".png" else None
-    pdf_plan = plan_pdf(*box) if ext == ".pdf" else None
+    png_plan = plan_png(*box, scale=scale, what=what, smaller=smaller) if ext == ".png" else None
+    pdf_plan = plan_pdf(*box, smaller=smaller) if ext == ".pdf" else None
     writer = {".png": write_png, ".svg": write_svg, ".pdf": write_pdf}[ext]
     with _uncached(scene):
         return atomic_write(path, writer)
@@ -148,4 +153,4 @@ def render_report(report, path, *, depth: int | None = None, collapse: str | Non
     if layout.note and notes is not None:
         notes.append(layout.note)
     scene.show_graph(graph, layout)
-    return export_scene(scene, path, what=f"{report.model_name} drawn this way")
+    return export_scene(scene, path, what=f"{report.model_name} drawn this way", smaller=SMALLER)

@@ -108,7 +108,7 @@ def _columns_for(width: float, height: float, aspect: float = 1.0) -> int:
 
 
 def plan_png(layout: Layout, x0: float, y0: float, width: float, height: float,
-             scale: float = 2.0, what: str = "the picture") -> Plan:  # fmt: skip
+             scale: float = 2.0, what: str = "the picture", smaller: str = SMALLER) -> Plan:  # fmt: skip
     """One PNG: the whole picture if it fits at ``scale`` (or less, down to legible), else columns.
 
     Raises :class:`PictureTooBig` before anything is drawn when no legible arrangement fits."""
@@ -136,11 +136,12 @@ def plan_png(layout: Layout, x0: float, y0: float, width: float, height: float,
         f"{len(spans)} columns it is {sheet_w * MIN_SCALE:,.0f} x {sheet_h * MIN_SCALE:,.0f} px, "
         f"more than image readers open (Qt and most viewers refuse images over "
         f"{PNG_MAX_BYTES // 1024**2} MB or {PNG_MAX_SIDE:,} px a side). Nothing was written. "
-        f"To fix it, {SMALLER}, or write .svg or .pdf (paged) instead."
+        f"To fix it, {smaller}, or write .svg or .pdf (paged) instead."
     )
 
 
-def plan_pdf(layout: Layout, x0: float, y0: float, width: float, height: float) -> Plan:
+def plan_pdf(layout: Layout, x0: float, y0: float, width: float, height: float,
+             smaller: str = SMALLER) -> Plan:  # fmt: skip
     """One page if the picture fits a PDF page, else one page per span of about equal height.
 
     A picture wider than a page is scaled down to fit: PDF is vector, so it zooms back sharp."""
@@ -156,7 +157,7 @@ def plan_pdf(layout: Layout, x0: float, y0: float, width: float, height: float) 
             raise PictureTooBig(
                 f"one part of the picture is {b - a:,.0f} pt tall with no place to cut it, past "
                 f"the {PDF_MAX_PAGE:,.0f} pt a PDF page may measure. Nothing was written. "
-                f"To fix it, {SMALLER}, or write .svg instead."
+                f"To fix it, {smaller}, or write .svg instead."
             )
         sheets.append(Sheet([(a, b)], width, b - a))
     return Plan(scale, sheets, x0, width)
