@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from . import grouping
-from .blame import trace_blaming
+from .blame import absorb_branch_errors, trace_blaming
 from .diagnose import explain
 from .errors import ResvizError
 from .gcpause import gc_paused
@@ -260,9 +260,11 @@ def build_report(trace: Trace, model: nn.Module | None, name: str) -> Report:
     adds = find_residual_adds(trace)
     blocks, stages = grouping.group(trace, adds)
     mismatches = []
+    errors = list(trace.errors)
     for i, add in enumerate(adds):
         if not add.shapes_match:
             mismatches.append(explain(trace, add))
+            errors = absorb_branch_errors(trace, add, mismatches[-1], errors)
             for b in blocks:
                 if i in b.adds:
                     b.broken = True
@@ -270,7 +272,7 @@ def build_report(trace: Trace, model: nn.Module | None, name: str) -> Report:
     return Report(
         model_name=name, input_shape=trace.input_shape, values=trace.values, ops=trace.ops,
         calls=trace.calls, residual_adds=adds, blocks=blocks, stages=stages,
-        mismatches=mismatches, errors=trace.errors, complete=trace.complete,
+        mismatches=mismatches, errors=errors, complete=trace.complete,
         total_params=total, trainable_params=trainable,
         output_shapes=[trace.values[v].shape for v in trace.output_values],
         inputs=list(getattr(trace, "inputs", [])),

@@ -130,3 +130,17 @@ def feature_setter(trace, path: list[int], operand: int, width: int) -> Op | Non
         v = next((i for i in op.inputs if values[i].producer in on_path), None)
         if v is None:
             return None
+
+
+def absorb_branch_errors(trace, add: ResidualAdd, mismatch, errors: list) -> list:
+    """Errors inside a broken residual branch caused by its wrong width (a layer-scale ``gamma *
+    x`` of the right width) belong to the mismatch: said in its cause, not reported again."""
+    if add.intended != "shortcut":
+        return errors
+    branch = set(add.residual_ops)
+    absorbed = [e for e in errors if e.op in branch and not e.fatal]
+    if not absorbed:
+        return errors
+    names = ", ".join(f"`{e.module}`" for e in absorbed)
+    mismatch.cause += f"; {names} fails on the same wrong width until it is fixed"
+    return [e for e in errors if e not in absorbed]

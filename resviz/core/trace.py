@@ -309,7 +309,7 @@ class Trace:
         shape = rules.broadcast(sa, sb)
         if shape is None or (inplace and shape != sa):
             self._error(op.name, op.id, fname, rules.binary_error(fname, sa, sb, shape), [sa, sb])
-            shape = sa
+            shape = sa if inplace else binary_continue_shape(self, op, sa, sb)
         out = a if inplace else self._empty(shape, self._result_dtype(a, b))
         op.outputs = [self._new_value(out, op.id)]
         return out
@@ -343,6 +343,16 @@ class Trace:
             out = self._empty(out_shape, self._result_dtype(a, b))
         op.outputs = [self._new_value(out, op.id)]
         return out
+
+
+def binary_continue_shape(trace: Trace, op: Op, sa, sb):
+    """The shape to go on with past an elementwise op whose operands do not broadcast: the data's,
+    not a parameter's (``self.gamma * x`` with a layer-scale gamma of the old width goes on with
+    x's shape), else the first operand's."""
+    vals = [trace.values[v] for v in op.inputs[:2]]
+    if len(vals) == 2 and (vals[0].producer is None) != (vals[1].producer is None):
+        return vals[1].shape if vals[0].producer is None else vals[0].shape
+    return sa
 
 
 # ---------------------------------------------------------------------- the function mode

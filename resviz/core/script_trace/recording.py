@@ -14,7 +14,7 @@ import torch
 from .. import rules
 from ..records import Op, Value
 from ..residual import analyse_add, carried_shape
-from ..trace import Trace, _dtype_name
+from ..trace import Trace, _dtype_name, binary_continue_shape
 from .aten import aten_eval
 from .common import _T, _TENSORS, Shape, _Abort, _clean, _flat_tensors, _has_tensor, _Quiet, _shape_of
 
@@ -113,7 +113,7 @@ class _Recorder:
         shape = rules.broadcast(sa, sb)
         if shape is None or (inplace and shape != sa):
             self.trace._error(op.name, op.id, base, rules.binary_error(base, sa, sb, shape), [sa, sb])
-            shape = sa
+            shape = sa if inplace else binary_continue_shape(self.trace, op, sa, sb)
         out = self._result(a, b, shape, inplace)
         op.outputs = [self._new_value(out, op.id)]
         return out
