@@ -147,7 +147,8 @@ def run_app(args) -> int:
     if os.environ.get("RESVIZ_TIMING"):
         t = window.timings
         print(f"resviz: window shown after {t.get('shown', float('nan')):.2f} s, model drawn after "
-              f"{t.get('drawn', float('nan')):.2f} s", file=sys.stderr)  # fmt: skip
+              f"{t.get('drawn', float('nan')):.2f} s, picture written after "
+              f"{t.get('written', float('nan')):.2f} s", file=sys.stderr)  # fmt: skip
     window.shutdown()
     if window.isVisible():
         window.close()
@@ -168,9 +169,9 @@ def _arm_screenshot(window, path: str, result: dict, tab: str | None) -> None:
         done["flag"] = True
         if tab:
             window.select_tab(tab)
-        window.view.overview.refresh()
-        QApplication.processEvents()
-        QTimer.singleShot(150, lambda: _grab(window, path, result, code))
+        QApplication.processEvents()  # layouts and posted updates first: the overview's size
+        window.view.overview.render_now()
+        _grab(window, path, result, code)
 
     def check() -> None:
         if done["flag"] or not window.is_idle():
@@ -181,7 +182,7 @@ def _arm_screenshot(window, path: str, result: dict, tab: str | None) -> None:
                 print(f"resviz: {window.document.error}", file=sys.stderr)
             finish(EXIT_BAD_INPUT if window.document.error is not None else EXIT_OK)
 
-    window.document.idle.connect(lambda: QTimer.singleShot(50, check))
+    window.document.idle.connect(lambda: QTimer.singleShot(0, check))
     poll = QTimer(window)
     poll.setInterval(200)
     poll.timeout.connect(check)
@@ -211,6 +212,7 @@ def _grab(window, path: str, result: dict, code: int) -> None:
 
     try:
         atomic_write(path, write)
+        window.timings["written"] = time.perf_counter() - window.t0
         print(f"wrote {path}", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - report, then exit with an error status
         print(f"resviz: could not save the screenshot: {exc}", file=sys.stderr)

@@ -278,6 +278,11 @@ class QtOverview(QWidget):
     def refresh(self) -> None:
         self._timer.start()
 
+    def render_now(self) -> None:
+        """Draw it at once rather than on the next timer tick (a screenshot is being taken)."""
+        self._timer.stop()
+        self._render()
+
     def place(self) -> None:
         """Width from the scene's aspect (a thin strip for thin nets); shown only when needed."""
         scene = self._view.scene()
