@@ -8,8 +8,9 @@
     resviz zoo [--json]                       the built-in models
     resviz codegen SPEC [-o model.py]         a spec (or zoo name) as a standalone PyTorch file
     resviz train MODEL [--steps N] [--batch B] [--lr LR] [--optimizer sgd|adam|adamw]
-                 [--data SOURCE] [--plain] [--device DEV] [--seed S] [--csv F] [--json]
+                 [--data SOURCE] [--plain] [--device DEV] [--seed S] [--run-dir DIR] [--csv F] [--json]
                                               headless training with per-block gradient probes
+    resviz follow RUN_DIR [--once]            the live summary of a run directory (steps/s, loss, flags)
 
 Exit status: 0 clean, 1 shape mismatches or errors found, 2 the model could not be loaded or an
 argument is invalid (a Python file whose code hangs past --timeout, exits or crashes included),
@@ -29,7 +30,7 @@ import threading
 from .core import gcpause
 from .core.errors import ResvizError, Terminated
 
-COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen")
+COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen", "follow")
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -118,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train headless with per-block gradient probes")
     _model_args(p)  # training feeds one image batch
     add_train_arguments(p)
+
+    from .follow_cli import add_follow_arguments
+
+    p = sub.add_parser("follow", help="print the live summary of a run directory (steps/s, loss, flags)")
+    add_follow_arguments(p)
     return parser
 
 
@@ -326,6 +332,12 @@ def cmd_codegen(args) -> int:
     return EXIT_OK
 
 
+def cmd_follow(args) -> int:
+    from .follow_cli import run_follow
+
+    return run_follow(args)
+
+
 def cmd_train(args) -> int:
     from .train_cli import run_train
 
@@ -338,6 +350,7 @@ COMMAND_FUNCS = {
     "render": cmd_render,
     "zoo": cmd_zoo,
     "train": cmd_train,
+    "follow": cmd_follow,
     "codegen": cmd_codegen,
 }
 

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from .core.errors import ResvizError
+from .core.errors import ResvizError, Terminated
 
 EXIT_OK, EXIT_NONFINITE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_BATCH = 32  # one default everywhere: TrainConfig, this command and the app's Training tab
@@ -143,10 +143,6 @@ def run_train(args) -> int:
     except ResvizError as e:
         print(f"resviz: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (``timeout``, a scheduler, ``docker stop``): unwind like Ctrl-C."""
 
 
 @contextlib.contextmanager
