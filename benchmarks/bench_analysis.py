@@ -4,6 +4,7 @@ Same process, same model object, warm medians. Prints one line per tool and the 
 
     python benchmarks/bench_analysis.py            # resnet152 @ 224 and resnet1202 @ 32
     python benchmarks/bench_analysis.py --quick    # fewer repeats
+    python benchmarks/bench_analysis.py --library  # only the library-built layers section
 
 torchinfo.summary runs the real forward pass on the CPU; torchview.draw_graph traces with its own
 hooks (given device='meta' here, its fastest mode). resviz runs the model's forward on meta tensors
@@ -84,6 +85,28 @@ def bench_resnet1202(repeats: int) -> dict:
     return out
 
 
+def bench_library_layers(repeats: int) -> dict:
+    """A net made of a model library's own layers (library_layers.py) next to its plain-PyTorch
+    twin. "first analysis" clears resviz's memory of meta runs before each call (what a fresh
+    process or a new model pays); "again" is a re-analysis (the app's re-trace, a size sweep)."""
+    from library_layers import library_net
+
+    from resviz.core import metacache
+
+    shape = (1, 3, 224, 224)
+    out = {}
+    for label, lib in (("library layers", True), ("plain twin", False)):
+        model = library_net(lib, depth=(3, 4, 6, 3)).eval()
+
+        def cold(model=model):
+            metacache.clear()
+            resviz.analyze(model, shape)
+
+        out[f"{label}, first analysis"] = median_seconds(cold, repeats * 2)
+        out[f"{label}, again"] = median_seconds(lambda model=model: resviz.analyze(model, shape), repeats * 2)
+    return out
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -106,14 +129,25 @@ def memory_mb() -> dict:
     return out | {"weights": zoo.param_count("resnet152") * 4 / 2**20}
 
 
+def _print_library(repeats: int) -> None:
+    print("\nlibrary-built layers (no shape rule) @ 1x3x224x224, 16 blocks + attention")
+    r = bench_library_layers(repeats)
+    twin = r["plain twin, first analysis"]
+    for name, sec in r.items():
+        print(f"  {name:32s} {sec * 1e3:8.1f} ms   {sec / twin:5.2f}x the plain twin's first analysis")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--library", action="store_true", help="only the library-built layers section")
     args = ap.parse_args()
     repeats = 3 if args.quick else 7
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, resviz {resviz.__version__}")
 
+    if args.library:
+        return _print_library(repeats)
     print("\nresnet152 @ 1x3x224x224 (warm medians)")
     r = bench_resnet152(repeats)
     base = r["resviz.analyze"]
@@ -129,6 +163,8 @@ def main() -> None:
         if "gc paused" in name:
             ratio = f"   {sec / base:5.2f}x the library call's time (its gc left as the host has it)"
         print(f"  {name:22s} {sec * 1e3:9.1f} ms{ratio}")
+
+    _print_library(repeats)
 
     print("\nresident memory added by build + analyse resnet152")
     mem = memory_mb()

@@ -587,3 +587,107 @@ def leaf_macs(kind: str, weights: int, out: Sequence[int], key_tokens: int | Non
     if kind == "rnn":
         return weights * math.prod(out[:2])
     return weights * out[0]
+
+
+# ---------------------------------------------------------------- rules for library layers' ops
+# Norm, conv, linear and attention layers of model libraries are written with these functions;
+# their meta kernels are Python decompositions (a meta batch_norm ~8 ms), a rule is microseconds.
+
+
+def _arg(args, kwargs, i: int, name: str, default=None):
+    return kwargs.get(name, args[i] if len(args) > i else default)
+
+
+def _norm_same(channels_from: str):
+    def rule(args, kwargs):
+        shape = args[0]
+        if channels_from == "running_mean":
+            stats = _arg(args, kwargs, 1, "running_mean")
+            if stats is not None and len(shape) >= 2 and stats != (shape[1],):
+                raise RuleError(
+                    f"running_mean should contain {shape[1]} elements not {_fmt(stats)}", shape
+                )
+        elif channels_from == "normalized_shape":
+            ns = tuple(_arg(args, kwargs, 1, "normalized_shape") or ())
+            if tuple(shape[len(shape) - len(ns) :]) != ns:
+                raise RuleError(
+                    f"layer_norm expects the last dimensions to be {_fmt(ns)}, got input {_fmt(shape)}",
+                    shape,
+                )
+        elif channels_from == "num_groups":
+            g = _arg(args, kwargs, 1, "num_groups")
+            if not isinstance(g, int) or len(shape) < 2 or g <= 0 or shape[1] % g:
+                raise RuleError(f"group_norm: {shape[1] if len(shape) > 1 else '?'} channels do not "
+                                f"split into {g} groups", shape)  # fmt: skip
+        return shape, None
+
+    return rule
+
+
+def _conv_fn(nd: int):
+    def rule(args, kwargs):
+        shape, w = args[0], _arg(args, kwargs, 1, "weight")
+        if not isinstance(w, tuple) or len(w) != nd + 2 or len(shape) not in (nd + 1, nd + 2):
+            raise NotImplementedError
+        s = _tuple(_arg(args, kwargs, 3, "stride", 1), nd)
+        p = _arg(args, kwargs, 4, "padding", 0)
+        d = _tuple(_arg(args, kwargs, 5, "dilation", 1), nd)
+        groups = _arg(args, kwargs, 6, "groups", 1)
+        if shape[-nd - 1] != w[1] * groups:
+            raise RuleError(f"conv{nd}d expects {w[1] * groups} input channels but got "
+                            f"{shape[-nd - 1]} (input {_fmt(shape)})")  # fmt: skip
+        if isinstance(p, str):
+            if p != "valid":
+                return (*shape[: -nd - 1], w[0], *shape[-nd:]), None
+            p = 0
+        p = _tuple(p, nd)
+        out = tuple(conv_out(shape[-nd + i], w[2 + i], s[i], p[i], d[i]) for i in range(nd))
+        if min(out) <= 0:
+            raise RuleError(f"conv{nd}d input {_fmt(shape[-nd:])} is too small for kernel {_fmt(w[2:])}")
+        return (*shape[: -nd - 1], w[0], *out), None
+
+    return rule
+
+
+def _linear_fn(args, kwargs):
+    shape, w = args[0], _arg(args, kwargs, 1, "weight")
+    if not isinstance(w, tuple) or len(w) not in (1, 2) or not shape:
+        raise NotImplementedError
+    if shape[-1] != w[-1]:
+        raise RuleError(f"linear expects {w[-1]} input features but got {shape[-1]} (input {_fmt(shape)})")
+    return (*shape[:-1], *w[:-1]), None
+
+
+def _sdpa(args, kwargs):
+    q, v = args[0], _arg(args, kwargs, 2, "value")
+    if not isinstance(q, tuple) or not isinstance(v, tuple) or len(q) < 2 or len(v) < 2:
+        raise NotImplementedError
+    return (*q[:-1], v[-1]), None
+
+
+FUNC_RULES[F.batch_norm] = _norm_same("running_mean")
+FUNC_RULES[F.instance_norm] = _norm_same("none")
+FUNC_RULES[F.layer_norm] = _norm_same("normalized_shape")
+FUNC_RULES[F.group_norm] = _norm_same("num_groups")
+for _nd, _f in ((1, F.conv1d), (2, F.conv2d), (3, F.conv3d)):
+    FUNC_RULES[_f] = _conv_fn(_nd)
+FUNC_RULES[F.linear] = _linear_fn
+FUNC_RULES[F.scaled_dot_product_attention] = _sdpa
+
+
+def elementwise_rule(func):
+    """The broadcast rule of an add/sub/mul/div, for use where no residual add is decided (the
+    inside of a layer): ``a op b`` has the broadcast shape; an in-place op keeps ``a``."""
+    inplace = ADD_FUNCS.get(func, BINARY_FUNCS.get(func))
+
+    def rule(args, kwargs):
+        if len(args) < 2 or kwargs:
+            raise NotImplementedError
+        a = args[0] if isinstance(args[0], tuple) else ()
+        b = args[1] if isinstance(args[1], tuple) else ()
+        shape = broadcast(a, b)
+        if shape is None or (inplace and shape != a):
+            raise RuleError(binary_error("op", a, b, shape))
+        return shape, (0 if inplace else None)
+
+    return rule

@@ -20,6 +20,7 @@ How it works, and why this way:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -30,8 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import rules
+from . import metacache, rules
 from .gcpause import gc_paused
 from .inputs import Input
 from .records import Call, Op, ShapeError, Value
@@ -213,19 +215,43 @@ class Trace:
                 out = self._empty(out_shape, x.dtype)
             op.outputs = [self._new_value(out, op.id, out_shape)]
         else:
-            out = self._run_real(proxy, op, args, kwargs)
+            out = self._run_real(proxy, op, args, kwargs, in_tensors)
             if in_tensors and out is in_tensors[0]:
                 op.attrs["passthrough"] = True  # an empty nn.Sequential() shortcut, say
             op.outputs = [self._new_value(t, op.id) for t in _tensors(out)]
+        op.attrs["layer"] = proxy._info.kind  # after a meta run, which may have found it
         if (proxy._info.weights or proxy._info.kv_weights) and op.outputs:
             op.macs = proxy._info.macs(
                 self.values[op.outputs[0]].shape, [self.values[v].shape for v in inputs]
             )
         return out
 
-    def _run_real(self, proxy: _LeafProxy, op: Op, args, kwargs):
+    def _run_real(self, proxy: _LeafProxy, op: Op, args, kwargs, in_tensors):
         # Runs with torch functions disabled, so the layer's own internals are not recorded.
-        target = proxy._meta_module() if self.device.type == "meta" else proxy._module
+        if self.device.type != "meta":
+            return self._run_layer(proxy._module, op, args, kwargs)
+        info = proxy._info
+        key = proxy._cache_key(args, kwargs)
+        hit = metacache.get(key) if key is not None else None
+        if hit is not None and hit is not metacache.UNCACHEABLE:
+            tmpl, info.kind = hit
+            return metacache.build(tmpl, self.device)
+        probe = info.kind == "other" and info.weights > 0  # what does it do with its weights?
+        with _AtenNames() if probe else contextlib.nullcontext() as seen:
+            # the layer's own ops take their shape rules where there are some (per op, not
+            # per layer: a library's norm is fast when the ops it is made of have rules)
+            with torch._C._EnableTorchFunction(), _RulesOnly(probe) as ruled:
+                out = self._run_layer(proxy._meta_module(), op, args, kwargs)
+        if probe:
+            info.kind = rules.kind_of_ops(seen.names | ruled.names)
+        if key is not None and hit is None:
+            try:
+                metacache.put(key, (metacache.template(out, in_tensors), info.kind))
+            except metacache.Uncacheable:
+                metacache.put(key, metacache.UNCACHEABLE)
+        return out
+
+    def _run_layer(self, target, op: Op, args, kwargs):
         try:
             return target(*args, **kwargs)
         except TraceAborted:
@@ -265,7 +291,20 @@ class Trace:
                     out = self._empty(out_shape, tensors[0].dtype)
                 op.outputs = [self._new_value(out, op.id)]
                 return out
-        # No rule: evaluate it on meta tensors.
+        # No rule: evaluate it on meta tensors, once per (function, argument shapes and values).
+        key = hit = None
+        if traced and self.device.type == "meta":
+            try:
+                key = (func, metacache.arg_key(args), metacache.arg_key(kwargs))
+            except metacache.Uncacheable:
+                key = None
+            else:
+                hit = metacache.get(key)
+        if hit is not None and hit is not metacache.UNCACHEABLE:
+            out = metacache.build(hit, self.device)
+            op = self._record_function(fname, tensors, _source())
+            op.outputs = [self._new_value(t, op.id) for t in _tensors(out)]
+            return out
         try:
             out = func(*args, **kwargs)
         except Exception as e:
@@ -276,6 +315,11 @@ class Trace:
             raise TraceAborted from None
         if not traced:
             return out
+        if key is not None and hit is None:
+            try:
+                metacache.put(key, metacache.template(out, tensors))
+            except metacache.Uncacheable:
+                metacache.put(key, metacache.UNCACHEABLE)
         outs = _tensors(out)
         if not outs:
             return out
@@ -383,10 +427,67 @@ class _Mode(TorchFunctionMode):
 # ---------------------------------------------------------------------- the shadow model
 
 
+_UNKNOWN = object()
+
+
+class _AtenNames(TorchDispatchMode):
+    """Collects the names of the aten ops a layer runs (``convolution``, ``addmm``...)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+class _RulesOnly(TorchFunctionMode):
+    """Inside a layer without a rule: ops with a shape rule make an empty meta tensor of the
+    rule's shape, the rest run on meta. Nothing is recorded; a rule that objects lets the op run
+    for real, so the layer fails with PyTorch's own message."""
+
+    def __init__(self, record: bool = False):
+        super().__init__()
+        self.record = record
+        self.names: set[str] = set()  # functions answered by a rule (they reach no aten op)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        with torch._C.DisableTorchFunction():
+            if func in _METADATA:
+                return func(*args, **kwargs)
+            out = _rule_result(func, args, kwargs)
+            if self.record and out is not None:
+                self.names.add(_func_name(func))
+            return func(*args, **kwargs) if out is None else out
+
+
+def _rule_result(func, args, kwargs):
+    rule = rules.FUNC_RULES.get(func)
+    if rule is None and (func in rules.ADD_FUNCS or func in rules.BINARY_FUNCS):
+        rule = rules.elementwise_rule(func)
+    if rule is None:
+        return None
+    try:
+        out_shape, inplace = rule(_shapes_of(args), {k: _shapes_of(v) for k, v in kwargs.items()})
+    except (NotImplementedError, rules.RuleError):
+        return None
+    if inplace is not None:
+        return args[inplace]
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if not tensors:
+        return None
+    dtype = tensors[0].dtype
+    if len(args) >= 2 and func not in rules.FUNC_RULES:
+        dtype = torch.result_type(args[0], args[1])
+    return torch.empty(out_shape, dtype=dtype, device=tensors[0].device)
+
+
 class _LeafProxy:
     """Stands in for a leaf module inside the shadow; calling it records one op."""
 
-    __slots__ = ("_trace", "_module", "_path", "_rule", "_info", "_meta")
+    __slots__ = ("_trace", "_module", "_path", "_rule", "_info", "_meta", "_mkey")
 
     def __init__(self, trace: Trace, module: nn.Module, path: str):
         self._trace = trace
@@ -397,6 +498,21 @@ class _LeafProxy:
         # attribute access is a __torch_function__ round trip (~20 µs per layer)
         self._info = _LeafInfo(module)
         self._meta = None
+        self._mkey: Any = _UNKNOWN
+
+    def _cache_key(self, args, kwargs):
+        """The meta-run cache key of a call with these arguments; None: not cacheable."""
+        if self._mkey is _UNKNOWN:
+            try:
+                self._mkey = metacache.module_key(self._module)
+            except metacache.Uncacheable:
+                self._mkey = None
+        if self._mkey is None:
+            return None
+        try:
+            return (self._mkey, metacache.arg_key(args), metacache.arg_key(kwargs))
+        except metacache.Uncacheable:
+            return None
 
     def __call__(self, *args, **kwargs):
         return self._trace.call_leaf(self, args, kwargs)
