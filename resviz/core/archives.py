@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import LoadError
+from .errors import LoadError, ResvizError
+from .files import check_readable_file
 from .shapes import format_shape
 
 __all__ = ["ArchiveResult", "READS", "load_archive", "sniff"]
@@ -73,6 +74,7 @@ def sniff(path: str | os.PathLike[str], given: str | None = None) -> str:
     try:
         if path.is_dir():
             raise LoadError(_directory_message(path, name))
+        check_readable_file(path, name)  # never open a FIFO (it blocks) or a device
         with open(path, "rb") as fh:
             head = fh.read(64)
             size = os.fstat(fh.fileno()).st_size
@@ -84,6 +86,8 @@ def sniff(path: str | os.PathLike[str], given: str | None = None) -> str:
         raise LoadError(_directory_message(path, name)) from None
     except OSError as exc:
         raise LoadError(f"cannot read {name}: {exc.strerror or exc}.") from None
+    except ResvizError as exc:
+        raise LoadError(str(exc)) from None
     if size == 0:
         raise LoadError(f"{name} is empty (0 bytes); expected a model file: {READS}.")
     if head.startswith(_ZIP_MAGIC) or head.startswith(_EMPTY_ZIP_MAGIC):

@@ -31,6 +31,7 @@ from torch import nn
 from . import archives, pyfile
 from .archives import READS
 from .errors import LoadError, ResvizError
+from .files import check_readable_file
 from .pyfile import Candidate, python_candidates
 from .shapes import parse_shape
 
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 _SPEC_SUFFIXES = {".toml", ".json"}
+_MAX_KWARGS_CHARS = 100_000
 _FILE_SUFFIXES = {".py", ".toml", ".json", ".pt", ".pth", ".pt2", ".ts", ".zip", ".ckpt", ".bin",
                   ".pkl", ".pickle", ".tar", ".safetensors", ".onnx", ".h5", ".jit"}
 
@@ -83,8 +85,16 @@ def parse_kwargs(text: str | None) -> dict:
     """
     if text is None or not text.strip():
         return {}
+    if len(text) > _MAX_KWARGS_CHARS:
+        raise ResvizError(f"--kwargs is {len(text)} characters long, past the limit of "
+                          f"{_MAX_KWARGS_CHARS}; constructor arguments are a short JSON object")
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise ResvizError(
+            "--kwargs nests arrays or objects too deeply to read; constructor arguments are a "
+            "short JSON object such as '{\"num_classes\": 10}'"
+        ) from None
     except json.JSONDecodeError as exc:
         line_text = text.splitlines()[exc.lineno - 1] if text.splitlines() else text
         where = f"line {exc.lineno}, column {exc.colno}" if "\n" in text.strip() else f"column {exc.colno}"
@@ -97,6 +107,8 @@ def parse_kwargs(text: str | None) -> dict:
             f"--kwargs is not valid JSON: {exc.msg} at {where}{hint}\n"
             f"    {line_text}\n    {' ' * (exc.colno - 1)}^"
         ) from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise ResvizError(f"--kwargs holds a number too large to read ({str(exc).split(':')[0]}).") from None
     if not isinstance(value, dict):
         raise ResvizError(
             f"--kwargs must be a JSON object of keyword arguments such as '{{\"num_classes\": 10}}', "
@@ -131,10 +143,12 @@ def load_model(source: str | os.PathLike[str], *, kwargs: dict | None = None, tr
 
     py = pyfile.split_python_source(source)
     if py is not None:
+        _check_regular(py[0])
         return _load_python(source, py[0], py[1], kwargs, device)
 
     path = Path(os.path.expanduser(source))
     if _exists(path, source):
+        _check_regular(path, source)
         if path.is_dir():
             archives.sniff(path, source)  # raises, naming model files inside
         if path.suffix.lower() in _SPEC_SUFFIXES:
@@ -166,6 +180,15 @@ def _exists(path: Path, source: str) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def _check_regular(path: str | os.PathLike[str], source: str | None = None) -> None:
+    """A FIFO, device or socket given as MODEL is refused before it is opened: opening a FIFO
+    waits for a writer forever, and a device such as /dev/zero never ends."""
+    try:
+        check_readable_file(os.path.expanduser(os.fspath(path)), source)
+    except ResvizError as exc:
+        raise LoadError(f"{exc} ({READS}.)") from None
 
 
 def _looks_like_path(source: str) -> bool:

@@ -11,6 +11,11 @@ Shape = tuple[int, ...]
 
 _SEP = re.compile(r"\s*[x×,*]\s*|\s+")
 
+# Limits that turn a typo into a message rather than an overflow deep inside torch: a dimension
+# fits torch's 32-bit kernels and a whole input stays far from int64 once layers widen it.
+MAX_DIM = 2**31 - 1
+MAX_ELEMENTS = 2**40  # about 1.1e12 values: 4 TiB of float32, past any machine's memory
+
 
 def parse_shape(text: str | Sequence[int], *, batch: bool = True) -> Shape:
     """Parse ``"1x3x224x224"``, ``"3x224x224"`` (batch 1 implied), ``"3,32,32"`` or a sequence.
@@ -23,6 +28,11 @@ def parse_shape(text: str | Sequence[int], *, batch: bool = True) -> Shape:
         if not raw:
             raise ShapeSyntaxError("empty input shape: expected something like 1x3x224x224")
         parts = [p for p in _SEP.split(raw) if p]
+        if any(len(p.lstrip("+-")) > 19 for p in parts):
+            raise ShapeSyntaxError(
+                f"input shape '{_clip(text)}' has a dimension of more than 19 digits; each dimension "
+                f"must be at most {MAX_DIM}"
+            )
         try:
             dims = tuple(int(p) for p in parts)
         except ValueError:
@@ -38,10 +48,27 @@ def parse_shape(text: str | Sequence[int], *, batch: bool = True) -> Shape:
     if not dims or len(dims) > 5:
         raise ShapeSyntaxError(f"input shape '{format_shape(dims)}' must have 1 to 5 dimensions")
     if any(d <= 0 for d in dims):
-        raise ShapeSyntaxError(f"input shape '{format_shape(dims)}' has a dimension that is not positive")
+        raise ShapeSyntaxError(f"input shape '{_clip(format_shape(dims))}' has a dimension that is not positive")
+    if any(d > MAX_DIM for d in dims):
+        raise ShapeSyntaxError(
+            f"input shape '{_clip(format_shape(dims))}' has a dimension past the limit of {MAX_DIM} "
+            "(2^31 - 1)"
+        )
+    numel = 1
+    for d in dims:
+        numel *= d
+    if numel > MAX_ELEMENTS:
+        raise ShapeSyntaxError(
+            f"input shape '{format_shape(dims)}' has {numel:.3g} elements, past the limit of "
+            f"{MAX_ELEMENTS:.3g} (2^40) elements per input"
+        )
     if batch and len(dims) == 3:
         dims = (1, *dims)
     return dims
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def format_shape(shape: Sequence[int], *, batch: bool = True, sep: str = "x") -> str:

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ShapeSyntaxError, SpecError
+from .errors import ResvizError, ShapeSyntaxError, SpecError
+from .files import read_bounded
 from .shapes import format_shape, parse_shape
 
 try:
@@ -60,8 +61,12 @@ _STAGE_FIELDS = (
 )  # fmt: skip
 
 # Generous ceilings: they exist to turn a typo (blocks = 30000) into a message, not a frozen build.
-_MAX_BLOCKS = 1000
+_MAX_BLOCKS = 1000  # in one stage
+_MAX_STAGES = 64
+_MAX_TOTAL_BLOCKS = 5000  # in the whole net (resnet1202 has 600)
 _MAX_CHANNELS = 65536
+_MAX_FILE_BYTES = 4 * 1024 * 1024  # a spec is a few hundred bytes; this is a wrong file
+_MAX_NESTING = 32  # a spec is tables of tables of scalars: three levels deep
 
 
 def is_preact(block: str) -> bool:
@@ -210,9 +215,11 @@ def load_spec(path: str | Path) -> NetSpec:
     if p.is_dir():
         raise SpecError(where, None, "is a directory; expected a .toml or .json spec file")
     try:
-        raw = p.read_bytes()
+        raw = read_bounded(p, _MAX_FILE_BYTES, "a spec file")
     except OSError as e:
         raise SpecError(where, None, f"cannot be read: {e.strerror or e}") from None
+    except ResvizError as e:
+        raise SpecError(None, None, str(e)) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -237,23 +244,63 @@ def _sniff(text: str) -> str:
 _TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
+def _too_deep(text: str) -> bool:
+    """Whether brackets nest deeper than any spec does (the parsers recurse on them and would
+    overflow Python's stack on a few thousand levels). Brackets inside strings count too, which
+    only makes the check stricter for a file no spec resembles."""
+    depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > _MAX_NESTING:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def _number_error(where: str, fmt: str, e: Exception) -> SpecError:
+    # Python refuses to convert integers of over 4300 digits; no spec field takes anything near
+    digits = re.search(r"has (\d+) digits", str(e))
+    size = f"a {digits.group(1)}-digit number" if digits else "a number too large to read"
+    return SpecError(where, None, f"the {fmt} holds {size}; no spec field takes a number that large")
+
+
 def _parse_toml(text: str, where: str) -> dict:
+    if _too_deep(text):
+        raise SpecError(where, None, f"arrays or tables nest more than {_MAX_NESTING} levels deep; "
+                        "a spec is a few flat tables")
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        msg = str(e)
-        m = _TOML_POS.search(msg)
-        line = int(m.group(1)) if m else getattr(e, "lineno", None)
-        raise _syntax_error(where, "TOML", msg, line, text) from None
+    except ValueError as e:
+        if not isinstance(e, tomllib.TOMLDecodeError):
+            raise _number_error(where, "TOML", e) from None
+        raise _toml_syntax(e, where, text) from None
+    except RecursionError:
+        raise SpecError(where, None, "arrays or tables nest too deeply; a spec is a few flat tables") from None
+
+
+def _toml_syntax(e: Exception, where: str, text: str) -> SpecError:
+    msg = str(e)
+    m = _TOML_POS.search(msg)
+    line = int(m.group(1)) if m else getattr(e, "lineno", None)
+    return _syntax_error(where, "TOML", msg, line, text)
 
 
 def _parse_json(text: str, where: str) -> dict:
+    if _too_deep(text):
+        raise SpecError(where, None, f"arrays or objects nest more than {_MAX_NESTING} levels deep; "
+                        "a spec is a few flat tables")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise _syntax_error(
             where, "JSON", f"{e.msg} (at line {e.lineno}, column {e.colno})", e.lineno, text
         ) from None
+    except ValueError as e:
+        raise _number_error(where, "JSON", e) from None
+    except RecursionError:
+        raise SpecError(where, None, "arrays or objects nest too deeply; a spec is a few flat tables") from None
     if not isinstance(data, dict):
         raise SpecError(where, None, f"expected a JSON object at the top level; got {_type_name(data)}")
     return data
@@ -356,6 +403,9 @@ def _parse(data: dict, c: _Checker) -> NetSpec:
 
     default_name = Path(where).stem if where else "resnet"
     name = c.string(data, "name", "name", default_name)
+    if any(_is_control(ch) for ch in name):
+        raise c.error("name", f"contains control characters ({name.encode('unicode_escape').decode()[:60]}); "
+                      "a name is printed and shown as a title, so it must be plain text")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise c.error("description", f"expected a string; got {_show(description)}")
@@ -396,6 +446,8 @@ def _parse_stages(c: _Checker, data: dict) -> tuple[StageSpec, ...]:
         raise c.error("stages", f"expected an array of tables ([[stages]]); got {_show(raw)}")
     if not raw:
         raise c.error("stages", "expected at least one stage; got an empty list")
+    if len(raw) > _MAX_STAGES:
+        raise c.error("stages", f"{len(raw)} stages is past the limit of {_MAX_STAGES} stages per net")
     stages = []
     for i, st in enumerate(raw):
         w = f"stages[{i}]"
@@ -415,6 +467,12 @@ def _parse_stages(c: _Checker, data: dict) -> tuple[StageSpec, ...]:
                 pool_ceil_mode=c.boolean(st, "pool_ceil_mode", f"{w}.pool_ceil_mode", True),
             )
         )
+    total = sum(st.blocks for st in stages)
+    if total > _MAX_TOTAL_BLOCKS:
+        raise c.error(
+            "stages", f"{total} blocks in all is past the limit of {_MAX_TOTAL_BLOCKS} blocks per net "
+            f"(the stages have {_count_list([st.blocks for st in stages])} blocks)",
+        )  # fmt: skip
     return tuple(stages)
 
 
@@ -433,6 +491,11 @@ def _parse_block_shortcuts(c: _Checker, raw: Any, w: str, blocks: int) -> tuple[
                           f"{blocks} blocks); got {key!r}")  # fmt: skip
         out[int(text)] = c.choice(raw, key, f"{fld}.{text}", SHORTCUT_POLICIES)
     return tuple(sorted(out.items()))
+
+
+def _count_list(counts: list[int]) -> str:
+    shown = ", ".join(str(n) for n in counts[:8])
+    return shown + (f", ... ({len(counts)} stages)" if len(counts) > 8 else "")
 
 
 def _parse_stem(c: _Checker, data: dict, first_block: str) -> StemSpec:
@@ -492,6 +555,10 @@ def _check_blocks(c: _Checker, spec: NetSpec) -> None:
 
 
 # ------------------------------------------------------------------------------------- messages
+
+
+def _is_control(ch: str) -> bool:
+    return ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0
 
 
 def _type_name(value: Any) -> str:
