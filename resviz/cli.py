@@ -12,10 +12,12 @@
                                               headless training with per-block gradient probes
     resviz follow RUN_DIR [--once]            the live summary of a run directory (steps/s, loss, flags)
 
-Exit status: 0 clean, 1 shape mismatches or errors found, 2 the model could not be loaded or an
-argument is invalid (a Python file whose code hangs past --timeout, exits or crashes included),
-130 interrupted by Ctrl-C, 143 stopped by SIGTERM. User mistakes are reported as one paragraph,
-never a traceback. A Python file's code runs in a child process (resviz.core.isolation).
+Exit status, one rule for every command: 0 the model was traced to the end and every shortcut
+matches; 1 it was loaded but problems were found (a shortcut mismatch, a shape error, a trace that
+stopped early; for ``train``, a NaN/Inf); 2 it could not be loaded, or an argument or output file
+is wrong (a Python file whose code hangs past --timeout, exits or crashes included); 3 a bug in
+resviz; 130 interrupted by Ctrl-C, 143 stopped by SIGTERM. User mistakes are reported as one
+paragraph, never a traceback. A Python file's code runs in a child process (resviz.core.isolation).
 """
 
 from __future__ import annotations
@@ -29,9 +31,26 @@ import threading
 
 from .core import gcpause
 from .core.errors import ResvizError, Terminated
+from .core.printable import printable
 
 COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen", "follow")
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _depth(text: str) -> int:
+    """``--depth`` of summary and render: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def exit_status(report) -> int:
+    """The exit status of check, summary and render for an analysed model."""
+    return EXIT_OK if report.ok else EXIT_FOUND
 
 
 def _model_args(p: argparse.ArgumentParser, model_required: bool = True,
@@ -88,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="per-layer table: output shapes, params, MACs")
     _model_args(p, several_inputs=True)
     _timeout_arg(p)
-    p.add_argument("--depth", type=int, default=None, metavar="N",
+    p.add_argument("--depth", type=_depth, default=None, metavar="N",
                    help="show modules down to depth N (default: every layer)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -97,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _timeout_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="output file: .svg, .png, .pdf or .dot")  # fmt: skip
-    p.add_argument("--depth", type=int, default=None, metavar="N",
+    p.add_argument("--depth", type=_depth, default=None, metavar="N",
                    help="expand modules down to depth N (default: blocks collapsed)")  # fmt: skip
     p.add_argument("--collapse", choices=("blocks", "stages", "none"), default=None,
                    help="draw each block (default) or each stage as one node, or every layer "
@@ -172,7 +191,7 @@ def _main(argv: list[str] | None) -> int:
         with _sigterm_raises():
             return COMMAND_FUNCS[args.command](args)
     except ResvizError as e:
-        print(f"resviz: {e}", file=sys.stderr)
+        print(printable(f"resviz: {e}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("resviz: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
@@ -185,11 +204,11 @@ def _main(argv: list[str] | None) -> int:
     except Exception as e:  # a bug in resviz: one line, the traceback only on request
         if os.environ.get("RESVIZ_DEBUG"):
             raise
-        print(
+        print(printable(
             f"resviz: internal error: {type(e).__name__}: {e}\n"
-            "(this is a bug in resviz; run with RESVIZ_DEBUG=1 for the traceback)",
+            "(this is a bug in resviz; run with RESVIZ_DEBUG=1 for the traceback)"),
             file=sys.stderr,
-        )
+        )  # fmt: skip
         return 3
 
 
@@ -240,11 +259,12 @@ def cmd_check(args) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         for note in session.notes:
-            print(f"note: {note}", file=sys.stderr)
-        print(format_check(report, Style.for_stream()))
+            print(printable(f"note: {note}"), file=sys.stderr)
+        style = Style.for_stream()
+        print(printable(format_check(report, style), keep_colour=style.enabled))
     if args.fix_spec:
         _write_fixed_spec(session, args.fix_spec)
-    return EXIT_OK if report.ok else EXIT_FOUND
+    return exit_status(report)
 
 
 def _write_fixed_spec(session, out: str) -> None:
@@ -262,23 +282,24 @@ def cmd_summary(args) -> int:
     from .core.summary import layer_rows, summary_dict
     from .render.text import Style, format_summary
 
-    if args.depth is not None and args.depth < 0:
-        raise ResvizError(f"--depth must be 0 or more, got {args.depth}")
     session = _analyze(args)
     report = session.report
     if args.json:
         print(json.dumps(summary_dict(report, args.depth), indent=2))
     else:
         for note in session.notes:
-            print(f"note: {note}", file=sys.stderr)
-        print(format_summary(report, layer_rows(report, args.depth), Style.for_stream()))
-    return EXIT_OK if report.ok else EXIT_FOUND
+            print(printable(f"note: {note}"), file=sys.stderr)
+        style = Style.for_stream()
+        print(printable(format_summary(report, layer_rows(report, args.depth), style), keep_colour=style.enabled))
+    return exit_status(report)
 
 
 def cmd_render(args) -> int:
+    from .core.files import check_output
     from .render.export import needs_qt
 
     qt = needs_qt(args.output)  # a wrong extension is refused before the model is loaded
+    check_output(args.output, "picture")  # and so is a directory or a missing folder
     session = _analyze(args)
     folds = {"depth": args.depth, "collapse": args.collapse, "rollup": args.rollup}
     notes: list[str] = list(session.notes)
@@ -291,9 +312,9 @@ def cmd_render(args) -> int:
 
         path = write_dot(session.report, args.output, **folds)
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {path}")
-    return EXIT_OK if session.report.ok else EXIT_FOUND
+        print(printable(f"note: {note}"), file=sys.stderr)
+    print(printable(f"wrote {path}"))
+    return exit_status(session.report)
 
 
 def cmd_zoo(args) -> int:

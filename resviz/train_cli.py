@@ -26,6 +26,7 @@ import threading
 import time
 
 from .core.errors import ResvizError, Terminated
+from .core.printable import printable
 
 EXIT_OK, EXIT_NONFINITE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_BATCH = 32  # one default everywhere: TrainConfig, this command and the app's Training tab
@@ -141,7 +142,7 @@ def run_train(args) -> int:
     try:
         return _run(args)
     except ResvizError as e:
-        print(f"resviz: {e}", file=sys.stderr)
+        print(printable(f"resviz: {e}"), file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -201,14 +202,18 @@ def _run(args) -> int:
         device=args.device,
         probes=getattr(args, "probes", True),
     ).resolved()  # fmt: skip  (bad values are reported before the model is loaded)
+    _check_outputs(args)  # and so are output files that cannot be written
     session = open_model(args.model, input_shape=getattr(args, "input", None),
                          kwargs_text=getattr(args, "kwargs", None), trust=getattr(args, "trust", False))  # fmt: skip
     for note in session.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(printable(f"note: {note}"), file=sys.stderr)
+    from .core.training.data import check_training_memory
+
+    check_training_memory(session.report, cfg.batch_size, cfg.optimizer, cfg.device, session.report.model_name)
     trainer = Trainer.from_session(session, cfg, data=args.data, plain=args.plain)
     trainer.interactive = False  # the fault message says what to run, not "resume or reset"
     for note in trainer.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(printable(f"note: {note}"), file=sys.stderr)
     what = f"plain twin of {trainer.name}" if args.plain else trainer.name
     run_dir = getattr(args, "run_dir", None)
     run_dir = run_dir or default_run_dir(f"{trainer.name}-plain" if args.plain else trainer.name)
@@ -216,25 +221,24 @@ def _run(args) -> int:
                            report=report_json(trainer.report))  # fmt: skip
     for note in trainer.notes:
         run.log("note", note)
-    print(
+    print(printable(
         f"training {what} on {trainer.data.describe()}: {cfg.steps} steps (numbered 0-{cfg.steps - 1}), "
-        f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.device}; run directory {run.path}",
+        f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.device}; run directory {run.path}"),
         file=sys.stderr,
-    )
-    writers = []
+    )  # fmt: skip
+    writers: list = []
+    first_step = trainer.step_index
     status = EXIT_OK
     rec = None
     end_state, end_message = RunState.FINISHED, ""
     try:
         with _sigterm_unwinds():
-            if args.csv:
-                writers.append(RecordWriter(args.csv, "csv", trainer.block_names, stream=True))
-            if args.jsonl:
-                writers.append(RecordWriter(args.jsonl, "jsonl", stream=True))
             progress = Progress(cfg.steps)
             try:
                 for _ in range(cfg.steps):
                     rec = trainer.step()
+                    if rec.step == first_step:  # opened once a step succeeded: a run that fails
+                        writers = _open_writers(args, trainer, RecordWriter)  # first keeps old files
                     run.write(rec)
                     for w in writers:
                         w.write(rec)
@@ -263,7 +267,7 @@ def _run(args) -> int:
         run.close(end_state, end_message)
     if rec is not None and status in (EXIT_OK, EXIT_NONFINITE):
         if rec.nonfinite:
-            print(f"resviz: {rec.message}", file=sys.stderr)
+            print(printable(f"resviz: {rec.message}"), file=sys.stderr)
         else:
             flags = summarise_flags(rec.flags)
             tail = f"; flagged gradients: {flags}" if flags else ""
@@ -271,8 +275,29 @@ def _run(args) -> int:
                   f"{rec.accuracy:.3f}{tail}", file=sys.stderr)  # fmt: skip
     print(f"wrote {run.path}", file=sys.stderr)
     for w in writers:
-        print(f"wrote {w.path}", file=sys.stderr)
+        print(printable(f"wrote {w.path}"), file=sys.stderr)
     return status
+
+
+def _open_writers(args, trainer, record_writer) -> list:
+    writers = []
+    if args.csv:
+        writers.append(record_writer(args.csv, "csv", trainer.block_names, stream=True))
+    if args.jsonl:
+        writers.append(record_writer(args.jsonl, "jsonl", stream=True))
+    return writers
+
+
+def _check_outputs(args) -> None:
+    """``--csv`` and ``--jsonl`` must be writable files, said before the model is even loaded."""
+    from .core.files import check_output
+
+    targets = [(flag, getattr(args, flag, None)) for flag in ("csv", "jsonl")]
+    for flag, path in targets:
+        if path:
+            check_output(path, f"--{flag} records")
+    if targets[0][1] and targets[0][1] == targets[1][1]:
+        raise ResvizError(f"--csv and --jsonl name the same file ({targets[0][1]}); give each its own")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,7 +98,7 @@ def check_output(path: str | os.PathLike, what: str = "output") -> Path:
     """Say now, before any work, whether ``path`` can be written: not a directory, its folder
     exists and is writable. Returns the path written in the end (links resolved)."""
     given = Path(path)
-    if str(path).endswith(("/", os.sep)) or given.is_dir():
+    if str(path).endswith(("/", os.sep)) or (given.is_dir() and not given.is_symlink()):
         raise ResvizError(f"cannot write the {what} to {path}: it is a directory; give a file name")
     if _is_special(given):
         return given

@@ -49,6 +49,7 @@ __all__ = [
 
 _SPEC_SUFFIXES = {".toml", ".json"}
 _MAX_KWARGS_CHARS = 100_000
+_MAX_CLASSES = 10_000_000  # as for a spec's classes
 _FILE_SUFFIXES = {".py", ".toml", ".json", ".pt", ".pth", ".pt2", ".ts", ".zip", ".ckpt", ".bin",
                   ".pkl", ".pickle", ".tar", ".safetensors", ".onnx", ".h5", ".jit"}
 
@@ -228,7 +229,9 @@ def _num_classes(kwargs: dict, what: str) -> int | None:
         )
     value = kwargs.get("num_classes")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise LoadError(f"num_classes must be a positive integer; got {value!r}.")
+        raise LoadError(f"num_classes must be a positive integer; got {str(value)[:40]!r}.")
+    if value is not None and value > _MAX_CLASSES:
+        raise LoadError(f"num_classes {value:.3g} is past the limit of {_MAX_CLASSES:,} classes.")
     return value
 
 

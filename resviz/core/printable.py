@@ -14,7 +14,7 @@ import re
 __all__ = ["printable"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_SGR = re.compile(r"\x1b\[[0-9;]*m")
+_SGR = re.compile(r"\x1b\[(?:0|1|2|3[0-7]|9[0-7])m")  # the codes render.text.Style writes
 
 
 def _escape(match: re.Match) -> str:

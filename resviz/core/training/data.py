@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ResvizError
+from ..files import human_bytes
 
 DATA_KINDS = ("synthetic", "cifar10", "folder", "npz")
 DATA_HELP = (
@@ -44,6 +45,8 @@ DATA_HELP = (
 _NUMPY_IMAGES = (".npy", ".ppm", ".pgm", ".pnm")
 _PIL_IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _MAX_STAT_SAMPLES = 2048
+MAX_CLASSES = 1_000_000  # ImageNet-21k has 21,841; past this it is a typo, refused before allocating
+_MEMORY_HEADROOM = 0.8  # of the memory free now, what a training run may plan to use
 
 
 class DataError(ResvizError):
@@ -303,6 +306,10 @@ def open_data(text: str | None, sample_shape: Sequence[int], num_classes: int, s
             raise DataError(
                 f"synthetic data needs a model with at least 2 outputs (classes); this one gives {num_classes}"
             )
+        if k > MAX_CLASSES:
+            raise DataError(
+                f"--data synthetic:{k}: {k} classes is past the limit of {MAX_CLASSES} classes"
+            )
         src: DataSource = SyntheticData(sample_shape, k, seed)
     elif kind == "cifar10":
         src = load_cifar10(path, sample_shape, seed)
@@ -423,6 +430,7 @@ def load_npz(path: str | os.PathLike, sample_shape: Sequence[int], seed: int = 0
     where = f"npz:{path}"
     if not p.is_file():
         raise DataError(f"{where}: no such file; expected an .npz with arrays x and y")
+    _check_npz_size(p, where)
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = list(z.keys())
@@ -461,6 +469,101 @@ def load_npz(path: str | os.PathLike, sample_shape: Sequence[int], seed: int = 0
     x = _to_nchw(x, want, where)
     return ArrayData(x, y, sample_shape=want, num_classes=int(y.max()) + 1, seed=seed, where=where,
                      name=f"{p.name} ({len(y)} samples)")  # fmt: skip
+
+
+def _npz_headers(p: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of each array in an .npz, read from the .npy headers without the data."""
+    out = {}
+    with zipfile.ZipFile(p) as zf:
+        for name in zf.namelist():
+            if not name.endswith(".npy"):
+                continue
+            with zf.open(name) as fh:
+                version = np.lib.format.read_magic(fh)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)  # fmt: skip
+                shape, _, dtype = read(fh)
+            out[name[:-4]] = (tuple(int(d) for d in shape), dtype)
+    return out
+
+
+def _check_npz_size(p: Path, where: str) -> None:
+    """A compressed .npz can inflate a thousandfold: refuse before reading what will not fit."""
+    try:
+        headers = _npz_headers(p)
+    except Exception:
+        return  # not readable this way: np.load says what is wrong, in its words
+    need = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+    free = available_memory("cpu")
+    if free is not None and need > free * _MEMORY_HEADROOM:
+        sizes = ", ".join(f"{k} {'x'.join(map(str, shape))} {dtype}" for k, (shape, dtype) in headers.items())
+        raise DataError(
+            f"{where}: its arrays ({sizes}) take {human_bytes(need)} once read "
+            f"({human_bytes(p.stat().st_size)} on disk), but only {human_bytes(free)} of memory is "
+            "free; use a smaller subset of the data"
+        )
+
+
+# ------------------------------------------------------------------------------------ memory
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes that can be allocated now on ``device`` ('cpu' or 'cuda[:N]'); None if unknown."""
+    if str(device).startswith("cuda"):
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except Exception:
+            return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def training_memory(report, batch_size: int, optimizer: str = "sgd") -> dict[str, int]:
+    """Bytes a training step needs, estimated from the analysis ``report`` (at any batch size):
+    the layer outputs kept for backward, the batch itself, weights, gradients and optimizer state.
+    float32 throughout; a lower bound more than a promise (gradients in flight come on top)."""
+    batch0 = max(int(report.input_shape[0]), 1) if report.input_shape else 1
+    per_sample = 0
+    for op in report.ops:
+        for vid in op.outputs:
+            shape = report.values[vid].shape
+            if shape:
+                per_sample += math.prod(shape) // batch0
+    inputs = math.prod(report.input_shape[1:]) if report.input_shape else 0
+    states = {"sgd": 1, "adam": 2, "adamw": 2}.get(optimizer, 2)
+    return {
+        "activations": 4 * per_sample * batch_size,  # every layer's output, saved for backward
+        "batch": 4 * inputs * batch_size,
+        "weights": 4 * (2 + states) * int(report.total_params),  # weights, grads, optimizer state
+    }
+
+
+def check_training_memory(report, batch_size: int, optimizer: str, device: str, name: str = "the model") -> None:
+    """Refuse, with the numbers, a run whose estimated memory exceeds what is free on ``device``."""
+    need = training_memory(report, batch_size, optimizer)
+    total = sum(need.values())
+    free = available_memory(device)
+    if free is None or total <= free * _MEMORY_HEADROOM:
+        return
+    fixed = need["weights"]
+    per_item = max((need["activations"] + need["batch"]) / batch_size, 1)
+    fits = int((free * _MEMORY_HEADROOM - fixed) // per_item)
+    advice = (f"use --batch {fits} or less" if fits >= 1 else
+              "even batch 1 does not fit; use a smaller input (--input) or a smaller model")  # fmt: skip
+    raise DataError(
+        f"training {name} at batch {batch_size} needs about {human_bytes(total)} of memory on "
+        f"{device} (activations {human_bytes(need['activations'])}, weights, gradients and "
+        f"{optimizer} state {human_bytes(fixed)}), but only {human_bytes(free)} is free; {advice}"
+    )
 
 
 def _to_nchw(x: np.ndarray, want: tuple[int, ...], where: str) -> np.ndarray:
