@@ -37,15 +37,10 @@ COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen", "follow")
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _depth(text: str) -> int:
-    """``--depth`` of summary and render: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def _check_depth(args) -> None:
+    """``--depth`` means the same to summary and render: 0 or more, checked before any work."""
+    if args.depth is not None and args.depth < 0:
+        raise ResvizError(f"--depth must be 0 or more, got {args.depth}")
 
 
 def exit_status(report) -> int:
@@ -107,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="per-layer table: output shapes, params, MACs")
     _model_args(p, several_inputs=True)
     _timeout_arg(p)
-    p.add_argument("--depth", type=_depth, default=None, metavar="N",
+    p.add_argument("--depth", type=int, default=None, metavar="N",
                    help="show modules down to depth N (default: every layer)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -116,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _timeout_arg(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="output file: .svg, .png, .pdf or .dot")  # fmt: skip
-    p.add_argument("--depth", type=_depth, default=None, metavar="N",
+    p.add_argument("--depth", type=int, default=None, metavar="N",
                    help="expand modules down to depth N (default: blocks collapsed)")  # fmt: skip
     p.add_argument("--collapse", choices=("blocks", "stages", "none"), default=None,
                    help="draw each block (default) or each stage as one node, or every layer "
@@ -282,6 +277,7 @@ def cmd_summary(args) -> int:
     from .core.summary import layer_rows, summary_dict
     from .render.text import Style, format_summary
 
+    _check_depth(args)
     session = _analyze(args)
     report = session.report
     if args.json:
@@ -298,6 +294,7 @@ def cmd_render(args) -> int:
     from .core.files import check_output
     from .render.export import needs_qt
 
+    _check_depth(args)
     qt = needs_qt(args.output)  # a wrong extension is refused before the model is loaded
     check_output(args.output, "picture")  # and so is a directory or a missing folder
     session = _analyze(args)
