@@ -33,17 +33,36 @@ def _run(capsys, *argv) -> tuple[int, str]:
 def test_a_fifo_as_model_is_refused_without_opening_it(tmp_path, capsys, suffix):
     fifo = tmp_path / f"model{suffix}"
     os.mkfifo(fifo)
+    assert _without_hanging_on(fifo, lambda: main(["check", str(fifo)])) == 2
+    assert "named pipe (FIFO)" in capsys.readouterr().err
+
+
+def _without_hanging_on(fifo, call):
+    """Run ``call()`` in a thread; if it blocks opening ``fifo``, release it and fail."""
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(main(["check", str(fifo)])), daemon=True)
+
+    def run():
+        try:
+            result.append(call())
+        except Exception as exc:  # noqa: BLE001 - the test looks at what was raised
+            result.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(timeout=30)
-    if worker.is_alive():  # opened the FIFO and blocks for a writer: release it, then fail
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         worker.join(timeout=30)
         pytest.fail("resviz opened the FIFO and waited for a writer")
-    assert result == [2]
-    assert "named pipe (FIFO)" in capsys.readouterr().err
+    return result[0]
+
+
+@pytest.mark.parametrize("spelling", ["{}", "npz:{}"])
+def test_a_fifo_as_training_data_is_refused_without_opening_it(tmp_path, spelling):
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)
+    outcome = _without_hanging_on(fifo, lambda: datamod.open_data(spelling.format(fifo), (3, 8, 8), 10))
+    assert isinstance(outcome, ResvizError) and "named pipe (FIFO)" in str(outcome)
 
 
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])

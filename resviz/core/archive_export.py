@@ -35,6 +35,7 @@ from .errors import LoadError
 __all__ = ["load_export_untrusted"]
 
 _MODEL = "model"  # the program torch.export.load returns
+_MAX_MEMBER_BYTES = 1 << 30  # a program's JSON or a pickled part; weights stored raw are never read
 _TRUST = "Pass --trust to load it with torch.export.load, only for a file you trust."
 
 
@@ -106,6 +107,12 @@ class _Archive:
     def read(self, member: str) -> bytes:
         if member not in self.names:
             raise LoadError(f"{self.name} is not a complete torch.export archive: it has no {member}.")
+        size = self.zf.getinfo(self.root + member).file_size  # zipfile holds a member to this size
+        if size > _MAX_MEMBER_BYTES:
+            raise LoadError(
+                f"{self.name}: its {member} inflates to {size:,} bytes, past the limit of "
+                f"{_MAX_MEMBER_BYTES:,} bytes for one part of an archive resviz reads."
+            )
         try:
             return self.zf.read(self.root + member)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ResvizError
-from ..files import human_bytes
+from ..files import check_readable_file, human_bytes
 
 DATA_KINDS = ("synthetic", "cifar10", "folder", "npz")
 DATA_HELP = (
@@ -283,6 +283,7 @@ def sniff_data(path: str) -> str:
         if _cifar_dir(p) is not None:
             return "cifar10"
         return "folder"
+    _regular(p, f"--data {path}")  # is_zipfile would open a FIFO and wait forever
     if p.suffix.lower() == ".npz" or zipfile.is_zipfile(p):
         return "npz"
     raise DataError(
@@ -352,7 +353,16 @@ def _cifar_dir(p: Path) -> Path | None:
     return None
 
 
+def _regular(path: Path, where: str) -> None:
+    """Refuse a FIFO or device before opening it: a FIFO blocks, /dev/zero never ends."""
+    try:
+        check_readable_file(path, where)
+    except ResvizError as e:
+        raise DataError(str(e)) from None
+
+
 def _read_pickle(path: Path) -> dict:
+    _regular(path, str(path))
     try:
         with open(path, "rb") as f:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
@@ -428,6 +438,7 @@ def load_npz(path: str | os.PathLike, sample_shape: Sequence[int], seed: int = 0
     """Read ``x`` and ``y`` from an ``.npz`` file."""
     p = Path(path)
     where = f"npz:{path}"
+    _regular(p, where)
     if not p.is_file():
         raise DataError(f"{where}: no such file; expected an .npz with arrays x and y")
     _check_npz_size(p, where)
@@ -596,6 +607,7 @@ def _have_pil() -> bool:
 def read_image(path: Path) -> np.ndarray:
     """One image as an H×W×C array (uint8, uint16 or float). Raises DataError."""
     suffix = path.suffix.lower()
+    _regular(path, str(path))
     try:
         if suffix == ".npy":
             a = np.load(path, allow_pickle=False)
