@@ -36,7 +36,9 @@ class StepRecord:
     ``blocks`` maps a block name (``layer1.0``) to its probes: ``grad_norm`` (L2 norm of the
     gradients of the block's own parameters), ``input_grad_norm`` ‖∂L/∂x‖ at the block input,
     ``output_grad_norm`` ‖∂L/∂H‖ at its output, ``gain`` (their ratio, input over output: the
-    block's gradient gain) and ``residual_ratio`` ‖F(x)‖/‖x‖ at its residual add. A probe that
+    block's gradient gain) and ``residual_ratio`` ‖F(x)‖/‖shortcut(x)‖, the norms of the two
+    operands of its residual add (‖F(x)‖/‖x‖ for an identity shortcut; at a projection or
+    downsampling block, relative to the shortcut's output). A probe that
     could not be measured is NaN. ``flags`` maps ``"<block>.<probe>"`` to ``"vanishing"`` or
     ``"exploding"``. ``nonfinite`` is set when the loss or a gradient was NaN/Inf: the step was
     not applied and ``message`` says what to do.
