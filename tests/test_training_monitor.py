@@ -305,3 +305,21 @@ def test_lightning_callback_writes_the_run_directory(tmp_path):
     assert set(recs[0].blocks) == {f"net.{b}" for b in BLOCKS}
     assert all(recs[0].blocks[f"net.{b}"]["grad_norm"] > 0 for b in BLOCKS) and recs[0].lr == 0.05
     assert "forward" not in module.net.layer1[0].__dict__
+
+
+def test_tensorboard_scalars_or_a_note_when_it_is_not_installed(tmp_path):
+    import importlib.util
+
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE, tensorboard=True) as mon:
+        x, y = batches(1)[0]
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        assert mon.step(loss) is not None  # recorded either way
+    if importlib.util.find_spec("tensorboard") is None:
+        notes = [e["message"] for e in open_run(tmp_path / "r").new_events()]
+        assert any("TensorBoard scalars are off" in n for n in notes), notes
+    else:
+        assert any((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
