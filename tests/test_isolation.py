@@ -274,3 +274,11 @@ def test_processes_the_code_starts_end_with_its_child(capfd, tmp_path, hang_guar
             assert f.read().split()[2] == "Z"
     except FileNotFoundError:
         pass
+
+
+def test_a_missing_file_is_said_without_starting_a_child(capfd, tmp_path, monkeypatch):
+    from resviz.core import isolation
+
+    monkeypatch.setattr(isolation, "_take_child", lambda: pytest.fail("a child was started"))
+    code, _, err = check(capfd, str(tmp_path / "modle.py"))
+    assert code == 2 and "no such file" in err

@@ -380,8 +380,12 @@ def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, ti
     """
     from pathlib import Path
 
-    file, _ = split_python_source(source)
+    file, name = split_python_source(source)
     kwargs = dict(kwargs or {})
+    if not os.path.isfile(os.path.expanduser(file)):  # nothing to run: say so without a child
+        from . import pyfile
+
+        pyfile.build_python(file, name, kwargs=kwargs)  # raises the missing-file message
     if input_shape is not None and not isinstance(input_shape, str) and all(
         isinstance(d, int) for d in input_shape
     ):  # a shape; else typed inputs ("ids:1x16:int64", ...) or Input specs, both picklable
