@@ -215,6 +215,7 @@ class _ExportTracer:
         self.const_vid: dict[Any, int] = {}
         self.open: list[tuple[str, int]] = []  # (stack key, call id) of open non-leaf calls
         self.module_calls: dict[str, int] = {}
+        self.entered: set[str] = set()  # non-leaf module paths already called
         self.root_type = "Model"
         self._done: set = set()  # getitem nodes already given their value
 
@@ -280,7 +281,10 @@ class _ExportTracer:
             t._stack.pop()
         for key, path, type_name, _ in entries[i:]:
             cid = len(t.calls)
-            t.calls.append(Call(cid, path, type_name, t._stack[-1], [], first_op=len(t.ops)))
+            # parameters the module holds itself (a layer-scale gamma), at its first call
+            own = self.own_params.get(path, 0) if path not in self.entered else 0
+            self.entered.add(path)
+            t.calls.append(Call(cid, path, type_name, t._stack[-1], [], first_op=len(t.ops), params=own))
             t._stack.append(cid)
             self.open.append((key, cid))
 
@@ -549,7 +553,8 @@ class _ExportTracer:
             self.traced.add(node)
             if self.propagate:
                 self.env[node] = _T(tuple(shape), dtype, vid)
-        t.calls.append(Call(0, "", "Model", None, list(inp.outputs), first_op=len(t.ops)))
+        t.calls.append(Call(0, "", "Model", None, list(inp.outputs), first_op=len(t.ops),
+                            params=self.own_params.get("", 0)))  # fmt: skip
         t._stack.append(0)
 
         group: _Group | None = None

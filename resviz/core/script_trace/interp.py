@@ -47,6 +47,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
         self.keep: list[Any] = []  # constants given value ids, kept alive so ids stay unique
         self.hypers: dict[str, dict] = cache.setdefault("__hyper__", {})
         self.handlers = _HANDLERS
+        self.entered: set[str] = set()  # non-leaf module paths already called
 
     # ------------------------------------------------------------------ running graphs
 
@@ -262,6 +263,16 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
             for o, v in zip(node.outs, out):
                 env[o] = v
 
+    def _own_params(self, mod: _Mod) -> int:
+        """Parameters a non-leaf module holds itself (a layer-scale gamma), at its first call."""
+        if mod.py is None or mod.path in self.entered:
+            return 0
+        self.entered.add(mod.path)
+        try:
+            return sum(p.numel() for p in mod.py._parameters.values() if p is not None)
+        except Exception:  # a compiled module without a readable parameter table
+            return 0
+
     def call_module(self, mod: _Mod, method: str, args: list, same: bool = False):
         if self.quiet:
             return self.run_method(mod, method, args, True)
@@ -273,7 +284,8 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
         inputs = [self._vid(a) for a in _flat_tensors(args, [])]
         cid = len(t.calls)
         parent = t._stack[-1] if t._stack else None
-        t.calls.append(Call(cid, mod.path, mod.type, parent, inputs, first_op=len(t.ops), module=mod.py))
+        t.calls.append(Call(cid, mod.path, mod.type, parent, inputs, first_op=len(t.ops), module=mod.py,
+                            params=self._own_params(mod)))  # fmt: skip
         t._stack.append(cid)
         out = self.run_method(mod, method, args)
         outs = _flat_tensors(out, [])
@@ -358,3 +370,4 @@ _HANDLERS = {
     "prim::layout": _Interp._layout, "prim::TupleSlice": _Interp._tupleslice,
     "prim::shape": _Interp._shape, "prim::grad": _Interp._none,
 }  # fmt: skip
+
