@@ -1,8 +1,11 @@
 """The per-layer table (``resviz summary``): modules down to a depth, with shapes, params, MACs.
 
 Rows follow torchinfo's conventions — a module at the depth limit stands for everything inside it,
-parameters are counted once per module, MACs per call — so the totals agree with torchinfo where
-torchinfo can run. torchinfo itself is not used here because it runs real compute (20x slower) and
+parameters are counted once per module, MACs per call — so the totals agree with torchinfo on conv
+nets; where torchinfo miscounts (a Linear on token or channel-last input counted per batch item, a
+layer taken for a conv by its name, MultiheadAttention's projections skipped) this table counts what
+the layers compute (see ``rules.leaf_macs``). A module row's params include the parameters the
+module holds itself (``Call.params``). torchinfo itself is not used here because it runs real compute (20x slower) and
 stops at the first shape error, while this table is built from the trace and shows every layer up
 to the failure.
 """
