@@ -12,7 +12,6 @@ one in ``__init__`` and apply it in ``forward``, at the add's own line, with bot
 from __future__ import annotations
 
 import ast
-import inspect
 import linecache
 import os
 import re
@@ -206,7 +205,7 @@ def _submodule(model, path: str):
 
 
 def definition_site(model, path: str) -> str:
-    """``blocks.py:151 (Bottleneck)``: the line that made the module at ``path``."""
+    """``blocks.py:151 (Bottleneck)``: the line that set the module at ``path``."""
     if model is None or not path:
         return ""
     parts = path.split(".")
@@ -221,24 +220,34 @@ def definition_site(model, path: str) -> str:
     for cls in type(owner).__mro__:
         if cls.__module__.startswith("torch.") or cls is object:
             break
-        try:
-            src, start = inspect.getsourcelines(cls)
-            file = inspect.getsourcefile(cls)
-        except (OSError, TypeError):
-            continue
-        for k, text in enumerate(src):
-            if pat.search(text):
-                return f"{_rel(file)}:{start + k} ({cls.__name__})"
+        for code in _methods(cls):
+            first, last = _line_range(code)
+            for ln in range(first, last + 1):
+                if pat.search(linecache.getline(code.co_filename, ln)):
+                    return f"{_rel(code.co_filename)}:{ln} ({cls.__name__})"
     site = _class_site(type(owner))
     return f"{site} ({type(owner).__name__})" if site else ""
 
 
+def _methods(cls) -> list:
+    """Code objects of the functions ``cls`` defines itself, ``__init__`` first. Read from the code
+    objects and linecache, not ``inspect.getsource`` (which parses the whole file each time)."""
+    funcs = [v for v in vars(cls).values() if hasattr(v, "__code__")]
+    funcs.sort(key=lambda f: f.__name__ != "__init__")
+    return [f.__code__ for f in funcs]
+
+
+def _line_range(code) -> tuple[int, int]:
+    lines = [ln for _, _, ln in code.co_lines() if ln is not None] or [code.co_firstlineno]
+    return min(lines), max(lines)
+
+
 def _class_site(cls) -> str:
-    try:
-        _, start = inspect.getsourcelines(cls)
-        return f"{_rel(inspect.getsourcefile(cls))}:{start}"
-    except (OSError, TypeError):
+    """Where ``cls`` is defined, near enough: its ``__init__`` (or first method)."""
+    codes = _methods(cls)
+    if not codes:
         return ""
+    return f"{_rel(codes[0].co_filename)}:{codes[0].co_firstlineno}"
 
 
 def _rel(file: str | None) -> str:
