@@ -83,11 +83,11 @@ def render(trace, add: ResidualAdd, lines: list[str]) -> FixText:
             body.append(f"{module_expr(path)}.{attr} = {_attr_value(model, path, attr, value)}{why}")
             titles.append(f"Set `{path}`'s {attr} to {value}")
     head = ["# on the loaded model (`model`), or in the code that builds it:"] if on_model else []
-    return FixText(
-        title="; ".join(dict.fromkeys(titles)),
-        where="; ".join(dict.fromkeys(w for w in wheres if w)),
-        text="\n".join(head + body),
-    )
+    where = "; ".join(dict.fromkeys(w for w in wheres if w))
+    if not where and add.source:  # advice only: it is about the block's forward, at its add
+        where = f"`{add.block or '(model)'}`'s forward, {_at(add.source)}"
+        head = [f"# in {where}: `{_source_text(add.source)}`"] if _source_text(add.source) else []
+    return FixText(title="; ".join(dict.fromkeys(titles)), where=where, text="\n".join(head + body))
 
 
 def _attr_value(model, path: str, attr: str, value: str) -> str:
