@@ -148,3 +148,15 @@ def test_torchscript_front_end_blames_the_same_layer():
         (mm,) = report.mismatches
         assert mm.block == "2" and mm.culprits[0] == "2.conv2", mm.cause
         assert mm.broken_path == "residual" and report.complete
+
+
+def test_a_spec_nets_fix_title_and_place_are_the_spec_edit():
+    from resviz.core.spec import build, load_spec
+    from resviz.core.spec_fix import attach_spec_fixes
+
+    spec = load_spec("assets/broken_identity.toml")
+    report = resviz.analyze(build(spec, device="meta"), spec.input_shape, suggest_sizes=False)
+    attach_spec_fixes(spec, report)
+    m = report.mismatches[0]
+    assert m.fix.startswith("in the spec:") and "model.layer2[0].downsample" in m.code_fix
+    assert m.fix_title == "Edit the spec: stages[1].shortcut"

@@ -284,6 +284,9 @@ def attach_spec_fixes(spec: NetSpec, report) -> None:
         if fix is not None:
             m.fix = fix.describe()
             m.spec_edits = [e.to_dict() for e in fix.edits]
+            # the title and place of the fix now read as the spec edit too
+            m.fix_title = "Edit the spec: " + ", ".join(e.path for e in fix.edits)
+            m.fix_where = "the spec file: " + ", ".join(e.path for e in fix.edits)
 
 
 def edits_of(mismatch) -> list[SpecEdit]:
