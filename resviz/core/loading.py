@@ -316,6 +316,26 @@ def _load_archive(source: str, path: Path, kwargs: dict, trust: bool, device: st
     )
 
 
+# --- specs in memory (the builder) -----------------------------------------------------------
+
+
+def from_spec(netspec, device: str = "meta") -> LoadedModel:
+    """A spec held in memory (the app's builder) as a :class:`LoadedModel`, like a spec file."""
+    from . import spec as specmod
+
+    def rebuild(dev: str) -> nn.Module:
+        return specmod.build(netspec, device=dev)
+
+    def plain_twin(dev: str) -> nn.Module:
+        return specmod.build(netspec, plain=True, device=dev)
+
+    return LoadedModel(
+        module=rebuild(device), exported=None, name=netspec.name, source=netspec.name, kind="spec",
+        path=None, input_shape=tuple(netspec.input_shape), rebuild=rebuild, plain_twin=plain_twin,
+        spec=netspec,
+    )  # fmt: skip
+
+
 # --- live modules ----------------------------------------------------------------------------
 
 

@@ -79,7 +79,7 @@ def _size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
-EXTENSIONS = ("resviz.gui.qt_training",)  # modules with ``install(window, args)``: extra tabs
+EXTENSIONS = ("resviz.gui.qt_training", "resviz.gui.builder")  # ``install(window, args)``: extra tabs
 
 
 def _install_extensions(window, args=None) -> int:

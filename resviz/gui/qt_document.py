@@ -53,6 +53,7 @@ class Source:
     trust: bool = False
     module: object = None
     name: str | None = None
+    spec: object = None  # a NetSpec held in memory (the builder)
 
     @property
     def title(self) -> str:
@@ -87,7 +88,11 @@ def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_sta
     from ..core.isolation import open_python, split_python_source
     from ..core.session import analyze_session, open_model
 
-    if src.module is not None:
+    if src.spec is not None:
+        from ..core.loading import from_spec
+
+        session = analyze_session(from_spec(src.spec), shape)
+    elif src.module is not None:
         from ..core.loading import from_module
 
         loaded = from_module(src.module, name=src.name)
@@ -159,6 +164,17 @@ class QtDocument(QObject):
         if input_shape is not None and not isinstance(input_shape, str):
             input_shape = "x".join(str(int(d)) for d in input_shape)
         self._open(Source(module=module, name=name or type(module).__name__), input_shape)
+
+    def open_spec(self, spec, *, keep_view: bool = False) -> None:
+        """Draw a spec held in memory (the builder); ``keep_view`` keeps folds and scroll (an
+        edit of the spec on screen rather than a new model)."""
+        src = Source(spec=spec, name=spec.name)
+        shape = "x".join(str(d) for d in spec.input_shape)
+        if not (keep_view and self.src is not None and self.src.spec is not None):
+            self._open(src, shape)
+            return
+        self.src, self.shape_text = src, shape
+        self._submit_model(open_job, src, {"mode": "keep"}, f"Analysing {src.title}…")
 
     def _open(self, src: Source, input_shape: str | None) -> None:
         if input_shape is not None:

@@ -81,6 +81,18 @@ class QtIssueCard(QFrame):
         self.copy_button = copy
         return box
 
+    def add_fix_button(self, tip: str, slot) -> QPushButton:
+        """"Apply fix": mend this block in place (a spec edit, or a patched copy of the model)."""
+        button = QPushButton("Apply fix")
+        button.setToolTip(tip)
+        button.clicked.connect(slot)
+        row = QHBoxLayout()
+        row.addWidget(button, 0, Qt.AlignLeft)
+        row.addStretch(1)
+        self.box.addLayout(row)
+        self.fix_button = button
+        return button
+
     def activate(self) -> None:
         if self.target:
             self.activated.emit(self.target)
@@ -95,6 +107,7 @@ class QtIssuesPanel(QScrollArea):
     """Cards for the load error (if any), mismatches and shape errors, in model order."""
 
     issueActivated = Signal(str)  # module path (or op name) to show
+    fixRequested = Signal(object)  # a Mismatch whose "Apply fix" was clicked
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -108,6 +121,8 @@ class QtIssuesPanel(QScrollArea):
         self.cards: list[QtIssueCard] = []
         self._report = None
         self._load_error: str | None = None
+        # set by whoever can apply fixes (the builder): mismatch → the button's tooltip, or None
+        self.fix_available = None
         self._rebuild()
 
     def set_report(self, report) -> None:
@@ -142,7 +157,11 @@ class QtIssuesPanel(QScrollArea):
             ops = r.ops
             for m in r.mismatches[:MAX_CARDS]:
                 target = ops[m.add_op].name if 0 <= m.add_op < len(ops) else m.block
-                self._add(_mismatch_card(m, target))
+                card = _mismatch_card(m, target)
+                tip = self.fix_available(m) if self.fix_available is not None else None
+                if tip:
+                    card.add_fix_button(tip, lambda _=False, m=m: self.fixRequested.emit(m))
+                self._add(card)
             for e in r.errors[:MAX_CARDS]:
                 self._add(_error_card(e))
             hidden = max(0, len(r.mismatches) - MAX_CARDS) + max(0, len(r.errors) - MAX_CARDS)
@@ -177,7 +196,10 @@ def _mismatch_card(m, target: str) -> QtIssueCard:
     )
     if m.cause:
         card.add_text(_md(m.cause), selectable=True)
-    if m.fix:
+    if m.fix and getattr(m, "spec_edits", None):
+        card.add_text("<b>Fix</b> (edit the spec):")
+        card.add_code(m.fix.removeprefix("in the spec: "))
+    elif m.fix:
         card.add_text("<b>Fix</b> (use as the block's shortcut):")
         card.add_code(m.fix)
     if m.input_sizes:

@@ -89,6 +89,7 @@ class QtMainWindow(QMainWindow):
         self._pending_select: str | None = None
         self._shutdown = False
         self.busy_checks: list = []  # callables: extensions' work a --screenshot waits for (--train N)
+        self.close_checks: list = []  # callables → False to keep the window open (unsaved builder edits)
         self._connect()
         self.view.set_placeholder("Open a model: File → Open, the zoo (Ctrl+Shift+O), or drop a file here.")
         self.resize(1400, 900)
@@ -396,6 +397,9 @@ class QtMainWindow(QMainWindow):
             QTimer.singleShot(0, lambda: self.open_file(files[0]))
 
     def closeEvent(self, event) -> None:
+        if not self._shutdown and not all(check() for check in self.close_checks):
+            event.ignore()
+            return
         self.shutdown()
         super().closeEvent(event)
 

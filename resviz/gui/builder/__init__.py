@@ -1,0 +1,89 @@
+"""The Builder tab, plugged into the window by :func:`install` (``resviz.gui.app`` calls it).
+
+Importing this package is cheap (no torch): the tab's contents, a
+:class:`~resviz.gui.builder.qt_builder_panel.QtBuilderPanel`, are built the first time the tab is
+shown or a fix is applied, so the app opens as fast as before. Closing the window with unsaved
+builder edits asks first (``QtMainWindow.close_checks``).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+TAB_TITLE = "Builder"
+
+
+class BuilderTab(QWidget):
+    """A light shell that builds the builder panel on first use."""
+
+    def __init__(self, window, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.window_ = window
+        self._panel = None
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+
+    @property
+    def panel(self):
+        if self._panel is None:
+            from .qt_builder_panel import QtBuilderPanel
+
+            self._panel = QtBuilderPanel(self.window_, self)
+            self.layout().addWidget(self._panel)
+        return self._panel
+
+    @property
+    def built(self) -> bool:
+        return self._panel is not None
+
+    def showEvent(self, event) -> None:
+        self.panel  # noqa: B018 - build on first show
+        super().showEvent(event)
+
+    def may_close(self) -> bool:
+        """False when the user chose to keep the window open (unsaved edits, Cancel)."""
+        return self._panel is None or self._panel.maybe_discard("closing")
+
+    def busy(self) -> bool:
+        return self._panel is not None and self._panel.pending()
+
+
+def install(window, args=None) -> BuilderTab:
+    """Add the Builder tab to ``window`` and hook it into closing and the issues' Apply fix."""
+    tab = BuilderTab(window)
+    window.add_tab(tab, TAB_TITLE)
+    window.builder_tab = tab
+    checks = getattr(window, "close_checks", None)
+    if checks is not None:
+        checks.append(tab.may_close)
+    busy = getattr(window, "busy_checks", None)
+    if busy is not None:
+        busy.append(tab.busy)
+    issues = getattr(window, "issues", None)
+    if issues is not None and hasattr(issues, "fixRequested"):
+        issues.fix_available = lambda m: fix_tooltip(window, m)
+        issues.fixRequested.connect(lambda m: apply_fix(window, tab, m))
+    return tab
+
+
+def fix_tooltip(window, mismatch) -> str | None:
+    """What "Apply fix" would do for ``mismatch`` in the model on screen; None: no button."""
+    session = window.session
+    if session is None:
+        return None
+    if mismatch.spec_edits and getattr(session.loaded, "spec", None) is not None:
+        return "Make this spec edit in the Builder tab (undo there with Ctrl+Z); the net is analysed again"
+    return None
+
+
+def apply_fix(window, tab: BuilderTab, mismatch) -> None:
+    """Apply the fix of ``mismatch`` to the model on screen."""
+    from ...core.spec_fix import edits_of
+
+    session = window.session
+    spec = getattr(session.loaded, "spec", None) if session is not None else None
+    if spec is not None and mismatch.spec_edits:
+        tab.panel.apply_spec_fix(spec, edits_of(mismatch), f"fix {mismatch.block}")
+        window.statusBar().showMessage(
+            f"Fixed {mismatch.block} in the Builder: {mismatch.fix.removeprefix('in the spec: ')}", 8000
+        )
