@@ -212,6 +212,12 @@ def test_fix_code_has_copy_button(qtbot, win):
     card = next(c for c in win.issues.cards if c.kind == "mismatch")
     card.copy_button.click()
     assert "nn.Conv2d(16, 32" in QGuiApplication.clipboard().text()
+    from PySide6.QtWidgets import QLabel
+
+    texts = " ".join(lbl.text() for lbl in card.findChildren(QLabel))
+    mm = win.issues._report.mismatches[0]
+    assert "use as the block's shortcut" not in texts  # the heading says what this fix does
+    assert "<b>Fix:</b>" in texts and mm.fix_title.split("`")[0] in texts
 
 
 # ---------------------------------------------------------------------------- folding

@@ -200,7 +200,9 @@ def _mismatch_card(m, target: str) -> QtIssueCard:
         card.add_text("<b>Fix</b> (edit the spec):")
         card.add_code(m.fix.removeprefix("in the spec: "))
     elif m.fix:
-        card.add_text("<b>Fix</b> (use as the block's shortcut):")
+        # what the fix does and where it goes; the code below says it in lines that paste
+        title = getattr(m, "fix_title", "")
+        card.add_text(f"<b>Fix:</b> {_md(title)}" if title else "<b>Fix:</b>", selectable=True)
         card.add_code(m.fix)
     if m.input_sizes:
         sizes = ", ".join(str(s) for s in m.input_sizes)
