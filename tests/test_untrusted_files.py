@@ -193,3 +193,14 @@ def test_untrusted_export_archive_reads_shapes_without_weights(tmp_path):
     assert all(t.is_meta for t in loaded.exported.state_dict.values())
     trusted = load_model(path, trust=True)  # --trust: torch's own loader, real weights
     assert not any(t.is_meta for t in trusted.exported.state_dict.values())
+
+
+def test_a_safetensors_header_nested_thousands_deep_is_one_message(tmp_path, capsys):
+    import struct
+
+    header = b'{"a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "header is corrupt" in err and "internal error" not in err

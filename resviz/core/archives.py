@@ -37,6 +37,7 @@ READS = (
     "model.py:ClassName) and TorchScript / torch.export / torch.save archives"
 )
 
+_MAX_SAFETENSORS_HEADER = 100_000_000
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # torch.save, old format
@@ -598,11 +599,15 @@ def _safetensors_shapes(path: Path, name: str) -> dict[str, tuple[int, ...]]:
     try:
         with open(path, "rb") as fh:
             (n,) = struct.unpack("<Q", fh.read(8))
+            if n > _MAX_SAFETENSORS_HEADER:
+                raise ValueError(f"a header of {n:,} bytes, past safetensors' own limit of 100 MB")
             header = json.loads(fh.read(n))
-    except (OSError, ValueError, struct.error) as exc:
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        return {k: tuple(int(d) for d in v.get("shape", ())) for k, v in header.items()
+                if k != "__metadata__" and isinstance(v, dict)}
+    except (OSError, ValueError, TypeError, struct.error, RecursionError) as exc:
         raise LoadError(f"{name} looks like a safetensors file but its header is corrupt ({exc}).") from None
-    return {k: tuple(v.get("shape", ())) for k, v in header.items()
-            if k != "__metadata__" and isinstance(v, dict)}
 
 
 # --- recognising zoo weights -----------------------------------------------------------------

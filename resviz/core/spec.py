@@ -65,7 +65,7 @@ _MAX_BLOCKS = 1000  # in one stage
 _MAX_STAGES = 64
 _MAX_TOTAL_BLOCKS = 5000  # in the whole net (resnet1202 has 600)
 _MAX_CHANNELS = 65536
-_MAX_FILE_BYTES = 4 * 1024 * 1024  # a spec is a few hundred bytes; this is a wrong file
+_MAX_FILE_BYTES = 1024 * 1024  # a spec is a few hundred bytes; this is a wrong file
 _MAX_NESTING = 32  # a spec is tables of tables of scalars: three levels deep
 
 
@@ -244,12 +244,16 @@ def _sniff(text: str) -> str:
 _TOML_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
 def _too_deep(text: str) -> bool:
     """Whether brackets nest deeper than any spec does (the parsers recurse on them and would
     overflow Python's stack on a few thousand levels). Brackets inside strings count too, which
     only makes the check stricter for a file no spec resembles."""
+    brackets = _NOT_BRACKET.sub("", text)  # in C: the loop below sees brackets only
     depth = 0
-    for ch in text:
+    for ch in brackets:
         if ch in "[{":
             depth += 1
             if depth > _MAX_NESTING:
