@@ -114,6 +114,9 @@ def _spatial_input(name: str, nd: int, shape: Shape) -> None:
 def spatial_dims(m: nn.Module) -> int:
     """How many spatial dimensions a conv or pooling layer works over, by its type (a weight of
     rank n+2 for a conv; the class it derives from for a pool), never by its name."""
+    k = m.__dict__.get("kernel_size")
+    if type(k) is tuple and len(k) > 1 and isinstance(m, nn.modules.conv._ConvNd):
+        return len(k)  # as nn.Conv*d sets it; a 1-tuple may be a user's shorthand: look closer
     w = m.__dict__.get("_parameters", {}).get("weight")
     if isinstance(m, nn.modules.conv._ConvNd) and w is not None and w.dim() >= 3:
         return w.dim() - 2
@@ -129,6 +132,12 @@ def conv_geometry(m: nn.Module) -> dict:
     legal form the attributes hold: an int, a 1-tuple, a list, a full tuple or (padding) a string."""
     nd = spatial_dims(m)
     pad = m.padding
+    k, s, d = m.kernel_size, m.stride, m.dilation
+    if type(k) is type(s) is type(d) is tuple and len(k) == len(s) == len(d) == nd and (
+        type(pad) is str or (type(pad) is tuple and len(pad) == nd)
+    ):  # as nn.Conv*d sets them
+        return {"nd": nd, "kernel": k, "stride": s, "padding": pad, "dilation": d,
+                "output_padding": _tuple(getattr(m, "output_padding", 0), nd)}  # fmt: skip
     return {
         "nd": nd,
         "kernel": _tuple(m.kernel_size, nd),

@@ -170,16 +170,26 @@ class Trace:
                 # Parameters the module uses itself (a layer-scale gamma, a position table, a
                 # fused norm's affine) or reads off a child it never calls: the call owns them.
                 self._exited.add(id(call.module))
-                call.params = self._uncounted(call.module)
+                call.params = self._uncounted_own(call.module)
         call.last_op = len(self.ops) - 1
         self._stack.pop()
 
-    def _uncounted(self, module: nn.Module) -> int:
+    def _uncounted_own(self, module: nn.Module) -> int:
+        """The module's own parameters, and all of any child that never ran, not yet counted.
+        (A child that ran counted its own: a leaf at its first call, a module at its exit.)"""
+        counted = self._counted
         n = 0
-        for p in module.parameters():
-            if id(p) not in self._counted:
-                self._counted.add(id(p))
+        for p in module._parameters.values():
+            if p is not None and id(p) not in counted:
+                counted.add(id(p))
                 n += p.numel()
+        for child in module._modules.values():
+            if child is None or id(child) in self._exited or id(child) in self._module_calls:
+                continue
+            for p in child.parameters():
+                if id(p) not in counted:
+                    counted.add(id(p))
+                    n += p.numel()
         return n
 
     # ------------------------------------------------------------------ leaf modules
@@ -219,11 +229,11 @@ class Trace:
             if in_tensors and out is in_tensors[0]:
                 op.attrs["passthrough"] = True  # an empty nn.Sequential() shortcut, say
             op.outputs = [self._new_value(t, op.id) for t in _tensors(out)]
-        op.attrs["layer"] = proxy._info.kind  # after a meta run, which may have found it
-        if (proxy._info.weights or proxy._info.kv_weights) and op.outputs:
-            op.macs = proxy._info.macs(
-                self.values[op.outputs[0]].shape, [self.values[v].shape for v in inputs]
-            )
+            op.attrs["layer"] = proxy._info.kind  # a meta run may have found what it does
+        info = proxy._info
+        if (info.weights or info.kv_weights) and op.outputs:
+            key_shape = self.values[inputs[1]].shape if info.kv_weights and len(inputs) > 1 else None
+            op.macs = info.macs(self.values[op.outputs[0]].shape, key_shape)
         return out
 
     def _run_real(self, proxy: _LeafProxy, op: Op, args, kwargs, in_tensors):
@@ -583,11 +593,16 @@ _IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), torch.dtype, to
               range, slice, frozenset, torch.Size)  # fmt: skip
 
 
+_IMMUTABLE_TYPES = frozenset({bool, int, float, str, type(None)})
+
+
 def _private_copy(val, device, cache: dict[int, Any]):
     """A copy of a plain attribute that the shadow's forward may change without touching the
     user's object: tensors become meta tensors, containers and plain objects are copied at every
     depth (a shared one once, cycles kept). Modules, functions and immutables are kept as they are."""
-    if isinstance(val, _IMMUTABLE) or (callable(val) and not isinstance(val, torch.Tensor)):
+    if type(val) in _IMMUTABLE_TYPES or isinstance(val, _IMMUTABLE) or (
+        callable(val) and not isinstance(val, torch.Tensor)
+    ):
         return val  # functions, classes and modules (a module is callable) are not state
     hit = cache.get(id(val))
     if hit is not None:
@@ -821,7 +836,8 @@ class _LeafInfo:
         elif self.kind == "rnn":
             self.weights = self.params
         self.inplace = rules.is_inplace(module)
-        self._param_sizes = [(id(p), p.numel()) for p in module.parameters()]
+        params = module.parameters() if module._modules else module._parameters.values()
+        self._param_sizes = [(id(p), p.numel()) for p in params if p is not None]
 
     def count_params(self, counted: set[int]) -> int:
         """The layer's parameters not yet counted anywhere in this trace (a tied weight once)."""
@@ -832,10 +848,9 @@ class _LeafInfo:
                 n += size
         return n
 
-    def macs(self, out: tuple[int, ...], inputs: list[tuple[int, ...]]) -> int:
-        key_tokens = None
-        if self.kind == "attention" and len(inputs) > 1 and inputs[1]:
-            key_tokens = math.prod(inputs[1][:-1])
+    def macs(self, out: tuple[int, ...], key_shape: tuple[int, ...] | None = None) -> int:
+        """MACs for an output of shape ``out``; ``key_shape``: an attention layer's key input."""
+        key_tokens = math.prod(key_shape[:-1]) if key_shape else None
         return rules.leaf_macs(self.kind, self.weights, out, key_tokens, self.kv_weights)
 
 
