@@ -79,6 +79,15 @@ def test_a_shape_from_python_is_the_shape_given(model, shape):
         assert report.output_shapes == [tuple(model(torch.zeros(shape)).shape)]
 
 
+def test_a_live_module_opened_from_python_keeps_its_shape():
+    from resviz.core.loading import from_module
+    from resviz.core.session import analyze_session
+
+    session = analyze_session(from_module(TokenMixer(), input_shape=(2, 16, 100)))
+    assert session.report.ok and session.input_shape == (2, 16, 100)
+    assert from_module(nn.Conv2d(3, 4, 3), input_shape="3x32x32").input_shape == (1, 3, 32, 32)
+
+
 def test_the_image_shorthand_belongs_to_typed_text_only():
     assert parse_input("3x224x224") == Input((1, 3, 224, 224))
     assert parse_input("16x100:float32") == Input((16, 100))  # a dtype: taken as given

@@ -347,7 +347,8 @@ def from_module(module: nn.Module, name: str | None = None,
     """
     if not isinstance(module, nn.Module):
         raise LoadError(f"expected an nn.Module, got a {type(module).__name__}")
-    shape = parse_shape(input_shape) if input_shape is not None else None
+    # typed text keeps the command line's image shorthand; a shape from Python is taken as given
+    shape = None if input_shape is None else parse_shape(input_shape, batch=isinstance(input_shape, str))
 
     def rebuild(dev: str) -> nn.Module:
         clone = copy.deepcopy(module)
