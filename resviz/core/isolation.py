@@ -382,6 +382,9 @@ def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, ti
 
     file, name = split_python_source(source)
     kwargs = dict(kwargs or {})
+    from .files import check_readable_file
+
+    check_readable_file(os.path.expanduser(file), file)  # a FIFO would block the read for good
     if not os.path.isfile(os.path.expanduser(file)):  # nothing to run: say so without a child
         from . import pyfile
 
