@@ -245,6 +245,10 @@ def _analyze(args):
 def cmd_check(args) -> int:
     from .render.text import Style, format_check
 
+    if args.fix_spec:
+        from .core.files import check_output
+
+        check_output(args.fix_spec, "fixed spec")  # a directory or missing folder: said first
     session = _analyze(args)
     report = session.report
     if args.fix_spec and session.loaded.kind != "spec":
@@ -267,10 +271,10 @@ def _write_fixed_spec(session, out: str) -> None:
 
     fixed = fix_spec_file(session.loaded.path, out, input_shape=session.input_shape)
     said = "; ".join(e.describe() for e in fixed.edits) or "nothing to change"
-    print(f"wrote {out}: {said}", file=sys.stderr)
+    print(printable(f"wrote {out}: {said}"), file=sys.stderr)
     if fixed.remaining:
-        print(f"resviz: no spec edit found for {', '.join(fixed.remaining)}; those blocks are still "
-              "broken in the written spec (see the code fixes above)", file=sys.stderr)  # fmt: skip
+        print(printable(f"resviz: no spec edit found for {', '.join(fixed.remaining)}; those blocks are "
+                        "still broken in the written spec (see the code fixes above)"), file=sys.stderr)  # fmt: skip
 
 
 def cmd_summary(args) -> int:
@@ -338,15 +342,17 @@ def cmd_zoo(args) -> int:
 
 def cmd_codegen(args) -> int:
     from .core.codegen import generate, spec_for
-    from .core.files import atomic_write_text
+    from .core.files import atomic_write_text, check_output
 
+    if args.output:
+        check_output(args.output, "generated code")
     spec, label = spec_for(args.model)
     code = generate(spec, source=label)
     if not args.output:
         sys.stdout.write(code)
         return EXIT_OK
     path = atomic_write_text(args.output, code)
-    print(f"wrote {path}")
+    print(printable(f"wrote {path}"))
     return EXIT_OK
 
 

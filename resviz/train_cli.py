@@ -273,7 +273,7 @@ def _run(args) -> int:
             tail = f"; flagged gradients: {flags}" if flags else ""
             print(f"done: {rec.step + 1} steps (0-{rec.step}), last loss {rec.loss:.4f}, accuracy "
                   f"{rec.accuracy:.3f}{tail}", file=sys.stderr)  # fmt: skip
-    print(f"wrote {run.path}", file=sys.stderr)
+    print(printable(f"wrote {run.path}"), file=sys.stderr)
     for w in writers:
         print(printable(f"wrote {w.path}"), file=sys.stderr)
     return status

@@ -158,3 +158,10 @@ def test_a_negative_depth_is_refused_by_summary_and_render_alike(tmp_path, capsy
     assert main([command, "resnet20", "--depth", "-1", *extra]) == 2
     assert "--depth must be 0 or more, got -1" in capsys.readouterr().err
     assert not (tmp_path / "g.dot").exists()
+
+
+@pytest.mark.parametrize("argv", [["codegen", "no_such_model_anywhere", "-o"],
+                                  ["check", "no_such_model_anywhere", "--fix-spec"]])  # fmt: skip
+def test_codegen_and_fix_spec_targets_are_checked_before_the_model_is_loaded(tmp_path, capsys, argv):
+    assert main([*argv, str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
