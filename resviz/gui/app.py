@@ -137,6 +137,8 @@ def run_app(args) -> int:
         return EXIT_BAD_INPUT
     if size:
         window.resize(*size)
+    if _is_run_dir(getattr(args, "model", None)) and not getattr(args, "tab", None):
+        window.select_tab("Training")  # a recorded run: its steps are what there is to see
     window.show()
     window.open_source(getattr(args, "model", None) or "resnet18", input_shape=getattr(args, "input", None),
                        kwargs_text=getattr(args, "kwargs", None), trust=bool(getattr(args, "trust", False)))  # fmt: skip
@@ -154,6 +156,12 @@ def run_app(args) -> int:
         window.close()
     window.deleteLater()
     return result["code"] if screenshot else code
+
+
+def _is_run_dir(source) -> bool:
+    from ..core.training.rundir import is_run_dir
+
+    return bool(source) and is_run_dir(os.path.expanduser(str(source)))
 
 
 def _arm_screenshot(window, path: str, result: dict, tab: str | None) -> None:

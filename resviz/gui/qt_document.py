@@ -87,6 +87,7 @@ def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_sta
     ``cancel`` (a :class:`~resviz.core.isolation.CancelToken`) kills."""
     from ..core.isolation import open_python, split_python_source
     from ..core.session import analyze_session, open_model
+    from ..core.training.rundir import is_run_dir
 
     if src.spec is not None:
         from ..core.loading import from_spec
@@ -97,6 +98,10 @@ def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_sta
 
         loaded = from_module(src.module, name=src.name)
         session = analyze_session(loaded, shape)
+    elif is_run_dir(src.source):  # a recorded run: the graph from its report.json, no model code
+        from .run_follow import open_run_session
+
+        session = open_run_session(src.source)
     elif split_python_source(src.source) is not None:
         from ..core.loading import parse_kwargs
 
@@ -199,6 +204,8 @@ class QtDocument(QObject):
             parse_shape(text)
         except ResvizError as exc:
             return str(exc)
+        if self.session is not None and getattr(self.session.loaded, "kind", "") == "run":
+            return "a recorded run is drawn at the input shape it was trained at"
         self.shape_text = text.strip()
         if self.session is None or self._reading:
             if self.src is not None:  # a file is being read: read it again, at the new shape

@@ -48,6 +48,10 @@ class QtWindowActions(QObject):
         a = self._action
         self.open = a("&Open…", self.ask_open, QKeySequence.Open, "Open a spec, Python file or archive")
         self.zoo = a("Open from &zoo…", self.ask_zoo, "Ctrl+Shift+O", "Pick a built-in ResNet")
+        self.open_run = a("Open r&un…", self.ask_open_run, None,
+                          "Open a run directory (resviz train, resviz.monitor): its graph and steps, followed live")
+        self.overlay_run = a("O&verlay run…", self.ask_overlay_run, None,
+                             "Draw another run directory's steps dashed over the run shown")  # fmt: skip
         self.reload = a("&Reload", w.reload, "F5", "Read the model file again")
         self.watch = a("&Watch file", w.document.set_watching, None, "Reload whenever the file is saved")
         self.watch.setCheckable(True)
@@ -91,7 +95,7 @@ class QtWindowActions(QObject):
     def _build_menus(self) -> None:
         bar = self.w.menuBar()
         file = bar.addMenu("&File")
-        file.addActions([self.open, self.zoo])
+        file.addActions([self.open, self.zoo, self.open_run, self.overlay_run])
         self.recent_menu = file.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         file.addSeparator()
@@ -192,6 +196,31 @@ class QtWindowActions(QObject):
         path, _ = QFileDialog.getOpenFileName(self.w, "Open a model", start, OPEN_FILTER)
         if path:
             self.open_file(path)
+
+    def ask_open_run(self) -> None:
+        path = QFileDialog.getExistingDirectory(self.w, "Open a run directory", self._run_start())
+        if path:
+            settings().setValue("runs/last", str(Path(path).parent))
+            self.w.open_source(path)
+
+    def ask_overlay_run(self) -> None:
+        tab = getattr(self.w, "training_tab", None)
+        if tab is None:
+            return
+        path = QFileDialog.getExistingDirectory(self.w, "Overlay a run directory", self._run_start())
+        if path:
+            settings().setValue("runs/last", str(Path(path).parent))
+            self.w.select_tab("Training")
+            tab.panel.overlay(path)
+
+    def _run_start(self) -> str:
+        last = str(settings().value("runs/last", ""))
+        if last and os.path.isdir(last):
+            return last
+        from ..core.training.rundir import user_data_dir
+
+        runs = user_data_dir() / "runs"
+        return str(runs) if runs.is_dir() else ""
 
     def open_file(self, path: str) -> None:
         if path.lower().endswith(".py") and os.path.isfile(path):

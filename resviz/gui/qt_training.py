@@ -135,6 +135,12 @@ class TrainingTab(QWidget):
     def busy(self) -> bool:
         """True while ``--train N`` still has steps to run or plots to draw (the screenshot waits)."""
         a = self._auto
+        if a is None and self._panel is not None and self._panel.following and not self._closed:
+            p = self._panel  # a recorded run (resviz RUN_DIR): draw its plots before the picture
+            if p._dirty or not p.redraws:
+                p.redraw()
+            p.update_tint(force=True)
+            return False
         if a is None or self._closed or a.get("failed"):
             return False
         if self.window_.session is None:
@@ -173,6 +179,8 @@ def install(window, args=None) -> TrainingTab:
     window.add_tab(tab, TAB_TITLE)
     window.training_tab = tab
     steps = int(getattr(args, "train", 0) or 0) if args is not None else 0
+    if steps <= 0 and args is not None and getattr(args, "screenshot", None):
+        window.busy_checks.append(tab.busy)  # a recorded run's plots are drawn before the picture
     if steps > 0:
         screenshot = bool(getattr(args, "screenshot", None))
         twin = bool(getattr(args, "twin", False)) or os.environ.get("RESVIZ_TRAIN_TWIN", "") not in ("", "0")

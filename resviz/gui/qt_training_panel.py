@@ -73,6 +73,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self._node_graph = None
         self.redraws = 0
         self.last_draw_ms = 0.0
+        self.watches: dict = {}  # "residual" / "plain" -> QtRunWatch: runs followed from their folders
         self._build_ui()
         self._wire()
         self._set_blocks([])
@@ -94,6 +95,10 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         """Start a new run (``twin``: beside its plain twin) with the controls' settings."""
         if self.session is None:
             self._show_error("Open a model first: training uses the model on screen.")
+            return False
+        if self.following:
+            self._show_error("This is a recorded run: the app shows its steps and has no model code to train. "
+                             "Open the model itself (File → Open) to train it here.")  # fmt: skip
             return False
         spec = self.spec(twin)
         if spec is None:
@@ -256,8 +261,82 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self._clear_run()
         self._set_blocks(names)
         self.banner.setVisible(False)
+        follower = getattr(session, "run", None)
+        if follower is not None:
+            self.follow(follower)
         self._update_buttons()
         self._update_status()
+
+    # ================================================================== followed runs
+
+    @property
+    def following(self) -> bool:
+        """The panel shows a run read from its folder (``resviz RUN_DIR``), not one it trains."""
+        return "residual" in self.watches
+
+    def follow(self, follower, which: str = "residual") -> None:
+        """Show a run directory's steps (a :class:`~resviz.gui.run_follow.RunFollower`) and follow
+        it as records are appended; ``which="plain"`` overlays it, dashed, on the run shown."""
+        from .qt_run_follow import QtRunWatch
+
+        old = self.watches.pop(which, None)
+        if old is not None:
+            old.stop()
+            old.deleteLater()
+        watch = QtRunWatch(follower, self)
+        watch.updated.connect(self._on_followed)
+        self.watches[which] = watch
+        self.buffers[which] = follower.store
+        if which == "residual":
+            self.info = {"model": follower.describe(), "followed": str(follower.path)}
+            if follower.store.names != self.names and follower.store.names:
+                self._set_blocks(list(follower.store.names))
+        self.twin = "plain" in self.buffers
+        self._set_legends(overlay=follower.name if which == "plain" else None)
+        self._track_flags()
+        self._update_buttons()
+        self._update_status()
+        self._touch()
+        self.update_tint(force=True)
+
+    def overlay(self, path) -> bool:
+        """Draw the run in folder ``path`` dashed over the one shown (a resnet and its plain twin
+        trained by your own script, say). False (and the reason shown) when it cannot be read."""
+        from ..core.errors import ResvizError
+        from .run_follow import RunFollower
+
+        if self.controller.has_run:
+            self.controller.stop()
+        try:
+            follower = RunFollower.open(path)
+        except ResvizError as exc:
+            self._banner(f"<b style='color:{FAULT}'>Cannot overlay.</b> {_html(str(exc))}", resume=False)
+            return False
+        if "residual" not in self.buffers:
+            self._show_error("Open a run first (File → Open run…, or train one here), then overlay another on it.")
+            return False
+        self.follow(follower, "plain")
+        return True
+
+    def _on_followed(self, _n: int) -> None:
+        res = self.buffers.get("residual")
+        if res is not None and self.following and res.names != self.names:
+            self._set_blocks(list(res.names))  # a monitor met blocks its first record did not list
+        self._track_flags()
+        self._update_buttons()
+        self._update_status()
+        self._touch()
+
+    def _stop_following(self) -> None:
+        for w in self.watches.values():
+            w.stop()
+            w.deleteLater()
+        self.watches = {}
+
+    def run_state(self) -> str:
+        """What the status line says the run is doing: the followed run's state, else the trainer's."""
+        w = self.watches.get("residual")
+        return w.follower.state.value if w is not None else self.controller.state
 
     def on_module_selected(self, name: str) -> None:
         self.highlight(self.block_of(name))
@@ -291,6 +370,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
     # ================================================================== run events
 
     def _clear_run(self) -> None:
+        self._stop_following()
         self.buffers = {}
         self.info = {}
         self.fault = None
@@ -323,24 +403,32 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self.buffers = {"residual": RunBuffer(names, CAPACITY)}
         if self.twin:
             self.buffers["plain"] = RunBuffer(info.get("plain_names") or names, CAPACITY)
+        self._set_legends()
+        if info.get("notes"):
+            self.detail.setToolTip("\n".join(info["notes"]))
+        self._touch()
+
+    def _set_legends(self, overlay: str | None = None) -> None:
+        """Legends and the run picker for one run, or two (the plain twin, or an overlaid run)."""
         self.run_pick.setVisible(self.twin)
         if not self.twin:
             self.run_pick.setCurrentIndex(0)
+        second = overlay or "plain twin"
+        self.run_pick.setItemText(1, second)
+        self.run_pick.setItemText(0, self.watches["residual"].follower.name if self.following else "residual net")
         s = self.style_
         res = QPen(QColor(s.residual), 2)
         plain = QPen(QColor(s.plain), 2, PLAIN_DASH)
+        first = self.run_pick.itemText(0) if overlay else "residual"
         if self.twin:
-            self.loss_legend.set_entries([("residual", res), ("plain twin", plain)])
+            self.loss_legend.set_entries([(first, res), (second, plain)])
             self.highway_legend.set_entries([("now", res), ("step 0", QPen(QColor(s.residual), 1.4, Qt.DotLine)),
-                                             ("plain", plain)])  # fmt: skip
+                                             (second if overlay else "plain", plain)])  # fmt: skip
         else:
             self.loss_legend.set_entries([])
             self.highway_legend.set_entries(
                 [("now", res), ("step 0", QPen(QColor(s.residual), 1.4, Qt.DotLine))]
             )
-        if info.get("notes"):
-            self.detail.setToolTip("\n".join(info["notes"]))
-        self._touch()
 
     def _on_stepped(self, batch: list) -> None:
         if not self.buffers:
@@ -363,6 +451,22 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self.runStateChanged.emit(state)
 
     def _update_buttons(self) -> None:
+        for w in (self.optimizer, self.lr, self.momentum, self.nesterov, self.weight_decay, self.batch, self.steps,
+                  self.seed, self.device, self.data_kind, self.data_path, self.data_browse):  # fmt: skip
+            w.setEnabled(not self.following)  # a recorded run's own settings are in the detail line
+        if not self.following:  # what the form itself enables: momentum for SGD, a path for files
+            sgd = self.optimizer.currentData() == "sgd"
+            self.momentum.setEnabled(sgd)
+            self.nesterov.setEnabled(sgd)
+            browse = DATA_KINDS[self.data_kind.currentIndex()][2] is not None
+            self.data_path.setEnabled(browse)
+            self.data_browse.setEnabled(browse)
+        if self.following:  # a recorded run: nothing to train, its records to export
+            for b in (self.pause_btn, self.resume_btn, self.step_btn, self.stop_btn, self.reset_btn,
+                      self.start_btn, self.twin_btn):  # fmt: skip
+                b.setEnabled(False)
+            self.export_btn.setEnabled(any(b.count for b in self.buffers.values()))
+            return
         c = self.controller
         state = c.state
         has = c.has_run
@@ -423,6 +527,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
     # ================================================================== shutdown
 
     def shutdown(self, timeout_ms: int = 2000) -> bool:
+        self._stop_following()
         self._timer.stop()
         self._tint_timer.stop()
         return self.controller.shutdown(timeout_ms)

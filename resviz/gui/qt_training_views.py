@@ -190,35 +190,44 @@ class TrainingViewsMixin:
         self.acc_plot.fit()
 
     def _update_status(self) -> None:
-        state = self.controller.state
+        state = self.run_state()
         color, word = STATE_TEXT.get(state, ("#6b7280", state))
         parts = [f"<b style='color:{color}'>● {word}</b>"]
+        watch = self.watches.get("residual")
         res = self.buffers.get("residual")
         if res is not None and res.latest is not None:
             last = res.latest
-            target = self.steps.value()
+            target = self.steps.value() if watch is None else int((watch.follower.meta.get("config") or {}).get("steps") or 0)
             parts.append(f"step <b>{last['step'] + 1}</b>" + (f" / {target}" if target else ""))
             plain = self.buffers.get("plain")
             if plain is not None and plain.latest is not None:
                 pl = plain.latest
-                parts.append(f"loss <b>{fmt(last['loss'])}</b> · plain <b>{fmt(pl['loss'])}</b>")
-                parts.append(f"acc <b>{last['accuracy']:.0%}</b> · plain <b>{pl['accuracy']:.0%}</b>")
+                other = "plain" if watch is None else "overlay"
+                parts.append(f"loss <b>{fmt(last['loss'])}</b> · {other} <b>{fmt(pl['loss'])}</b>")
+                parts.append(f"acc <b>{last['accuracy']:.0%}</b> · {other} <b>{pl['accuracy']:.0%}</b>")
             else:
                 parts.append(f"loss <b>{fmt(last['loss'])}</b>")
                 parts.append(f"acc <b>{last['accuracy']:.1%}</b>")
-            rate = res.steps_per_second()
-            if state == "running" and rate > 0:
-                parts.append(f"<b>{rate:.1f}</b> steps/s")
+            if state == "running":
+                parts.append(rate_text(res.steps_per_second(), last.get("seconds")))
             parts.append(f"lr {last['lr']:g}")
+            if watch is not None and watch.follower.live and watch.follower.quiet_for() > QUIET_S:
+                parts.append(f"no new step for {_duration(watch.follower.quiet_for())}")
+        elif watch is not None:
+            parts.append(f"no step recorded yet in {watch.follower.path.name}")
         elif self.session is None:
             parts.append("open a model to train it")
         elif state in ("idle", "stopped"):
             parts.append(f"{len(self.names)} blocks · press Start (or Compare with plain twin)")
-        text = " · ".join(parts)
+        text = " · ".join(p for p in parts if p)
         if text != self.status.text():
             self.status.setText(text)
         info = self.info
-        if info:
+        if watch is not None:
+            over = self.watches.get("plain")
+            self.detail.setText(f"run {watch.follower.describe()}"
+                                + (f" · overlaid: {over.follower.describe()}" if over is not None else ""))  # fmt: skip
+        elif info:
             threads = (
                 f", {info['threads']} thread{'s' if info['threads'] != 1 else ''}"
                 if info.get("threads")
@@ -235,6 +244,29 @@ class TrainingViewsMixin:
     def steps_done(self) -> int:
         res = self.buffers.get("residual")
         return 0 if res is None or res.latest is None else int(res.latest["step"]) + 1
+
+
+QUIET_S = 60  # a live run with no new record for this long says so (its writer may have died)
+
+
+def rate_text(steps_per_second: float, seconds_per_step: float | None = None) -> str:
+    """``12.3 steps/s``, or ``4.2 s/step`` when a step takes more than a second (never ``0.0 steps/s``)."""
+    rate = steps_per_second if steps_per_second and steps_per_second > 0 else 0.0
+    if rate <= 0 and seconds_per_step is not None and seconds_per_step == seconds_per_step and seconds_per_step > 0:
+        rate = 1.0 / seconds_per_step
+    if rate <= 0:
+        return ""
+    if rate >= 1:
+        return f"<b>{rate:.1f}</b> steps/s"
+    return f"<b>{1 / rate:.1f}</b> s/step" if rate > 1 / 100 else f"<b>{_duration(1 / rate)}</b> per step"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _last_finite(values: np.ndarray) -> np.ndarray:
