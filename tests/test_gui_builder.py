@@ -188,3 +188,30 @@ def test_save_open_and_export_code(qtbot, win, tmp_path):
     finally:
         mod.QMessageBox.warning = real
     assert "stages[0].blocks" in shown[0] and panel.builder.path == out
+
+
+def test_apply_fix_on_a_live_module_opens_a_patched_copy_with_the_code_to_paste(qtbot, win):
+    import torch
+
+    from tests.test_patch_fix import Net
+
+    torch.manual_seed(0)
+    net = Net()
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    win.open_module(net, (1, 3, 32, 32), name="Net")
+    idle(qtbot, win, lambda: len(win.session.report.mismatches) == 3)
+    card = next(c for c in win.issues.cards if c.kind == "mismatch" and "layer2.0" in c.title.text())
+    assert "copy of the model" in card.fix_button.toolTip()
+    card.fix_button.click()
+    idle(qtbot, win, lambda: win.session.loaded.name == "Net (patched)")
+    assert [m.block for m in win.session.report.mismatches] == ["layer1.1", "layer2.1"]
+    assert "layer2.0 fixed" in win.banner.text() and "shortcut" in win.banner.text()
+    for block in ("layer1.1", "layer2.1"):  # the rest, one click each, on the patched copy
+        card = next(c for c in win.issues.cards if c.kind == "mismatch" and block in c.title.text())
+        card.fix_button.click()
+        idle(qtbot, win, lambda b=block: b not in {m.block for m in win.session.report.mismatches})
+    assert win.session.report.ok and win.session.loaded.name == "Net (patched)"
+    patched = win.session.loaded.module
+    patched(torch.randn(2, 3, 32, 32)).sum().backward()  # trainable: real weights, shapes add up
+    assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())  # never mutated
+    assert net.layer1[1].conv1.padding == (0, 0)

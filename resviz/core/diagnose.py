@@ -135,7 +135,8 @@ def explain(trace, add: ResidualAdd) -> Mismatch:
         _explain_generic(trace, add, mm, both)
     elif not _explain_missing_projection(trace, add, mm):
         _explain_layers(trace, add, mm, both)
-    text = render_fix(trace, add, [f for f in mm.fix.splitlines() if f])
+    mm.fix_edits = [f for f in mm.fix.splitlines() if f]
+    text = render_fix(trace, add, mm.fix_edits)
     mm.fix, mm.fix_title, mm.fix_where = text.text, text.title, text.where
     return mm
 

@@ -114,6 +114,9 @@ class Mismatch:
     broken_path: str = "shortcut"  # the path the fix changes: 'shortcut' or 'residual'
     fix_title: str = ""  # one line saying what the fix does ("Give layer2.0 a projection shortcut")
     fix_where: str = ""  # where it goes: module path and, where known, file:line
+    # the diagnosis's edits in their terse form (``path: nn.X(...)``, ``path: attr=value``, a bare
+    # ``nn.Sequential(...)`` for the block's shortcut): what "Apply fix" applies (patch_fix.py)
+    fix_edits: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -73,6 +73,12 @@ def fix_tooltip(window, mismatch) -> str | None:
         return None
     if mismatch.spec_edits and getattr(session.loaded, "spec", None) is not None:
         return "Make this spec edit in the Builder tab (undo there with Ctrl+Z); the net is analysed again"
+    if getattr(session.loaded, "kind", "") in ("python", "live") and mismatch.fix_edits:
+        from ...core.patch_fix import parse_fix
+
+        if parse_fix("\n".join(mismatch.fix_edits), mismatch.block) is not None:
+            return ("Fix a copy of the model in memory and analyse it again (your model and file are not "
+                    "changed); the code to paste into your file is shown above the graph")  # fmt: skip
     return None
 
 
@@ -87,3 +93,38 @@ def apply_fix(window, tab: BuilderTab, mismatch) -> None:
         window.statusBar().showMessage(
             f"Fixed {mismatch.block} in the Builder: {mismatch.fix.removeprefix('in the spec: ')}", 8000
         )
+        return
+    if session is not None:
+        apply_patch(window, session, mismatch)
+
+
+def apply_patch(window, session, mismatch) -> None:
+    """A Python or live model: open a patched copy (verified) and show the code to paste."""
+    from ...core.errors import ResvizError
+    from ...core.patch_fix import patch_for
+
+    loaded = session.loaded
+    try:
+        # a fresh copy with real weights (a Python file's model is analysed in a child process)
+        model = loaded.module if loaded.kind == "live" else loaded.rebuild("cpu")
+        result = patch_for(model, session.report, mismatch)
+    except ResvizError as exc:
+        window.banner.show_message("error", f"Could not apply the fix to {mismatch.block}: {exc}")
+        return
+    except Exception as exc:  # the user's code failed while rebuilding: say so, keep the graph
+        window.banner.show_message(
+            "error", f"Could not rebuild the model to patch it: {type(exc).__name__}: {exc}"
+        )
+        return
+    name = loaded.name if loaded.name.endswith("(patched)") else f"{loaded.name} (patched)"
+    window.last_patch = result
+    message = (f"Showing a patched copy of the model with {mismatch.block} fixed; your model and file are "
+               f"unchanged, and the Training tab trains this copy. To fix your code:\n{result.code}")  # fmt: skip
+
+    def announce(new_session) -> None:  # after the window has shown the patched copy's notes
+        if getattr(new_session.loaded, "module", None) is result.model:
+            window.sessionChanged.disconnect(announce)
+            window.banner.show_message("note", message)
+
+    window.sessionChanged.connect(announce)
+    window.open_module(result.model, session.input_shape, name=name)
