@@ -196,14 +196,11 @@ def _mismatch_card(m, target: str) -> QtIssueCard:
     )
     if m.cause:
         card.add_text(_md(m.cause), selectable=True)
-    if m.fix and getattr(m, "spec_edits", None):
-        card.add_text("<b>Fix</b> (edit the spec):")
-        card.add_code(m.fix.removeprefix("in the spec: "))
-    elif m.fix:
+    if m.fix:
         # what the fix does and where it goes; the code below says it in lines that paste
         title = getattr(m, "fix_title", "")
         card.add_text(f"<b>Fix:</b> {_md(title)}" if title else "<b>Fix:</b>", selectable=True)
-        card.add_code(m.fix)
+        card.add_code(m.fix.removeprefix("in the spec: ") if getattr(m, "spec_edits", None) else m.fix)
     if m.input_sizes:
         sizes = ", ".join(str(s) for s in m.input_sizes)
         card.add_text(f"Works at input sizes: {sizes}")
