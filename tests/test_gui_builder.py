@@ -215,3 +215,21 @@ def test_apply_fix_on_a_live_module_opens_a_patched_copy_with_the_code_to_paste(
     patched(torch.randn(2, 3, 32, 32)).sum().backward()  # trainable: real weights, shapes add up
     assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())  # never mutated
     assert net.layer1[1].conv1.padding == (0, 0)
+
+
+def test_apply_fix_on_a_python_file_never_edits_the_file(qtbot, win, tmp_path):
+    import inspect
+
+    import tests.test_patch_fix as nets
+
+    path = tmp_path / "model.py"
+    path.write_text("import torch\nfrom torch import nn\n\n\n" + "\n\n".join(
+        inspect.getsource(c) for c in (nets.Block, nets.ProjBlock, nets.Net)))  # fmt: skip
+    before = path.read_text()
+    win.open_source(f"{path}:Net", input_shape="1x3x32x32")
+    idle(qtbot, win, lambda: len(win.session.report.mismatches) == 3)
+    card = next(c for c in win.issues.cards if c.kind == "mismatch" and "layer2.1" in c.title.text())
+    card.fix_button.click()
+    idle(qtbot, win, lambda: win.session.loaded.name.endswith("(patched)"))
+    assert [m.block for m in win.session.report.mismatches] == ["layer1.1", "layer2.0"]
+    assert "stride" in win.banner.text() and path.read_text() == before
