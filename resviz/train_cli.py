@@ -29,6 +29,7 @@ from .core.errors import ResvizError, Terminated
 from .core.printable import printable
 
 EXIT_OK, EXIT_NONFINITE, EXIT_BAD_INPUT = 0, 1, 2
+_FLOAT32_MAX = 3.4028234663852886e38
 DEFAULT_BATCH = 32  # one default everywhere: TrainConfig, this command and the app's Training tab
 
 
@@ -49,6 +50,18 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if abs(v) > _FLOAT32_MAX:  # torch keeps these in float32: past this they become inf
+        raise argparse.ArgumentTypeError(f"{text} is past the largest float32, about 3.4e38")
+    return v
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= v < 2**63:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2^63 - 1, got {text[:40]}")
     return v
 
 
@@ -77,7 +90,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, model_args: bool = F
                    help="synthetic (default), cifar10:DIR, folder:DIR, npz:FILE, or a path")  # fmt: skip
     g.add_argument("--plain", action="store_true", help="train the plain twin (shortcuts removed)")
     g.add_argument("--device", default="auto", metavar="DEV", help="auto (default), cpu or cuda")
-    g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    g.add_argument("--seed", type=_seed, default=0, metavar="S", help="random seed (default 0)")
     g.add_argument("--run-dir", metavar="DIR",
                    help="the run directory to write (default: a new one under the user's data dir, "
                         "e.g. ~/.local/share/resviz/runs/NAME-TIME)")  # fmt: skip

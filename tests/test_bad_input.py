@@ -222,3 +222,15 @@ def test_check_json_escapes_a_name_rather_than_passing_it(tmp_path, capsys):
     path.write_text('name = "plain"\n' + _SPEC)
     assert main(["check", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--seed", "99999999999999999999999", "from 0 to 2^63 - 1"),
+    ("--seed", "-5", "from 0 to 2^63 - 1"),
+    ("--lr", "1e308", "largest float32"),
+    ("--weight-decay", "1e39", "largest float32"),
+])  # fmt: skip
+def test_training_numbers_past_what_torch_holds_are_usage_errors(capsys, flag, value, words):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "resnet20", flag, value])
+    assert info.value.code == 2 and words in capsys.readouterr().err
