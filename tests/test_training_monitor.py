@@ -323,3 +323,22 @@ def test_tensorboard_scalars_or_a_note_when_it_is_not_installed(tmp_path):
         assert any("TensorBoard scalars are off" in n for n in notes), notes
     else:
         assert any((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_scaled_loss_is_measured_unscaled_with_grad_scale(tmp_path):
+    """What a GradScaler does: backward on loss x S, parameter gradients unscaled before the
+    optimizer step; with grad_scale=S the activation gradients are reported unscaled too."""
+    recs = []
+    for scale, where in ((1.0, "a"), (1024.0, "b")):
+        model = net()
+        x, y = batches(1)[0]
+        with resviz.monitor(model, tmp_path / where, input_shape=SHAPE) as mon:
+            loss = F.cross_entropy(model(x), y)
+            (loss * scale).backward()
+            for p in model.parameters():
+                p.grad /= scale  # scaler.unscale_
+            recs.append(mon.step(loss, grad_scale=scale))
+    a, b = recs
+    for blk in BLOCKS:
+        for p in ("grad_norm", "input_grad_norm", "output_grad_norm", "residual_ratio"):
+            assert b.blocks[blk][p] == pytest.approx(a.blocks[blk][p], rel=1e-5), (blk, p)

@@ -87,6 +87,12 @@ class _SafeSink(ProbeSink):
             self._monitor._fail("residual probe", e)
 
 
+def _grad_slots(act: torch.Tensor) -> torch.Tensor:
+    """Mask of the activation-gradient slots (block input/output) in a probe-sink vector."""
+    slots = torch.arange(act.numel(), device=act.device) % SLOTS
+    return (slots == IN) | (slots == OUT)
+
+
 def _dist():
     """(rank, world size, process group usable) of torch.distributed, or (0, 1, False)."""
     d = torch.distributed
@@ -160,10 +166,15 @@ class Monitor:
 
     # ---------------------------------------------------------------- the user's calls
 
-    def step(self, loss=None, *, accuracy: float | None = None, lr: float | None = None) -> StepRecord | None:
+    def step(self, loss=None, *, accuracy: float | None = None, lr: float | None = None,
+             grad_scale: float | None = None) -> StepRecord | None:  # fmt: skip
         """Record this step (when it is one of every ``every``): call after ``loss.backward()``
         (before or after ``optimizer.step()``, before the next ``zero_grad``). Returns the record
-        (on every rank), None on a step that is not recorded or whose probes failed. Never raises."""
+        (on every rank), None on a step that is not recorded or whose probes failed. Never raises.
+
+        Mixed precision with a ``GradScaler``: call after ``scaler.step(opt)`` (which unscales the
+        parameter gradients) and pass ``grad_scale=scaler.get_scale()`` of this step, so the
+        activation gradients, which backward saw scaled, are measured unscaled too."""
         if self._closed:
             return None
         k = self.step_index
@@ -171,7 +182,7 @@ class Monitor:
         rec = None
         try:
             if k % self.every == 0:
-                rec = self._record(k, loss, accuracy, lr)
+                rec = self._record(k, loss, accuracy, lr, grad_scale)
         except Exception as e:
             self._fail(f"step {k}", e)
             rec = None
@@ -235,7 +246,7 @@ class Monitor:
             except Exception:
                 pass
 
-    def _record(self, k: int, loss, accuracy, lr) -> StepRecord:
+    def _record(self, k: int, loss, accuracy, lr, grad_scale=None) -> StepRecord:
         probes = self.probes
         sink = probes.sink
         sink.end()
@@ -264,6 +275,8 @@ class Monitor:
                 sink.clear()
             if self.distributed:
                 act, loss_t = self._all_reduce(act, loss_t)
+            if grad_scale is not None and float(grad_scale) not in (0.0, 1.0):
+                act = torch.where(_grad_slots(act), act / float(grad_scale) ** 2, act)
             parts = [loss_t, param_sq.sum().view(1), probes.block_grad_sq(param_sq), act]
             values = torch.cat(parts).tolist()  # the one device-to-host copy of the step
             if not math.isfinite(values[1]):  # float32 norms overflow past ~1.8e19: redo in float64
@@ -309,9 +322,7 @@ class Monitor:
         w = float(self.world_size)
         loss_t = (packed[:1] / w).to(self.device)
         act = packed[1:].to(self.device)
-        slots = torch.arange(act.numel(), device=self.device) % SLOTS
-        grad_slot = (slots == IN) | (slots == OUT)
-        act = torch.where(grad_slot, act / (w * w), act)
+        act = torch.where(_grad_slots(act), act / (w * w), act)
         return act, loss_t
 
     # ---------------------------------------------------------------- TensorBoard (optional)
