@@ -31,7 +31,7 @@ import threading
 
 from .core import gcpause
 from .core.errors import ResvizError, Terminated
-from .core.printable import printable
+from .core.printable import MESSAGE_LIMIT, printable
 
 COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen", "follow")
 EXIT_OK, EXIT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
@@ -186,7 +186,7 @@ def _main(argv: list[str] | None) -> int:
         with _sigterm_raises():
             return COMMAND_FUNCS[args.command](args)
     except ResvizError as e:
-        print(printable(f"resviz: {e}"), file=sys.stderr)
+        print(printable(f"resviz: {e}", limit=MESSAGE_LIMIT), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("resviz: interrupted (Ctrl-C); nothing was written", file=sys.stderr)

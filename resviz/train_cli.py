@@ -26,7 +26,7 @@ import threading
 import time
 
 from .core.errors import ResvizError, Terminated
-from .core.printable import printable
+from .core.printable import MESSAGE_LIMIT, printable
 
 EXIT_OK, EXIT_NONFINITE, EXIT_BAD_INPUT = 0, 1, 2
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -155,7 +155,7 @@ def run_train(args) -> int:
     try:
         return _run(args)
     except ResvizError as e:
-        print(printable(f"resviz: {e}"), file=sys.stderr)
+        print(printable(f"resviz: {e}", limit=MESSAGE_LIMIT), file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

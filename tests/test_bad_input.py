@@ -234,3 +234,12 @@ def test_training_numbers_past_what_torch_holds_are_usage_errors(capsys, flag, v
     with pytest.raises(SystemExit) as info:
         main(["train", "resnet20", flag, value])
     assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_huge_argument_or_name_gives_a_paragraph_not_a_megabyte(tmp_path, capsys):
+    code, err = _run(capsys, "check", "x" * 100_000)
+    assert code == 2 and len(err) < 2500 and "characters left out" in err
+    path = tmp_path / "long.toml"
+    path.write_text(f'name = "{"a" * 500_000}"\n' + _SPEC)
+    code, err = _run(capsys, "check", path)
+    assert code == 2 and "past the limit of 200" in err and len(err) < 500

@@ -66,6 +66,7 @@ _MAX_STAGES = 64
 _MAX_TOTAL_BLOCKS = 5000  # in the whole net (resnet1202 has 600)
 _MAX_CHANNELS = 65536
 _MAX_FILE_BYTES = 1024 * 1024  # a spec is a few hundred bytes; this is a wrong file
+_MAX_NAME = 200
 _MAX_NESTING = 32  # a spec is tables of tables of scalars: three levels deep
 
 
@@ -407,6 +408,8 @@ def _parse(data: dict, c: _Checker) -> NetSpec:
 
     default_name = Path(where).stem if where else "resnet"
     name = c.string(data, "name", "name", default_name)
+    if len(name) > _MAX_NAME:
+        raise c.error("name", f"is {len(name)} characters long, past the limit of {_MAX_NAME}; a name is a title")
     if any(_is_control(ch) for ch in name):
         raise c.error("name", f"contains control characters ({name.encode('unicode_escape').decode()[:60]}); "
                       "a name is printed and shown as a title, so it must be plain text")
