@@ -69,9 +69,15 @@ def status_line(run) -> str:
     return "  ".join(parts)
 
 
-def follow(run_dir, out=None, *, interval: float = 1.0, once: bool = False, sleep=time.sleep) -> int:
+STALE_AFTER = 120.0  # seconds without a new record before saying the writer may be gone
+
+
+def follow(run_dir, out=None, *, interval: float = 1.0, once: bool = False, sleep=time.sleep,
+           clock=time.monotonic, stale_after: float = STALE_AFTER) -> int:  # fmt: skip
     """Follow ``run_dir``, writing to ``out`` (stdout); returns the exit status. ``sleep`` is how it
-    waits between looks (tests pass one that appends records instead of waiting)."""
+    waits between looks (tests pass one that appends records instead of waiting); ``clock`` tells
+    how long no record came (after ``stale_after`` seconds it says so once: a writer killed with
+    SIGKILL cannot mark its run stopped, and following goes on until Ctrl-C)."""
     from .core.training import open_run
 
     out = out if out is not None else sys.stdout
@@ -98,11 +104,18 @@ def follow(run_dir, out=None, *, interval: float = 1.0, once: bool = False, slee
             say(f"fault at step {f['step']}: {f.get('message') or 'NaN/Inf'}")
         faults_shown = len(run.store.faults)
 
+    last_news = clock()
+    warned = False
     try:
         while True:
             report_news()
             if new:
                 say(status_line(run))
+                last_news, warned = clock(), False
+            elif not warned and clock() - last_news > stale_after:
+                say(f"note: no new step for {clock() - last_news:.0f} s; run.json still says "
+                    f"{run.state.value} (the writer may have been killed); Ctrl-C to stop following")  # fmt: skip
+                warned = True
             if once or not run.state.live:
                 break
             sleep(interval)

@@ -101,3 +101,23 @@ def test_not_a_run_directory_exits_2(tmp_path, capsys):
     assert "not a resviz run directory" in capsys.readouterr().err
     (tmp_path / STEPS_FILE).write_text("")
     assert main(["follow", str(tmp_path), "--once"]) == 0
+
+
+def test_a_writer_that_died_is_pointed_out_once(tmp_path):
+    """SIGKILL leaves run.json saying running: follow says no step came for a while, once."""
+    d = tmp_path / "r"
+    w = RunWriter.create(d, name="x")
+    w.write(rec(0, 0.0))  # then the writer is killed: no close, no state change
+    now = [0.0]
+    looks = []
+
+    def wait(_interval):
+        now[0] += 100.0
+        looks.append(now[0])
+        if len(looks) == 4:
+            raise KeyboardInterrupt
+
+    out = io.StringIO()
+    assert follow(d, out, interval=0, sleep=wait, clock=lambda: now[0], stale_after=150) == 130
+    notes = [ln for ln in out.getvalue().splitlines() if ln.startswith("note: no new step")]
+    assert len(notes) == 1 and "200 s" in notes[0] and "still says running" in notes[0]
