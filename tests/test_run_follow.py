@@ -63,10 +63,14 @@ def same_store(a: RunStore, b: RunStore) -> None:
 
 @pytest.mark.parametrize("steps", [50, 700, 1000])
 def test_a_long_run_opens_sampled_as_if_every_record_was_filed(tmp_path, monkeypatch, steps):
-    monkeypatch.setattr(run_follow, "CHUNK", 4096)  # many chunks even in a small file
+    monkeypatch.setattr(run_follow, "SAMPLE_ABOVE", 0)  # sampled however small
+    monkeypatch.setattr(run_follow, "OPEN_SCAN_BYTES", 20_000)  # NaN/Inf records: partly found later
+    monkeypatch.setattr(run_follow, "SCAN_BYTES", 50_000)
     monkeypatch.setattr(run_follow, "TAIL", 8)
     write_run(tmp_path / "r", steps, faults={17, 333, 601}, state=RunState.FINISHED)
     f = RunFollower.open(tmp_path / "r", capacity=32)
+    while f.behind:
+        f.poll()
     same_store(f.store, every_record_store(tmp_path / "r", 32))
     if steps > 100:
         assert f.parsed < steps / 4  # only the kept rows, the faults and the tail were parsed
@@ -74,6 +78,7 @@ def test_a_long_run_opens_sampled_as_if_every_record_was_filed(tmp_path, monkeyp
 
 
 def test_following_reads_what_is_appended_and_goes_on_like_the_full_store(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_follow, "SAMPLE_ABOVE", 0)
     monkeypatch.setattr(run_follow, "TAIL", 8)
     w = write_run(tmp_path / "r", 300)
     f = RunFollower.open(tmp_path / "r", capacity=32)
@@ -126,3 +131,36 @@ def test_a_run_without_a_report_or_not_a_run_is_one_clear_message(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ResvizError, match="not a resviz run directory"):
         RunFollower.open(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("every", [1, 5])
+def test_sampling_finds_the_kept_lines_among_uneven_ones(tmp_path, monkeypatch, every):
+    """Lines of very different lengths (a note of 0-3000 characters) and a monitor's every=N."""
+    import random
+
+    monkeypatch.setattr(run_follow, "SAMPLE_ABOVE", 0)
+    monkeypatch.setattr(run_follow, "TAIL", 4)
+    rnd = random.Random(every)
+    w = RunWriter.create(tmp_path / "r", name="uneven", config={"every": every}, blocks=BLOCKS)
+    for s in range(0, 900 * every, every):
+        w.write({**record(s), "note": "x" * rnd.choice([0, 0, 10, 3000])})
+    w.close(RunState.FINISHED)
+    f = RunFollower.open(tmp_path / "r", capacity=64)
+    same_store(f.store, every_record_store(tmp_path / "r", 64))
+    assert f.parsed < 200
+
+
+def test_a_run_whose_steps_restart_opens_with_steps_in_order(tmp_path, monkeypatch):
+    """A writer resumed from a checkpoint repeats steps: the view keeps them in order, up to the last."""
+    monkeypatch.setattr(run_follow, "SAMPLE_ABOVE", 0)
+    monkeypatch.setattr(run_follow, "TAIL", 4)
+    w = write_run(tmp_path / "r", 300)
+    for s in range(100, 401):  # resumed at step 100
+        w.write(record(s))
+    w.close(RunState.FINISHED)
+    f = RunFollower.open(tmp_path / "r", capacity=32)
+    steps = f.store.steps()
+    assert steps[0] == 0 and f.store.latest["step"] == 400 and len(steps) > 10
+    assert np.all(np.diff(steps) > 0)
+    loss = f.store.scalar("loss")
+    assert np.allclose(loss, [2.0 - s * 1e-3 for s in steps])

@@ -29,6 +29,7 @@ class QtRunWatch(QObject):
         self.follower = follower
         self.polls = 0
         self._state = follower.state
+        self._version = follower.store.version
         self._watcher = QFileSystemWatcher(self)
         self._watcher.fileChanged.connect(self._soon)
         self._watcher.directoryChanged.connect(self._on_dir)
@@ -69,9 +70,9 @@ class QtRunWatch(QObject):
             n = f.poll()
         except Exception:  # noqa: BLE001 - an unreadable file for a moment (shared storage): next time
             return 0
-        state = f.state
-        if n or state is not self._state:
-            self._state = state
+        state, version = f.state, f.store.version
+        if n or state is not self._state or version != self._version:
+            self._state, self._version = state, version
             self.updated.emit(n)
         if f.behind:
             self._more.start()

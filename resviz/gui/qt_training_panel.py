@@ -41,6 +41,7 @@ from .qt_training_worker import TrainingController
 REDRAW_MS = 15  # one of three plot groups per tick: each plot redraws at up to ~22 Hz
 TINT_MS = 250
 CAPACITY = 4096  # rows kept per run before thinning (see RunBuffer)
+FOLLOW_REDRAW_MS = 200  # a followed run's plots redraw at most this often (the UI stays free between)
 
 
 class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, QWidget):
@@ -86,6 +87,10 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self._tint_timer.setInterval(TINT_MS)
         self._tint_timer.timeout.connect(self.update_tint)
         self._tint_timer.start()
+        self._follow_touch = QTimer(self)
+        self._follow_touch.setSingleShot(True)
+        self._follow_touch.setInterval(FOLLOW_REDRAW_MS)
+        self._follow_touch.timeout.connect(self._touch)
         if window is not None and window.session is not None:
             self.set_session(window.session)
 
@@ -325,7 +330,8 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self._track_flags()
         self._update_buttons()
         self._update_status()
-        self._touch()
+        if not self._follow_touch.isActive():  # another process's records: the plots redraw at 5 Hz
+            self._follow_touch.start()
 
     def _stop_following(self) -> None:
         for w in self.watches.values():
@@ -528,6 +534,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
 
     def shutdown(self, timeout_ms: int = 2000) -> bool:
         self._stop_following()
+        self._follow_touch.stop()
         self._timer.stop()
         self._tint_timer.stop()
         return self.controller.shutdown(timeout_ms)
