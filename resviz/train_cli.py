@@ -216,13 +216,17 @@ def _run(args) -> int:
         probes=getattr(args, "probes", True),
     ).resolved()  # fmt: skip  (bad values are reported before the model is loaded)
     _check_outputs(args)  # and so are output files that cannot be written
+    if getattr(args, "run_dir", None):
+        RunWriter.check(args.run_dir)  # and a --run-dir that cannot take this run
     session = open_model(args.model, input_shape=getattr(args, "input", None),
                          kwargs_text=getattr(args, "kwargs", None), trust=getattr(args, "trust", False))  # fmt: skip
     for note in session.notes:
         print(printable(f"note: {note}"), file=sys.stderr)
     from .core.training.data import check_training_memory
 
-    check_training_memory(session.report, cfg.batch_size, cfg.optimizer, cfg.device, session.report.model_name)
+    check_training_memory(
+        session.report, cfg.batch_size, cfg.optimizer, cfg.device, session.report.model_name
+    )
     trainer = Trainer.from_session(session, cfg, data=args.data, plain=args.plain)
     trainer.interactive = False  # the fault message says what to run, not "resume or reset"
     for note in trainer.notes:

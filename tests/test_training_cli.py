@@ -214,6 +214,7 @@ def test_train_writes_a_run_directory(tmp_path, capsys):
     assert str(d) in err
     rc, _, err = train(["resnet20", "--input", "3x8x8", "--steps", "1", "--run-dir", str(d)], capsys)
     assert rc == 2 and "already holds a run" in err  # never mixed into another run
+    assert "training" not in err  # refused before any work
 
 
 def test_default_batch_is_one_convention():

@@ -130,13 +130,7 @@ class RunWriter:
                blocks=(), report: dict | None = None, extra: dict | None = None) -> RunWriter:  # fmt: skip
         """Make (or reuse, when it has no steps yet) the folder ``path`` and write ``run.json``
         and ``report.json``. Refuses a folder that already holds another run's steps, or a file."""
-        p = Path(path).expanduser()
-        if p.exists() and not p.is_dir():
-            raise ResvizError(f"--run-dir {p}: this is a file, not a folder; name a new or empty folder")
-        if (p / STEPS_FILE).exists() and (p / STEPS_FILE).stat().st_size > 0:
-            raise ResvizError(f"--run-dir {p}: this folder already holds a run ({STEPS_FILE} is not empty); "
-                              "name a new folder, or leave --run-dir out for a new one under "
-                              f"{user_data_dir() / 'runs'}")  # fmt: skip
+        p = cls.check(path)
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -155,6 +149,22 @@ class RunWriter:
         except OSError as e:
             raise ResvizError(f"--run-dir {p}: cannot write {STEPS_FILE} ({e.strerror or e})") from None
         return w
+
+    @staticmethod
+    def check(path: str | os.PathLike) -> Path:
+        """``path`` (user-expanded) when a new run can go there, else a ResvizError saying why:
+        call it before any work, so a bad ``--run-dir`` fails at once."""
+        p = Path(path).expanduser()
+        if p.exists() and not p.is_dir():
+            raise ResvizError(f"--run-dir {p}: this is a file, not a folder; name a new or empty folder")
+        if (p / STEPS_FILE).exists() and (p / STEPS_FILE).stat().st_size > 0:
+            raise ResvizError(f"--run-dir {p}: this folder already holds a run ({STEPS_FILE} is not empty); "
+                              "name a new folder, or leave --run-dir out for a new one under "
+                              f"{user_data_dir() / 'runs'}")  # fmt: skip
+        parent = next((q for q in [p, *p.parents] if q.exists()), None)
+        if parent is not None and not os.access(parent, os.W_OK):
+            raise ResvizError(f"--run-dir {p}: cannot write there ({parent} is not writable)")
+        return p
 
     def _write_meta(self) -> None:
         atomic_write_text(self.path / RUN_FILE, json.dumps(self.meta, indent=1))
