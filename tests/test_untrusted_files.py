@@ -204,3 +204,13 @@ def test_a_safetensors_header_nested_thousands_deep_is_one_message(tmp_path, cap
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert "header is corrupt" in err and "internal error" not in err
+
+
+def test_a_torch_save_zip_bomb_is_refused_before_it_is_inflated(tmp_path, capsys, monkeypatch):
+    from resviz.core import archives
+
+    path = tmp_path / "bomb.pt"
+    torch.save({"w": torch.zeros(2)}, path)
+    monkeypatch.setattr(archives, "_MAX_PICKLE_BYTES", 16)  # stands for 1 GiB: the real pickle is larger
+    assert main(["check", str(path)]) == 2
+    assert "data.pkl inflates to" in capsys.readouterr().err

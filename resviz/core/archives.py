@@ -38,6 +38,7 @@ READS = (
 )
 
 _MAX_SAFETENSORS_HEADER = 100_000_000
+_MAX_PICKLE_BYTES = 1 << 30  # a pickle resviz reads whole (data.pkl, traced_inputs.pkl)
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # torch.save, old format
@@ -250,6 +251,8 @@ def _traced_input_shape(path: Path) -> tuple[int, ...] | None:
             member = next((n for n in zf.namelist() if n.endswith("/traced_inputs.pkl")), None)
             if member is None:
                 return None
+            if zf.getinfo(member).file_size > _MAX_PICKLE_BYTES:
+                return None  # a crafted archive that would inflate without bound: no hint
             data = zf.read(member)
         inputs = _ShapeOnlyUnpickler(__import__("io").BytesIO(data)).load()
     except Exception:
@@ -330,6 +333,7 @@ def _importable(path: Path) -> Iterator[None]:
 
 
 def _load_torch_save(path: Path, name: str, *, trust: bool, device: str) -> ArchiveResult:
+    _check_pickle_size(path, name)
     try:
         obj = torch.load(str(path), map_location="meta", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -344,6 +348,21 @@ def _load_torch_save(path: Path, name: str, *, trust: bool, device: str) -> Arch
             f"{name} looks like a torch.save file but it is truncated or corrupt: {_short_error(exc)}"
         ) from None
     raise LoadError(_not_a_model_message(name, obj))
+
+
+def _check_pickle_size(path: Path, name: str) -> None:
+    """A torch.save zip's pickle (data.pkl) is read whole: refuse one that would inflate past
+    :data:`_MAX_PICKLE_BYTES` (a crafted archive; a real one holds a few MB of structure)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            sizes = [i.file_size for i in zf.infolist() if i.filename.endswith("data.pkl")]
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return  # the legacy format, or torch.load says what is wrong
+    if sizes and max(sizes) > _MAX_PICKLE_BYTES:
+        raise LoadError(
+            f"{name}: its data.pkl inflates to {max(sizes):,} bytes, past the limit of "
+            f"{_MAX_PICKLE_BYTES:,} bytes for the pickled structure of a torch.save file."
+        )
 
 
 def _is_legacy(path: Path) -> bool:
@@ -414,6 +433,8 @@ def _pickle_globals(path: Path, kind: str) -> list[str]:
         if kind == "torch.save":
             with zipfile.ZipFile(path) as zf:
                 member = next(n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+                if zf.getinfo(member).file_size > _MAX_PICKLE_BYTES:
+                    return []
                 stream = io.BytesIO(zf.read(member))
         else:
             stream = io.BytesIO(path.read_bytes())
