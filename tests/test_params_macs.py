@@ -12,6 +12,7 @@ from torch import nn
 
 import resviz
 from resviz.core.summary import layer_rows
+from resviz.render.view import build_view
 
 
 class LayerScaleBlock(nn.Module):
@@ -154,6 +155,10 @@ def test_each_block_counts_exactly_its_own_parameters(name):
     for row in layer_rows(report):
         if not row.leaf:
             assert row.params == sum(p.numel() for p in modules[row.name].parameters()), row.name
+    # and so do the folded block nodes of the picture
+    for node in build_view(report).nodes.values():
+        if node.id.startswith("c"):
+            assert node.params == sum(p.numel() for p in modules[node.name].parameters()), node.name
     counted = sum(o.params for o in report.ops) + sum(c.params for c in report.calls)
     assert counted == report.total_params == sum(p.numel() for p in model.parameters())
 
