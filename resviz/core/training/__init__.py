@@ -35,7 +35,7 @@ _LAZY = {
     "ProbeSet": "probes", "is_plain_twin": "probes", "plain_twin": "probes",
     "OPTIMIZERS": "trainer", "TrainConfig": "trainer", "Trainer": "trainer", "TrainingBlocked": "trainer",
     "TrainingError": "trainer", "TwinRun": "trainer", "TwinStep": "trainer", "resolve_device": "trainer",
-    "Monitor": "monitor", "monitor": "monitor",
+    "Monitor": "monitor",  # the function is resviz.monitor (here `monitor` is the submodule)
 }  # fmt: skip
 
 
@@ -52,7 +52,7 @@ __all__ = [
     "OPTIMIZERS", "PROBES", "RUN_FORMAT", "ArrayData", "DataError", "DataSource", "Monitor", "ProbeSet",
     "RecordWriter", "Run", "RunHistory", "RunReader", "RunState", "RunStore", "RunWriter", "StepRecord",
     "SyntheticData", "TrainConfig", "Trainer", "TrainingBlocked", "TrainingError", "TwinRun", "TwinStep",
-    "default_run_dir", "is_run_dir", "is_plain_twin", "monitor", "natural_key", "open_data", "open_run",
+    "default_run_dir", "is_run_dir", "is_plain_twin", "natural_key", "open_data", "open_run",
     "parse_data_arg", "plain_twin", "read_csv", "read_jsonl", "resolve_device", "summarise_flags",
     "write_csv", "write_jsonl",
 ]  # fmt: skip
