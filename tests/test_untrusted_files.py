@@ -214,3 +214,24 @@ def test_a_torch_save_zip_bomb_is_refused_before_it_is_inflated(tmp_path, capsys
     monkeypatch.setattr(archives, "_MAX_PICKLE_BYTES", 16)  # stands for 1 GiB: the real pickle is larger
     assert main(["check", str(path)]) == 2
     assert "data.pkl inflates to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("expr, safe", [
+    ("Symbol('s31', positive=True, integer=True)", True),
+    ("Add(Mul(Integer(2), Symbol('s0', positive=True, integer=True)), Integer(1))", True),
+    ("Mul(Float('1.5', precision=53), Symbol('s0', positive=True, integer=True))", True),
+    ("((s0 - 1)//2) + 1", True),
+    ("FloorDiv(s0, 2)", True),
+    ("Pow(Symbol('s0', positive=True), Integer(2))", True),
+    ("__import__('os').system('true')", False),
+    ("exec('1')", False),
+    ("'x'.join('y')", False),
+    ("Symbol('s0').args", False),
+    ("(1).real", False),
+    ("Pow(Integer(10), Integer(999999999))", False),  # would compute a billion-digit number
+    ("Pow(Pow(Integer(9), Integer(9)), Integer(9))", False),
+])  # fmt: skip
+def test_only_arithmetic_on_shape_symbols_reaches_sympify(expr, safe):
+    from resviz.core.archive_export import _safe_expression
+
+    assert _safe_expression(expr) is safe

@@ -126,7 +126,7 @@ class _Archive:
 # them as Python with builtins in scope, so only that grammar may pass: calls of sympy's and torch's
 # shape functions, shape-symbol names, keyword assumptions, numbers and arithmetic.
 _EXPR_CHARS = re.compile(r"^[A-Za-z0-9_+\-*/%(), .<>=!]*$")
-_QUOTED_NAME = re.compile(r"'[A-Za-z_][A-Za-z_0-9]*'")
+_QUOTED_NAME = re.compile(r"'(?:[A-Za-z_][A-Za-z_0-9]*|[0-9][0-9.]*(?:e[+-]?[0-9]+)?)'")  # 's0', '1.5'
 _WORD = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)\s*(\(|=(?!=))?")
 _SYMBOL = re.compile(r"^[a-z]{1,4}\d+$")  # s0, u3, zf1, zuf2: torch's shape symbols
 _CALLS = {
@@ -149,10 +149,14 @@ _POWERS = ("Pow", "**", "PowByNatural", "FloatPow")
 def _safe_expression(expr: str) -> bool:
     if len(expr) > 4000 or "__" in expr:
         return False
-    plain = _QUOTED_NAME.sub("s0", expr)  # Symbol('s0'): the only quoted text torch writes
-    if not _EXPR_CHARS.match(plain) or re.search(r"[A-Za-z_)]\s*\.", plain):  # no attributes
+    plain = _QUOTED_NAME.sub("s0", expr)  # Symbol('s0'), Float('1.5', precision=53): quoted text
+    if not _EXPR_CHARS.match(plain):
         return False
-    for word, follow in _WORD.findall(re.sub(r"\d+\.\d*(e[+-]?\d+)?", "0", plain)):
+    unquoted = plain
+    plain = re.sub(r"(?<![A-Za-z_0-9])(\d+\.?\d*|\.\d+)(e[+-]?\d+)?", "0", plain)  # numbers
+    if "." in plain:  # a dot outside a number: attribute access
+        return False
+    for word, follow in _WORD.findall(plain):
         if follow == "(":
             ok = word in _CALLS
         elif follow:  # a keyword argument: an assumption such as positive=True
@@ -161,9 +165,10 @@ def _safe_expression(expr: str) -> bool:
             ok = word in _CONSTANTS or _SYMBOL.match(word) is not None
         if not ok:
             return False
-    if sum(plain.count(p) for p in _POWERS) > 1:  # nested powers of literals would never finish
+    powers = sum(plain.count(p) for p in _POWERS)
+    if powers > 1:  # nested powers of literals would never finish
         return False
-    return all(int(n) <= 1024 for n in re.findall(r"\d+", plain)) if any(p in plain for p in _POWERS) else True
+    return powers == 0 or all(int(n) <= 1024 for n in re.findall(r"\d+", unquoted))
 
 
 def _expressions(node, depth: int = 0) -> Iterator[str]:
