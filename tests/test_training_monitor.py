@@ -342,3 +342,20 @@ def test_a_scaled_loss_is_measured_unscaled_with_grad_scale(tmp_path):
     for blk in BLOCKS:
         for p in ("grad_norm", "input_grad_norm", "output_grad_norm", "residual_ratio"):
             assert b.blocks[blk][p] == pytest.approx(a.blocks[blk][p], rel=1e-5), (blk, p)
+
+
+def test_the_device_path_float64_norms_match_too(tmp_path):
+    """Tensors that are not contiguous float32 on the CPU (a float64 model here; CUDA tensors
+    alike) take the float64 vector_norm path and are summed on the device."""
+    model = net().double()
+    reference = copy.deepcopy(model)
+    x, y = batches(1)[0]
+    x = x.double().requires_grad_(True)
+    with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE) as mon:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        rec = mon.step(loss)
+    _, want = reference_probes(reference, x.detach(), y)
+    for b in BLOCKS:
+        for p, v in want[b].items():
+            assert rec.blocks[b][p] == pytest.approx(v, rel=1e-9), (b, p)
