@@ -28,6 +28,11 @@ Reading (:class:`RunReader`, :func:`open_run`)::
     run = open_run("runs/r1")   # meta, report and every record so far, into run.store (RunStore)
     new = run.poll()            # records appended since the last read (reads only the new bytes)
     run.records()               # every step at full fidelity, from disk
+    report_from_json(run.report)  # (resviz.core.training.runreport; imports torch) a Report to draw
+
+A viewer takes its events from ``run.store`` (:class:`RunStore`: ``on("stepped" | "state_changed"
+| "faulted", callback)``), calls ``run.poll()`` when the file changed (a file watcher or a timer)
+and redraws from the store's numpy columns.
 
 The reader keeps a byte offset and re-opens the file on each poll (so it sees growth on shared
 storage written by another machine, where a kept file handle may not); a file that shrank was
