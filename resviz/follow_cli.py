@@ -24,11 +24,21 @@ from .core.errors import ResvizError
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.05 <= value <= 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.05 and 3600, got {text!r}")
+    return value
+
+
 def add_follow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "run_dir", metavar="RUN_DIR", help="a run directory (resviz train, resviz.monitor, ...)"
     )
-    parser.add_argument("--interval", type=float, default=1.0, metavar="S",
+    parser.add_argument("--interval", type=_interval, default=1.0, metavar="S",
                         help="seconds between looks at the files (default 1)")  # fmt: skip
     parser.add_argument("--once", action="store_true", help="print the summary of what is there now and exit")
 
@@ -133,4 +143,4 @@ def follow(run_dir, out=None, *, interval: float = 1.0, once: bool = False, slee
 
 
 def run_follow(args) -> int:
-    return follow(args.run_dir, interval=max(0.05, args.interval), once=args.once)
+    return follow(args.run_dir, interval=args.interval, once=args.once)

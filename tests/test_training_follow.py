@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from resviz.core.training.records import PROBES, StepRecord, flag_norms
 from resviz.core.training.rundir import STEPS_FILE, RunWriter
 from resviz.core.training.store import RunState
@@ -101,6 +103,10 @@ def test_not_a_run_directory_exits_2(tmp_path, capsys):
     assert "not a resviz run directory" in capsys.readouterr().err
     (tmp_path / STEPS_FILE).write_text("")
     assert main(["follow", str(tmp_path), "--once"]) == 0
+    for bad in ("inf", "nan", "-1", "x"):
+        with pytest.raises(SystemExit) as e:
+            main(["follow", str(tmp_path), "--interval", bad])
+        assert e.value.code == 2
 
 
 def test_a_writer_that_died_is_pointed_out_once(tmp_path):
