@@ -215,3 +215,21 @@ def test_linear_on_token_and_channels_last_inputs_counts_every_position():
         report = resviz.analyze(nn.Sequential(lin), shape)
         positions = math.prod(shape[:-1])
         assert report.macs == (16 * 32 + 32) * positions
+
+
+def test_fused_and_parametrized_layers_count_the_macs_of_their_plain_twins():
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+
+    def net(fused: bool):
+        conv = nn.Conv2d(3, 8, 3, padding=1)
+        return nn.Sequential(weight_norm(conv) if fused else conv,
+                             BatchNormAct2d(8) if fused else nn.Sequential(nn.BatchNorm2d(8), nn.ReLU()))  # fmt: skip
+
+    shape = (2, 3, 8, 8)
+    fused, plain = resviz.analyze(net(True), shape), resviz.analyze(net(False), shape)
+    assert fused.ok and plain.ok
+    assert fused.macs == plain.macs == (8 * 3 * 9 + 8) * 2 * 8 * 8 + 2 * 8 * 2
+    assert fused.op_named("0").macs == plain.op_named("0").macs
+    assert [r.macs for r in layer_rows(fused) if r.name == "1"] == [2 * 8 * 2]

@@ -70,7 +70,7 @@ class Report:
 
     @cached_property
     def macs(self) -> int:
-        return sum(op.macs for op in self.ops)
+        return sum(op.macs for op in self.ops) + sum(c.macs for c in self.calls)
 
     def block(self, name: str) -> Block | None:
         return next((b for b in self.blocks if b.name == name), None)

@@ -77,18 +77,20 @@ def _enclosing(calls: list[Call], cid: int | None, blocks: dict[int, list[int]])
 
 def call_totals(ops, calls: list[Call], cid: int) -> tuple[int, int]:
     """(parameters, MACs) of one call and everything inside it: its ops, plus the parameters its
-    modules use directly (``Call.params``). Equals ``sum(p.numel() for p in module.parameters())``
+    modules use directly (``Call.params``, ``Call.macs``). Equals ``sum(p.numel() for p in module.parameters())``
     at a module's first call."""
     call = calls[cid]
     span = ops[call.first_op : call.last_op + 1]
     params = sum(o.params for o in span) + call.params
+    macs = sum(o.macs for o in span) + call.macs
     inside = {cid}
     for c in islice(calls, cid + 1, None):  # recorded depth first: descendants come next, together
         if c.parent not in inside:
             break
         inside.add(c.id)
         params += c.params
-    return params, sum(o.macs for o in span)
+        macs += c.macs
+    return params, macs
 
 
 def _shape(trace, vids: list[int]):

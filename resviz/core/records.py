@@ -65,6 +65,7 @@ class Call:
     # parameters of the module not counted by any op inside it (its own gamma, a fused norm's
     # affine, a child's weight read directly): counted once, at the module's first call
     params: int = 0
+    macs: int = 0  # of the weight and bias the module applies itself (a fused norm's affine)
 
 
 @dataclass(slots=True)

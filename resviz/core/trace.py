@@ -171,8 +171,18 @@ class Trace:
                 # fused norm's affine) or reads off a child it never calls: the call owns them.
                 self._exited.add(id(call.module))
                 call.params = self._uncounted_own(call.module)
+                call.macs = self._own_macs(call)
         call.last_op = len(self.ops) - 1
         self._stack.pop()
+
+    def _own_macs(self, call: Call) -> int:
+        """MACs of the weight and bias a non-leaf layer applies itself (a fused norm + activation
+        subclassing BatchNorm2d, a conv subclass with children), by its kind and output shape."""
+        own = call.module._parameters
+        weights = sum(p.numel() for k, p in own.items() if k in ("weight", "bias") and p is not None)
+        if not weights or not call.outputs:
+            return 0
+        return rules.leaf_macs(rules.layer_kind(call.module), weights, self.values[call.outputs[0]].shape)
 
     def _uncounted_own(self, module: nn.Module) -> int:
         """The module's own parameters, and all of any child that never ran, not yet counted.
@@ -818,7 +828,28 @@ def leaf_params(module) -> tuple[int, int]:
             weights += n
     if module._modules:  # a layer with a rule but children (e.g. a parametrized conv)
         params = sum(p.numel() for p in module.parameters())
+        weights += _parametrized_weights(module)
     return params, weights
+
+
+def _parametrized_weights(module) -> int:
+    """Elements of a parametrized weight and bias (``torch.nn.utils.parametrize``: weight norm,
+    spectral norm), which live in ``module.parametrizations``, not ``_parameters``; counted by
+    their stored originals' shapes, never by computing them."""
+    plist = getattr(module, "__dict__", {}).get("_modules", {}).get("parametrizations")
+    if plist is None:
+        return 0
+    n = 0
+    for name in ("weight", "bias"):
+        if name in module._parameters:
+            continue
+        entry = plist._modules.get(name) if hasattr(plist, "_modules") else None
+        if entry is None:
+            continue
+        originals = [p for k, p in entry._parameters.items() if k.startswith("original") and p is not None]
+        if originals:  # weight norm stores (g, v): the weight has v's shape
+            n += max(p.numel() for p in originals)
+    return n
 
 
 class _LeafInfo:

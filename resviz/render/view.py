@@ -234,10 +234,11 @@ def build_view(report, state: ViewState | None = None) -> BlockGraph:
                 n.error = error_ops[op.id].message
         op_owner.append(nid)
     for c in calls:  # parameters a module holds itself (a layer-scale gamma) count in its node
-        if c.params:
+        if c.params or c.macs:
             nid = call_owner(c.id)
             if nid in nodes:
                 nodes[nid].params += c.params
+                nodes[nid].macs += c.macs
 
     # Which edges carry a shortcut: into a shortcut-path op, or the shortcut operand into its add.
     skip_kind: dict[tuple[int, int], str] = {}
