@@ -17,16 +17,6 @@ os.environ.setdefault(
 # runs that resviz train writes by default go under the user's data dir: a temporary one here
 os.environ.setdefault("RESVIZ_DATA_DIR", tempfile.mkdtemp(prefix="resviz-data-"))
 
-# torch's own fx progress bars (e.g. ExportedProgram.run_decompositions, called by the archive tests)
-# start tqdm's process-wide monitor thread where tqdm is installed (Lightning, in the dev extra,
-# brings it): switch that helper off so the leaked-thread check below sees only real leaks
-try:
-    import tqdm as _tqdm
-
-    _tqdm.tqdm.monitor_interval = 0
-except ImportError:
-    pass
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
