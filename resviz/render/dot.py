@@ -25,6 +25,30 @@ def _q(text: str) -> str:
 def to_dot(graph: BlockGraph, theme: Theme = LIGHT, sizes: dict | None = None) -> graphviz.Digraph:
     """The view as a Digraph: stages and expanded blocks as nested clusters, skip edges styled by
     shortcut kind, every edge labelled with its shape."""
+    g = _digraph(graph, theme)
+    owner, children = cluster_tree(graph)
+
+    def add_nodes(sub: graphviz.Digraph, group_id: str | None) -> None:
+        for nid, n in graph.nodes.items():
+            if owner.get(nid) == group_id:
+                sub.node(nid, **node_attrs(n, theme, sizes.get(nid) if sizes else None))
+        for grp in children.get(group_id, []):
+            with sub.subgraph(name=f"cluster_{grp.id.replace(':', '_').replace('.', '_')}") as c:
+                c.attr(**_cluster_attrs(grp, theme))
+                add_nodes(c, grp.id)
+
+    add_nodes(g, None)
+    for i, (e, text) in enumerate(zip(graph.edges, edge_texts(graph))):
+        g.edge(e.src, e.dst, **edge_attrs(e, i, text, theme))
+    for nid, n in graph.nodes.items():
+        if n.skip:  # a folded block's own shortcut: a self-loop beside it
+            color = theme.shortcuts.get(n.skip, theme.edge)
+            g.edge(nid, nid, label=_q(n.skip_label), color=color, fontcolor=color,
+                   style="dashed" if SHORTCUT_DASH.get(n.skip) else "solid", id=f"s{nid}")  # fmt: skip
+    return g
+
+
+def _digraph(graph: BlockGraph, theme: Theme) -> graphviz.Digraph:
     g = graphviz.Digraph(graph.title or "resviz", strict=False)
     g.attr(rankdir="TB", fontname="Helvetica", fontsize="10", nodesep="0.35", ranksep="0.3",
            bgcolor=theme.background, label=_q(f"{graph.title} · batch {graph.batch}"),
@@ -33,8 +57,12 @@ def to_dot(graph: BlockGraph, theme: Theme = LIGHT, sizes: dict | None = None) -
            color=theme.node_border, fontcolor=theme.text)  # fmt: skip
     g.attr("edge", fontname="Helvetica", fontsize="8", color=theme.edge,
            fontcolor=theme.edge_label, arrowsize="0.6")  # fmt: skip
+    return g
 
-    # nest groups by name: a block frame inside its stage band
+
+def cluster_tree(graph: BlockGraph) -> tuple[dict[str, str], dict[str | None, list]]:
+    """Groups nested by name (a block frame inside its stage band): the deepest group holding each
+    node, and the groups directly inside each group (``None``: at the top)."""
     groups = sorted(graph.groups, key=lambda x: x.depth)
     owner: dict[str, str] = {}
     for grp in groups:  # deeper groups come later and win
@@ -47,60 +75,61 @@ def to_dot(graph: BlockGraph, theme: Theme = LIGHT, sizes: dict | None = None) -
             if other is not grp and other.depth < grp.depth and grp.name.startswith(other.name + "."):
                 parent = other.id
         children.setdefault(parent, []).append(grp)
+    return owner, children
 
-    def add_nodes(sub: graphviz.Digraph, group_id: str | None) -> None:
-        for nid, n in graph.nodes.items():
-            if owner.get(nid) != group_id:
-                continue
-            cat = category(n.type, n.kind)
-            attrs = {"fillcolor": theme.kinds.get(cat, theme.kinds["other"]),
-                     "tooltip": _q(n.name)}  # fmt: skip
-            if n.is_add and n.kind == "op":
-                attrs.update(shape="circle", label="+", width="0.3", fixedsize="true")
-            else:
-                attrs["label"] = _q(f"{n.label}\n{n.detail}")
-            if sizes and nid in sizes:  # the drawing's own text metrics decide the box
-                w, h = sizes[nid]
-                attrs.update(width=f"{w / 72:.3f}", height=f"{h / 72:.3f}", fixedsize="true")
-            if cat == "io":
-                attrs.update(fontcolor=theme.background, style="rounded,filled")
-            if n.broken:
-                attrs.update(color=theme.broken, penwidth="2", fillcolor=theme.broken_fill)
-            sub.node(nid, **attrs)
-        for grp in children.get(group_id, []):
-            with sub.subgraph(name=f"cluster_{grp.id.replace(':', '_').replace('.', '_')}") as c:
-                c.attr(label=_q(grp.label.replace("\n", " · ")), labeljust="l",
-                       style="dashed" if grp.kind == "block" else "filled",
-                       color=theme.broken if grp.broken else theme.block_frame,
-                       fillcolor=theme.stage_fills[0], fontcolor=theme.stage_text,
-                       id=grp.id)  # fmt: skip
-                add_nodes(c, grp.id)
 
-    add_nodes(g, None)
+def node_attrs(n, theme: Theme, size: tuple[float, float] | None = None) -> dict[str, str]:
+    """A node's DOT attributes; ``size`` (points at 72 dpi) fixes its box to the drawing's own text
+    metrics."""
+    cat = category(n.type, n.kind)
+    attrs = {"fillcolor": theme.kinds.get(cat, theme.kinds["other"]), "tooltip": _q(n.name)}
+    if n.is_add and n.kind == "op":
+        attrs.update(shape="circle", label="+", width="0.3", fixedsize="true")
+    else:
+        attrs["label"] = _q(f"{n.label}\n{n.detail}")
+    if size is not None:
+        w, h = size
+        attrs.update(width=f"{w / 72:.3f}", height=f"{h / 72:.3f}", fixedsize="true")
+    if cat == "io":
+        attrs.update(fontcolor=theme.background, style="rounded,filled")
+    if n.broken:
+        attrs.update(color=theme.broken, penwidth="2", fillcolor=theme.broken_fill)
+    return attrs
+
+
+def _cluster_attrs(grp, theme: Theme) -> dict[str, str]:
+    return dict(label=_q(grp.label.replace("\n", " · ")), labeljust="l",
+                style="dashed" if grp.kind == "block" else "filled",
+                color=theme.broken if grp.broken else theme.block_frame,
+                fillcolor=theme.stage_fills[0], fontcolor=theme.stage_text, id=grp.id)  # fmt: skip
+
+
+def edge_texts(graph: BlockGraph) -> list[str]:
+    """The label drawn on each edge. A tensor that fans out to several layers is labelled once:
+    Graphviz would otherwise stack the same shape side by side above every branch."""
     labelled: set[tuple[str, int]] = set()
-    for i, e in enumerate(graph.edges):
-        # A tensor that fans out to several layers is labelled once: Graphviz would otherwise
-        # stack the same shape side by side above every branch.
+    texts = []
+    for e in graph.edges:
         key = (e.src, e.value)
-        text = "" if key in labelled and e.kind != "skip" and not e.broken else e.label
+        texts.append("" if key in labelled and e.kind != "skip" and not e.broken else e.label)
         labelled.add(key)
-        attrs = {"label": _q(text), "id": f"e{i}", "tooltip": _q(e.label)}
-        if e.kind == "skip":
-            color = theme.shortcuts.get(e.shortcut or "other", theme.edge)
-            attrs.update(color=color, fontcolor=color, penwidth="1.6", weight="0")
-            if SHORTCUT_DASH.get(e.shortcut or "other"):
-                attrs["style"] = "dashed"
-        if e.broken:  # solid and heavy: never read as the broken block's dashed frame
-            line = edge_style(theme, e.kind, e.shortcut, True)
-            attrs.update(color=line.color, fontcolor=line.color, penwidth=f"{line.width:g}",
-                         style="solid")  # fmt: skip
-        g.edge(e.src, e.dst, **attrs)
-    for nid, n in graph.nodes.items():
-        if n.skip:  # a folded block's own shortcut: a self-loop beside it
-            color = theme.shortcuts.get(n.skip, theme.edge)
-            g.edge(nid, nid, label=_q(n.skip_label), color=color, fontcolor=color,
-                   style="dashed" if SHORTCUT_DASH.get(n.skip) else "solid", id=f"s{nid}")  # fmt: skip
-    return g
+    return texts
+
+
+def edge_attrs(e, i: int, text: str, theme: Theme) -> dict[str, str]:
+    """Edge ``i``'s DOT attributes: shortcuts coloured (and dashed) by kind; a broken add's operands
+    solid and heavy, never read as the broken block's dashed frame."""
+    attrs = {"label": _q(text), "id": f"e{i}", "tooltip": _q(e.label)}
+    if e.kind == "skip":
+        color = theme.shortcuts.get(e.shortcut or "other", theme.edge)
+        attrs.update(color=color, fontcolor=color, penwidth="1.6", weight="0")
+        if SHORTCUT_DASH.get(e.shortcut or "other"):
+            attrs["style"] = "dashed"
+    if e.broken:
+        line = edge_style(theme, e.kind, e.shortcut, True)
+        attrs.update(color=line.color, fontcolor=line.color, penwidth=f"{line.width:g}",
+                     style="solid")  # fmt: skip
+    return attrs
 
 
 def write_dot(report, path, *, depth: int | None = None, collapse: str | None = None,

@@ -104,90 +104,16 @@ def chain_layout(
     small_measure: Callable[[str], float] | None = None,
     metrics: Metrics | None = None,
 ) -> Layout:
+    """Lay a residual chain out in the phases below, each a function that returns data."""
     m = metrics or Metrics()
     small = small_measure or (lambda t: measure(t) * 0.85)
     nodes = graph.nodes
-    order = sorted(nodes, key=lambda n: (nodes[n].order, n))
-    rank = {n: i for i, n in enumerate(order)}
-    preds: dict[str, list[str]] = {n: [] for n in nodes}
-    succs: dict[str, list[str]] = {n: [] for n in nodes}
-    for e in graph.edges:
-        if e.src in nodes and e.dst in nodes and rank[e.src] < rank[e.dst]:
-            preds[e.dst].append(e.src)
-            succs[e.src].append(e.dst)
-
-    main = _main_path(order, preds, nodes)
+    topo = topology(graph)
+    main = _main_path(topo.order, topo.preds, nodes)
     on_main = set(main)
-
-    size = {n: node_size(nodes[n], measure, small, m) for n in order}
-
-    # title room above the first main node of each group, padding after the last
-    starts: dict[str, list] = {}
-    last_of: dict[str, float] = {}
-    group_first: dict[str, str] = {}  # group id -> its first main node
-    inner_group: dict[str, str] = {}  # node -> id of the deepest group holding it
-    for g in sorted(graph.groups, key=lambda g: g.depth):
-        for n in g.nodes:
-            inner_group[n] = g.id
-        members = [n for n in g.nodes if n in on_main]
-        if not members:
-            continue
-        first = min(members, key=rank.get)
-        last = max(members, key=rank.get)
-        group_first[g.id] = first
-        starts.setdefault(first, []).append(g)
-        last_of[last] = last_of.get(last, 0) + m.group_pad
-
-    # Group titles sit in a gutter left of the main column, so no edge ever crosses one. A stage
-    # needs room above its first node only when a block frame (with its own title) starts there.
-    def title(g) -> float:
-        if g.kind != "stage":
-            return m.block_title + m.group_pad
-        shared = any(h.kind != "stage" for h in starts.get(group_first.get(g.id), ()))
-        return (m.stage_title if shared else 6) + m.group_pad
-
-    # vertical placement, in execution order; a side node waits until the first main node of
-    # its group is placed, so a shortcut never floats above its block's title
-    y: dict[str, float] = {}
-    state = {"last": -m.gap, "pad": 0.0}
-
-    def place(n: str) -> None:
-        top = max((y[p] + size[p][1] + m.gap for p in preds[n]), default=0.0)
-        if n in on_main:
-            head = sum(title(g) for g in starts.get(n, ()))
-            top = max(top, state["last"] + m.gap + state["pad"]) + head
-            state["pad"] = last_of.get(n, 0)
-            state["last"] = top + size[n][1]
-        else:
-            g = inner_group.get(n)
-            if g in group_first and group_first[g] in y:
-                top = max(top, y[group_first[g]])
-        y[n] = top
-
-    def ready(n: str) -> bool:
-        g = inner_group.get(n)
-        return all(p in y for p in preds[n]) and (g not in group_first or group_first[g] in y)
-
-    pending: list[str] = []
-    for n in order:
-        if n not in on_main:
-            pending.append(n)
-        else:
-            for p in preds[n]:  # a main node never waits for a shortcut that feeds it
-                if p in pending:
-                    pending.remove(p)
-                    place(p)
-            place(n)
-        progress = True
-        while progress:
-            progress = False
-            for q in list(pending):
-                if ready(q):
-                    pending.remove(q)
-                    place(q)
-                    progress = True
-    for q in pending:
-        place(q)
+    size = {n: node_size(nodes[n], measure, small, m) for n in topo.order}
+    titles = group_titles(graph, on_main, topo.rank, m)
+    y = place_rows(topo, on_main, size, titles, m)
 
     # main column: centred on x = 0
     boxes: dict[str, Box] = {}
@@ -195,125 +121,301 @@ def chain_layout(
         w, h = size[n]
         boxes[n] = Box(-w / 2, y[n], w, h)
     main_half = max((size[n][0] / 2 for n in main), default=m.min_w / 2)
-
-    # arcs: main→main edges that jump over main nodes
-    main_index = {n: i for i, n in enumerate(main)}
-    arc_edges = []
-    for i, e in enumerate(graph.edges):
-        if e.src in main_index and e.dst in main_index and main_index[e.dst] - main_index[e.src] > 1:
-            arc_edges.append(i)
-    lanes = _pack(
-        [(boxes[graph.edges[i].src].bottom, boxes[graph.edges[i].dst].y) for i in arc_edges]
-    )
-    n_lanes = max(lanes, default=-1) + 1
-    arc_label_w = max(
-        (small(graph.edges[i].label) for i in arc_edges), default=0
-    )
-    self_arc_w = max(
-        (small(nodes[n].skip_label) + 30 for n in main if nodes[n].skip), default=0
-    )
+    arcs = arc_lanes(graph, main, boxes, small)
+    self_arc_w = max((small(nodes[n].skip_label) + 30 for n in main if nodes[n].skip), default=0)
 
     # side columns, right of the arcs
-    off = [n for n in order if n not in on_main]
+    off = [n for n in topo.order if n not in on_main]
+    side_x0 = main_half + max(arcs.count * m.lane + arcs.label_w + 12, self_arc_w) + m.side_gap
+    boxes.update(side_boxes(off, topo.preds, y, size, side_x0, m))
+
+    routes = route_edges(graph, boxes, main, arcs, m)
+    right_edge = max(max((b.right for b in boxes.values()), default=0),
+                     main_half + arcs.count * m.lane + arcs.label_w + 20,
+                     main_half + self_arc_w)  # fmt: skip
+    gutter = max((measure(line) for g in graph.groups for line in g.label.split("\n")),
+                 default=0) + 16  # fmt: skip
+    left_edge = -main_half - 12 - gutter
+    arc_x = arc_right_ends(graph, arcs, routes, small)
+    frames = group_frames(graph, boxes, titles, arc_x, (left_edge, right_edge), m)
+    layout = Layout(boxes, routes, frames, self_arcs(graph, main, boxes), main=main)
+    _normalise(layout, m.margin)
+    return layout
+
+
+# ------------------------------------------------------------------- phases
+
+
+@dataclass
+class Topology:
+    """The graph as the layout reads it: nodes in execution order, forward edges only."""
+
+    order: list[str]
+    rank: dict[str, int]
+    preds: dict[str, list[str]]
+
+
+def topology(graph: BlockGraph) -> Topology:
+    nodes = graph.nodes
+    order = sorted(nodes, key=lambda n: (nodes[n].order, n))
+    rank = {n: i for i, n in enumerate(order)}
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    for e in graph.edges:
+        if e.src in nodes and e.dst in nodes and rank[e.src] < rank[e.dst]:
+            preds[e.dst].append(e.src)
+    return Topology(order, rank, preds)
+
+
+@dataclass
+class Titles:
+    """Room for group titles: the groups starting at each main node, the padding after each
+    group's last main node, and the deepest group holding each node."""
+
+    starts: dict[str, list]  # main node -> groups whose first main node it is, shallow first
+    pad_after: dict[str, float]  # main node -> padding below it (groups ending there)
+    first: dict[str, str]  # group id -> its first main node
+    inner: dict[str, str]  # node -> id of the deepest group holding it
+    metrics: Metrics
+
+    def height(self, g) -> float:
+        """Room above a group's first node for its title.
+
+        Group titles sit in a gutter left of the main column, so no edge ever crosses one. A
+        stage needs room above its first node only when a block frame (with its own title)
+        starts there."""
+        m = self.metrics
+        if g.kind != "stage":
+            return m.block_title + m.group_pad
+        shared = any(h.kind != "stage" for h in self.starts.get(self.first.get(g.id), ()))
+        return (m.stage_title if shared else 6) + m.group_pad
+
+    def above(self, n: str) -> float:
+        """Room above main node ``n`` for the titles of every group that starts at it."""
+        return sum(self.height(g) for g in self.starts.get(n, ()))
+
+
+def group_titles(graph: BlockGraph, on_main: set[str], rank: dict[str, int], m: Metrics) -> Titles:
+    starts: dict[str, list] = {}
+    pad_after: dict[str, float] = {}
+    first_of: dict[str, str] = {}
+    inner: dict[str, str] = {}
+    for g in sorted(graph.groups, key=lambda g: g.depth):
+        for n in g.nodes:
+            inner[n] = g.id
+        members = [n for n in g.nodes if n in on_main]
+        if not members:
+            continue
+        first = min(members, key=rank.get)
+        last = max(members, key=rank.get)
+        first_of[g.id] = first
+        starts.setdefault(first, []).append(g)
+        pad_after[last] = pad_after.get(last, 0) + m.group_pad
+    return Titles(starts, pad_after, first_of, inner, m)
+
+
+class _Rows:
+    """Vertical placement in progress: each placed node's top, and how far the main column got."""
+
+    def __init__(self, preds, on_main, size, titles: Titles, m: Metrics):
+        self.preds, self.on_main, self.size, self.titles, self.m = preds, on_main, size, titles, m
+        self.y: dict[str, float] = {}
+        self.last = -m.gap  # bottom of the last main node
+        self.pad = 0.0  # padding owed below it (groups that ended there)
+
+    def place(self, n: str) -> None:
+        y, size, m = self.y, self.size, self.m
+        top = max((y[p] + size[p][1] + m.gap for p in self.preds[n]), default=0.0)
+        if n in self.on_main:
+            top = max(top, self.last + m.gap + self.pad) + self.titles.above(n)
+            self.pad = self.titles.pad_after.get(n, 0)
+            self.last = top + size[n][1]
+        else:
+            g = self.titles.inner.get(n)
+            first = self.titles.first
+            if g in first and first[g] in y:
+                top = max(top, y[first[g]])
+        y[n] = top
+
+    def ready(self, n: str) -> bool:
+        g = self.titles.inner.get(n)
+        first = self.titles.first
+        return all(p in self.y for p in self.preds[n]) and (g not in first or first[g] in self.y)
+
+    def place_ready(self, pending: list[str]) -> None:
+        progress = True
+        while progress:
+            progress = False
+            for q in list(pending):
+                if self.ready(q):
+                    pending.remove(q)
+                    self.place(q)
+                    progress = True
+
+
+def place_rows(topo: Topology, on_main: set[str], size: dict[str, tuple[float, float]],
+               titles: Titles, m: Metrics) -> dict[str, float]:  # fmt: skip
+    """The top of every node, in execution order. A side node waits until the first main node
+    of its group is placed, so a shortcut never floats above its block's title."""
+    rows = _Rows(topo.preds, on_main, size, titles, m)
+    pending: list[str] = []
+    for n in topo.order:
+        if n not in on_main:
+            pending.append(n)
+        else:
+            for p in topo.preds[n]:  # a main node never waits for a shortcut that feeds it
+                if p in pending:
+                    pending.remove(p)
+                    rows.place(p)
+            rows.place(n)
+        rows.place_ready(pending)
+    for q in pending:
+        rows.place(q)
+    return rows.y
+
+
+@dataclass
+class Arcs:
+    """Main-to-main edges that jump over main nodes (identity shortcuts), drawn as arcs."""
+
+    lane: dict[int, int]  # edge index -> lane (0 is nearest the main column)
+    count: int  # lanes used
+    label_w: float  # the widest arc label
+
+
+def arc_lanes(graph: BlockGraph, main: list[str], boxes: dict[str, Box], small) -> Arcs:
+    main_index = {n: i for i, n in enumerate(main)}
+    arc_edges = [i for i, e in enumerate(graph.edges)
+                 if e.src in main_index and e.dst in main_index
+                 and main_index[e.dst] - main_index[e.src] > 1]  # fmt: skip
+    lanes = _pack([(boxes[graph.edges[i].src].bottom, boxes[graph.edges[i].dst].y) for i in arc_edges])
+    label_w = max((small(graph.edges[i].label) for i in arc_edges), default=0)
+    return Arcs(dict(zip(arc_edges, lanes)), max(lanes, default=-1) + 1, label_w)
+
+
+def side_columns(off: list[str], preds: dict[str, list[str]], y: dict[str, float],
+                 size: dict[str, tuple[float, float]], m: Metrics) -> dict[str, int]:  # fmt: skip
+    """The side column of each off-main node: a chain of them stays in one column, others take
+    the first column free over their height."""
     col: dict[str, int] = {}
-    col_busy: list[list[tuple[float, float]]] = []  # spans per column, in placement order
+    busy: list[list[tuple[float, float]]] = []  # spans per column, in placement order
 
     def free(c: int, span) -> bool:
         # spans arrive roughly in y order: checking the most recent few is enough and keeps this
         # linear for resnet1202's 1200 shortcut nodes
-        return all(span[1] <= a or span[0] >= b for a, b in col_busy[c][-4:])
+        return all(span[1] <= a or span[0] >= b for a, b in busy[c][-4:])
 
     for n in off:
         span = (y[n] - m.gap / 2, y[n] + size[n][1] + m.gap / 2)
-        want = next((col[p] for p in preds[n] if p in col), None)
-        choice = None
-        for c in ([want] if want is not None else []) + list(range(len(col_busy))):
-            if free(c, span):
-                choice = c
-                break
+        want = [c for c in (col.get(p) for p in preds[n]) if c is not None][:1]
+        choice = next((c for c in want + list(range(len(busy))) if free(c, span)), None)
         if choice is None:
-            col_busy.append([])
-            choice = len(col_busy) - 1
-        col_busy[choice].append(span)
+            busy.append([])
+            choice = len(busy) - 1
+        busy[choice].append(span)
         col[n] = choice
+    return col
+
+
+def side_boxes(off: list[str], preds: dict[str, list[str]], y: dict[str, float],
+               size: dict[str, tuple[float, float]], x0: float, m: Metrics) -> dict[str, Box]:  # fmt: skip
+    """Boxes for the off-main nodes, in columns of the widest side node's width from ``x0``."""
+    col = side_columns(off, preds, y, size, m)
     side_w = max((size[n][0] for n in off), default=0)
-    side_x0 = main_half + max(n_lanes * m.lane + arc_label_w + 12, self_arc_w) + m.side_gap
+    boxes: dict[str, Box] = {}
     for n in off:
         w, h = size[n]
-        cx = side_x0 + col[n] * (side_w + m.side_gap) + side_w / 2
+        cx = x0 + col[n] * (side_w + m.side_gap) + side_w / 2
         boxes[n] = Box(cx - w / 2, y[n], w, h)
+    return boxes
 
-    # edge routes
+
+def route_edges(graph: BlockGraph, boxes: dict[str, Box], main: list[str], arcs: Arcs,
+                m: Metrics) -> list[Route]:  # fmt: skip
+    """One route per edge, parallel to ``graph.edges``."""
+    on_main = set(main)
+    main_index = {n: i for i, n in enumerate(main)}
     routes: list[Route] = []
-    arc_lane = dict(zip(arc_edges, lanes))
     for i, e in enumerate(graph.edges):
         a, b = boxes.get(e.src), boxes.get(e.dst)
         if a is None or b is None:
             routes.append(Route([], (0, 0)))
-            continue
-        if i in arc_lane:
+        elif i in arcs.lane:
             local = max(a.right, b.right, _max_right(boxes, main, main_index, e.src, e.dst))
-            x = local + 14 + arc_lane[i] * m.lane
+            x = local + 14 + arcs.lane[i] * m.lane
             pts = [(a.cx, a.bottom), (a.cx, a.bottom + 8), (x, a.bottom + 8), (x, b.cy),
                    (b.right, b.cy)]  # fmt: skip
             gap = 10 if e.broken else 5  # a broken add's label box keeps clear of its heavy line
             routes.append(Route(pts, (x + gap, (a.bottom + b.cy) / 2), "left"))
-        elif e.src in on_main and e.dst in on_main:
-            pts = [(a.cx, a.bottom), (b.cx, b.y)]
-            routes.append(Route(pts, (a.cx - 7, (a.bottom + b.y) / 2), "right"))
-        elif e.src in on_main:  # main → side: the tensor forks just below its producer
-            sy = a.bottom + 8
-            pts = [(a.cx, a.bottom), (a.cx, sy), (b.cx, sy), (b.cx, b.y)]
-            routes.append(Route(pts, (b.cx - 6, (sy + b.y) / 2), "right"))
-        elif e.dst in on_main:  # side → main
-            pts = [(a.cx, a.bottom), (a.cx, b.cy), (b.right, b.cy)]
-            routes.append(Route(pts, (a.cx - 6, (a.bottom + b.cy) / 2), "right"))
-        else:  # side → side
-            if abs(a.cx - b.cx) < 1:
-                pts = [(a.cx, a.bottom), (b.cx, b.y)]
-            else:
-                mid = (a.bottom + b.y) / 2
-                pts = [(a.cx, a.bottom), (a.cx, mid), (b.cx, mid), (b.cx, b.y)]
-            routes.append(Route(pts, (b.cx - 6, (a.bottom + b.y) / 2), "right"))
+        else:
+            routes.append(_plain_route(a, b, e.src in on_main, e.dst in on_main))
+    return routes
 
-    self_arcs: dict[str, Route] = {}
+
+def _plain_route(a: Box, b: Box, src_main: bool, dst_main: bool) -> Route:
+    if src_main and dst_main:
+        pts = [(a.cx, a.bottom), (b.cx, b.y)]
+        return Route(pts, (a.cx - 7, (a.bottom + b.y) / 2), "right")
+    if src_main:  # main → side: the tensor forks just below its producer
+        sy = a.bottom + 8
+        pts = [(a.cx, a.bottom), (a.cx, sy), (b.cx, sy), (b.cx, b.y)]
+        return Route(pts, (b.cx - 6, (sy + b.y) / 2), "right")
+    if dst_main:  # side → main
+        pts = [(a.cx, a.bottom), (a.cx, b.cy), (b.right, b.cy)]
+        return Route(pts, (a.cx - 6, (a.bottom + b.cy) / 2), "right")
+    if abs(a.cx - b.cx) < 1:  # side → side, in one column
+        pts = [(a.cx, a.bottom), (b.cx, b.y)]
+    else:
+        mid = (a.bottom + b.y) / 2
+        pts = [(a.cx, a.bottom), (a.cx, mid), (b.cx, mid), (b.cx, b.y)]
+    return Route(pts, (b.cx - 6, (a.bottom + b.y) / 2), "right")
+
+
+def self_arcs(graph: BlockGraph, main: list[str], boxes: dict[str, Box]) -> dict[str, Route]:
+    """A folded block's own shortcut: a small arc right of its box."""
+    arcs: dict[str, Route] = {}
     for n in main:
-        if nodes[n].skip:
+        if graph.nodes[n].skip:
             bx = boxes[n]
             x = bx.right + 16
             top, bottom = bx.y + 7, bx.bottom - 7
             pts = [(bx.right, top), (x, top), (x, bottom), (bx.right, bottom)]
-            self_arcs[n] = Route(pts, (x + 6, bx.cy), "left")
+            arcs[n] = Route(pts, (x + 6, bx.cy), "left")
+    return arcs
 
-    # groups
-    group_boxes: dict[str, Box] = {}
-    right_edge = max((b.right for b in boxes.values()), default=0)
-    right_edge = max(right_edge, main_half + n_lanes * m.lane + arc_label_w + 20,
-                     main_half + self_arc_w)  # fmt: skip
-    # An arc ending inside a block frame (with its shape label) stays inside it, well clear of
-    # the frame line: a broken block's shortcut must never be mistaken for its frame.
-    arc_x: dict[str, float] = {}  # the right end of an arc and its label, by the node it ends at
-    for i in arc_edges:
+
+def arc_right_ends(graph: BlockGraph, arcs: Arcs, routes: list[Route], small) -> dict[str, float]:
+    """The right end of the arcs and their labels, by the node they end at."""
+    arc_x: dict[str, float] = {}
+    for i in arcs.lane:
         route = routes[i]
         if route.points:
-            dst = graph.edges[i].dst
+            edge = graph.edges[i]
             right = route.points[2][0]
-            if route.label_pos is not None and graph.edges[i].label:
-                right = max(right, route.label_pos[0] + small(graph.edges[i].label) + 6)
-            arc_x[dst] = max(arc_x.get(dst, 0), right)
-    gutter = max((measure(line) for g in graph.groups for line in g.label.split("\n")),
-                 default=0) + 16  # fmt: skip
-    left_edge = -main_half - 12 - gutter
+            if route.label_pos is not None and edge.label:
+                right = max(right, route.label_pos[0] + small(edge.label) + 6)
+            arc_x[edge.dst] = max(arc_x.get(edge.dst, 0), right)
+    return arc_x
+
+
+def group_frames(graph: BlockGraph, boxes: dict[str, Box], titles: Titles, arc_x: dict[str, float],
+                 edges: tuple[float, float], m: Metrics) -> dict[str, Box]:  # fmt: skip
+    """Stage bands span the drawing from ``edges`` (left, right); block frames wrap their nodes.
+
+    An arc ending inside a block frame (with its shape label) stays inside it, well clear of the
+    frame line: a broken block's shortcut must never be mistaken for its frame."""
+    left_edge, right_edge = edges
+    frames: dict[str, Box] = {}
     for g in sorted(graph.groups, key=lambda g: g.depth):
         members = [boxes[n] for n in g.nodes if n in boxes]
         if not members:
             continue
         bottom = max(b.bottom for b in members)
-        first = group_first.get(g.id)
+        first = titles.first.get(g.id)
         if first is not None:  # the titles of this group and the groups inside it starting here
-            top = boxes[first].y - sum(title(h) for h in starts[first] if h.depth >= g.depth)
+            top = boxes[first].y - sum(titles.height(h) for h in titles.starts[first]
+                                       if h.depth >= g.depth)  # fmt: skip
         else:
-            top = min(b.y for b in members) - title(g)
+            top = min(b.y for b in members) - titles.height(g)
         top += m.group_pad if g.kind == "stage" else m.group_pad / 2
         if g.kind == "stage":
             x0, x1 = left_edge - 8, right_edge + 16
@@ -322,11 +424,8 @@ def chain_layout(
             x1 = max(b.right for b in members) + m.group_pad
             arcs_right = max((arc_x.get(n, 0) for n in g.nodes), default=0)
             x1 = max(x1, arcs_right + m.group_pad + 6)
-        group_boxes[g.id] = Box(x0, top, x1 - x0, bottom - top + m.group_pad)
-
-    layout = Layout(boxes, routes, group_boxes, self_arcs, main=main)
-    _normalise(layout, m.margin)
-    return layout
+        frames[g.id] = Box(x0, top, x1 - x0, bottom - top + m.group_pad)
+    return frames
 
 
 def node_size(node, measure, small, m: Metrics) -> tuple[float, float]:

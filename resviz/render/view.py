@@ -162,32 +162,38 @@ def _depth(path: str) -> int:
 
 
 def build_view(report, state: ViewState | None = None) -> BlockGraph:
+    """The report folded to ``state``, in phases that each return data: which collapsed blocks roll
+    up, which node stands for each op, which edges carry a shortcut, the edges between nodes, the
+    arcs of folded blocks, and the stage bands and block frames."""
     state = state or ViewState()
-    calls, ops, values = report.calls, report.ops, report.values
     collapsed = set(default_collapsed(report) if state.collapsed is None else state.collapsed)
     collapsed -= state.expanded
-    block_by_call = {b.call: b for b in report.blocks}
+    rollup_of = rolled_up_runs(report, state.rolled, collapsed)
+    nodes, op_owner = fold_ops(report, state, collapsed, rollup_of)
+    skips = shortcut_edges(report)
+    for n in nodes.values():
+        if n.kind == "op" and n.ops and n.ops[0] in skips.side_ops:
+            n.side = True
+    edges = view_edges(report, op_owner, skips.kind)
+    mark_folded_skips(report, nodes, op_owner)
     block_names = {b.name for b in report.blocks}
     stage_names = {s.name for s in report.stages}
     broken_adds = {m.add_op: m for m in report.mismatches}
-    error_ops = {e.op: e for e in report.errors if e.op is not None}
-    culprits = {c for m in report.mismatches for c in m.culprits}
+    groups = _groups(report, nodes, block_names, stage_names, collapsed, broken_adds)
+    batch = report.input_shape[0] if report.input_shape else None
+    return BlockGraph(nodes, edges, groups, batch, title=report.model_name)
 
-    def folded(call) -> bool:
-        if not call.path:
-            return False
-        if call.path in collapsed:
-            return True
-        return state.depth is not None and _depth(call.path) > state.depth
 
-    # rolled-up runs: stage call id -> {block call id: rollup key}
+def rolled_up_runs(report, rolled: set[str], collapsed: set[str]) -> dict[int, tuple[int, int]]:
+    """Runs of three or more identical collapsed blocks in the stages of ``rolled``: every block
+    call after a run's first -> (the call its rollup node is named after, how many it stands for).
+    The run's first block stays a node of its own, so the reader sees one whole block."""
     rollup_of: dict[int, tuple[int, int]] = {}
     for stage in report.stages:
-        if stage.name not in state.rolled:
+        if stage.name not in rolled:
             continue
-        blocks = [report.block(n) for n in stage.blocks]
         run: list = []
-        for b in blocks + [None]:
+        for b in [report.block(n) for n in stage.blocks] + [None]:
             if b is not None and run and b.name in collapsed and _same_block(run[-1], b):
                 run.append(b)
                 continue
@@ -195,53 +201,89 @@ def build_view(report, state: ViewState | None = None) -> BlockGraph:
                 for rb in run[1:]:
                     rollup_of[rb.call] = (run[1].call, len(run) - 1)
             run = [b] if b is not None and b.name in collapsed else []
+    return rollup_of
 
-    # The node standing for each op: the outermost folded call on its scope chain.
-    owner_of_call: dict[int, str] = {}
 
-    def call_owner(cid: int) -> str | None:
-        if cid in owner_of_call:
-            return owner_of_call[cid]
-        c = calls[cid]
-        up = call_owner(c.parent) if c.parent is not None else None
-        if up is None and cid in rollup_of:
-            up = f"r{rollup_of[cid][0]}"
-        if up is None and folded(c):
+class _CallOwners:
+    """The node standing for each call: the outermost folded call (or rollup) on its scope chain;
+    ``None`` when nothing around it is folded."""
+
+    def __init__(self, report, state: ViewState, collapsed: set[str], rollup_of):
+        self.calls, self.state, self.collapsed, self.rollup_of = (
+            report.calls, state, collapsed, rollup_of)  # fmt: skip
+        self.owner: dict[int, str | None] = {}
+
+    def folded(self, call) -> bool:
+        if not call.path:
+            return False
+        if call.path in self.collapsed:
+            return True
+        return self.state.depth is not None and _depth(call.path) > self.state.depth
+
+    def __call__(self, cid: int) -> str | None:
+        if cid in self.owner:
+            return self.owner[cid]
+        c = self.calls[cid]
+        up = self(c.parent) if c.parent is not None else None
+        if up is None and cid in self.rollup_of:
+            up = f"r{self.rollup_of[cid][0]}"
+        if up is None and self.folded(c):
             up = f"c{cid}"
-        owner_of_call[cid] = up
+        self.owner[cid] = up
         return up
 
+
+def fold_ops(report, state: ViewState, collapsed: set[str],
+             rollup_of: dict[int, tuple[int, int]]) -> tuple[dict[str, ViewNode], list[str]]:  # fmt: skip
+    """The visible nodes, and the id of the node standing for each op (indexed by op id)."""
+    broken_adds = {m.add_op: m for m in report.mismatches}
+    error_ops = {e.op: e for e in report.errors if e.op is not None}
+    culprits = {c for m in report.mismatches for c in m.culprits}
+    block_by_call = {b.call: b for b in report.blocks}
+    call_owner = _CallOwners(report, state, collapsed, rollup_of)
+    enclosing = _enclosing_blocks(report)
     nodes: dict[str, ViewNode] = {}
     op_owner: list[str] = []
-    enclosing = _enclosing_blocks(report)
-    for op in ops:
-        owner = call_owner(op.scope) if calls else None
-        if op.kind == "input" or op.kind == "output":
-            owner = None
-        if owner is None:
+    for op in report.ops:
+        owner = call_owner(op.scope) if report.calls else None
+        if owner is None or op.kind in ("input", "output"):
             nid = f"o{op.id}"
             nodes[nid] = _op_node(report, op, nid, enclosing, broken_adds, error_ops, culprits)
         else:
             nid = owner
             if nid not in nodes:
                 nodes[nid] = _folded_node(report, nid, rollup_of, block_by_call)
-            n = nodes[nid]
-            n.ops.append(op.id)
-            n.params += op.params
-            n.macs += op.macs
-            if op.id in error_ops:
-                n.broken = True
-                n.error = error_ops[op.id].message
+            _absorb(nodes[nid], op, error_ops.get(op.id))
         op_owner.append(nid)
-    for c in calls:  # parameters a module holds itself (a layer-scale gamma) count in its node
+    for c in report.calls:  # parameters a module holds itself (a layer-scale gamma) count in its node
         if c.params or c.macs:
             nid = call_owner(c.id)
             if nid in nodes:
                 nodes[nid].params += c.params
                 nodes[nid].macs += c.macs
+    return nodes, op_owner
 
-    # Which edges carry a shortcut: into a shortcut-path op, or the shortcut operand into its add.
-    skip_kind: dict[tuple[int, int], str] = {}
+
+def _absorb(node: ViewNode, op, error) -> None:
+    """A folded node takes in one more op: its parameters, MACs and any error at it."""
+    node.ops.append(op.id)
+    node.params += op.params
+    node.macs += op.macs
+    if error is not None:
+        node.broken = True
+        node.error = error.message
+
+
+@dataclass
+class ShortcutEdges:
+    kind: dict[tuple[int, int], str]  # (value, consuming op) -> shortcut kind, for skip edges
+    side_ops: set[int]  # ops on a shortcut path: drawn beside the main column
+
+
+def shortcut_edges(report) -> ShortcutEdges:
+    """Which edges carry a shortcut: into a shortcut-path op, or the shortcut operand into its add."""
+    ops = report.ops
+    kind: dict[tuple[int, int], str] = {}
     side_ops: set[int] = set()
     for add in report.residual_adds:
         path_vals = {add.fork} | {v for i in add.shortcut_ops for v in ops[i].outputs}
@@ -249,35 +291,37 @@ def build_view(report, state: ViewState | None = None) -> BlockGraph:
             side_ops.add(i)
             for v in ops[i].inputs:
                 if v in path_vals:
-                    skip_kind[(v, i)] = add.kind
-        skip_kind[(add.shortcut, add.op)] = add.kind
-    for n in nodes.values():
-        if n.kind == "op" and n.ops and n.ops[0] in side_ops:
-            n.side = True
+                    kind[(v, i)] = add.kind
+        kind[(add.shortcut, add.op)] = add.kind
+    return ShortcutEdges(kind, side_ops)
 
+
+def view_edges(report, op_owner: list[str], skip_kind: dict[tuple[int, int], str]) -> list[ViewEdge]:
+    """The data edges between different nodes, one per (source, destination, tensor), each
+    labelled with its shape; the operands of a mismatched add are broken."""
+    values = report.values
+    broken_adds = {m.add_op for m in report.mismatches}
     edges: list[ViewEdge] = []
     seen: set[tuple[str, str, int]] = set()
-    for op in ops:
+    for op in report.ops:
         dst = op_owner[op.id]
         for v in op.inputs:
             p = values[v].producer
-            if p is None:
-                continue
-            src = op_owner[p]
-            if src == dst:
-                continue
+            src = op_owner[p] if p is not None else dst
             key = (src, dst, v)
-            if key in seen:
+            if src == dst or key in seen:
                 continue
             seen.add(key)
             kind = skip_kind.get((v, op.id))
-            mm = broken_adds.get(op.id)
             edges.append(ViewEdge(
                 src, dst, v, values[v].shape, shape_label(values[v].shape),
-                kind="skip" if kind else "main", shortcut=kind, broken=mm is not None,
+                kind="skip" if kind else "main", shortcut=kind, broken=op.id in broken_adds,
             ))  # fmt: skip
+    return edges
 
-    # a folded block keeps its own skip connection, drawn as an arc beside it
+
+def mark_folded_skips(report, nodes: dict[str, ViewNode], op_owner: list[str]) -> None:
+    """A folded block (or rollup) keeps its own skip connection, drawn as an arc beside it."""
     for add in report.residual_adds:
         n = nodes[op_owner[add.op]]
         if add.kind == "merge":  # a branch merge inside the block, not its skip
@@ -285,9 +329,6 @@ def build_view(report, state: ViewState | None = None) -> BlockGraph:
         if n.skip is None and (n.kind == "rollup" or (n.kind == "block" and add.block == n.name)):
             n.skip = add.kind
             n.skip_label = _skip_label(report, add)
-    groups = _groups(report, nodes, block_names, stage_names, collapsed, broken_adds)
-    batch = report.input_shape[0] if report.input_shape else None
-    return BlockGraph(nodes, edges, groups, batch, title=report.model_name)
 
 
 def _skip_label(report, add) -> str:
