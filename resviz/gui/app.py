@@ -198,12 +198,23 @@ def _arm_screenshot(window, path: str, result: dict, tab: str | None) -> None:
 
     def timeout() -> None:
         if not done["flag"]:
-            print(
-                f"resviz: gave up waiting for the model after {SCREENSHOT_TIMEOUT_S:.0f} s", file=sys.stderr
-            )
+            print(f"resviz: --screenshot gave up waiting for {_waiting_for(window)} after "
+                  f"{SCREENSHOT_TIMEOUT_S:.0f} s (RESVIZ_SCREENSHOT_TIMEOUT sets the limit); "
+                  "saving the window as it is", file=sys.stderr)  # fmt: skip
             finish(EXIT_TIMEOUT)
 
     QTimer.singleShot(int(SCREENSHOT_TIMEOUT_S * 1000), timeout)
+
+
+def _waiting_for(window) -> str:
+    """What a screenshot that timed out was waiting for: the model (loading, analysing, drawing)
+    or the training (--train N)."""
+    if window.document.is_busy() or window.document.drawn is None:
+        return "the model (loading, analysing and drawing it)"
+    tab = getattr(window, "training_tab", None)
+    if tab is not None and tab.busy():
+        return tab.waiting_for()
+    return "the window to finish its work"
 
 
 def _grab(window, path: str, result: dict, code: int) -> None:

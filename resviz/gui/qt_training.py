@@ -157,6 +157,18 @@ class TrainingTab(QWidget):
         p.update_tint(force=True)
         return False
 
+    def waiting_for(self) -> str:
+        """What a --screenshot still waits for here, in words (for its time-out message)."""
+        a = self._auto
+        if a is None or not a["started"]:
+            return "the training to start"
+        p = self.panel
+        done, res = p.steps_done(), p.buffers.get("residual")
+        per = float(res.latest.get("seconds") or 0) if res is not None and res.latest else 0.0
+        pace = f", about {per:.1f} s a step" if per > 0 else ""
+        return (f"the training ({done} of {a['steps']} steps done{pace}); fewer --train steps or a smaller "
+                "--input (e.g. 3x64x64) finish sooner")  # fmt: skip
+
     # ---------------------------------------------------------------- closing
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:

@@ -255,10 +255,16 @@ class TrainingControlsMixin:
         self.badge = QLabel()
         self.badge.setTextFormat(Qt.RichText)
         self.badge.setVisible(False)
+        self.estimate = QLabel()  # before Start: the time a step should take; a slow CPU run: what to do
+        self.estimate.setTextFormat(Qt.RichText)
+        self.estimate.setWordWrap(True)
+        self.estimate.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.estimate.setVisible(False)
         col = QVBoxLayout()
         col.setSpacing(0)
         col.addWidget(self.status)
         col.addWidget(self.detail)
+        col.addWidget(self.estimate)
         row.addLayout(col, 1)
         row.addWidget(self.badge, 0, Qt.AlignTop)
         return row
@@ -381,8 +387,13 @@ class TrainingControlsMixin:
         self.probe.currentIndexChanged.connect(self._on_probe)
         self.run_pick.currentIndexChanged.connect(lambda _i: self._touch())
         self.tint.toggled.connect(self._on_tint_toggled)
+        self.estimate.linkActivated.connect(self._on_offer)
+        self.batch.valueChanged.connect(lambda _v: self._update_estimate())
+        self.steps.valueChanged.connect(lambda _v: self._update_estimate())
+        self.device.currentIndexChanged.connect(lambda _i: self._update_estimate())
         w = self.window_
         if w is not None:
+            w.aux.finished.connect(self._on_aux)
             w.sessionChanged.connect(self.set_session)
             w.moduleSelected.connect(self.on_module_selected)
             w.document.graphChanged.connect(self._on_graph)

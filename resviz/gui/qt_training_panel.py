@@ -271,6 +271,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
             self.follow(follower)
         self._update_buttons()
         self._update_status()
+        self._update_estimate()
 
     # ================================================================== followed runs
 
@@ -449,8 +450,69 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
                 plain.append(p)
         self._track_flags()
         self._touch()
+        if res is not None and res.count <= len(batch) + 2:  # the first steps: the measured time per step
+            self._update_estimate()
+
+    # ================================================================== the time a step takes
+
+    def _update_estimate(self) -> None:
+        """Before Start: how long a step should take on this CPU; when that (or a measured step) is
+        slow at an ImageNet-size input, the offer of a 64x64 input or a CIFAR-size ResNet, in words."""
+        from . import training_estimate as te
+
+        lab = self.estimate
+        session = self.session
+        device = self.device.currentText()
+        cpu = device == "cpu" or (device == "auto" and not _cuda_available())
+        if session is None or self.following or not cpu:
+            lab.setVisible(False)
+            return
+        shape = tuple(session.input_shape or ())
+        macs = float(getattr(session.report, "macs", 0) or 0) / max(1, shape[0] if shape else 1)
+        batch = int(self.batch.value())
+        threads = te.training_threads(3 * macs * batch)
+        speed = te._SPEED.get(threads)
+        if speed is None:
+            if self.window_ is not None and not self.controller.has_run and macs > 0:
+                self.window_.aux.submit("train-speed", lambda: te.cpu_macs_per_second(threads))
+            lab.setVisible(False)
+            return
+        res = self.buffers.get("residual")
+        measured = float(res.latest.get("seconds") or 0) if res is not None and res.latest else 0.0
+        seconds = measured if measured > 0 else te.step_seconds(macs, batch, speed)
+        parts = []
+        if not self.controller.has_run and macs > 0:
+            parts.append("Estimated " + te.estimate_text(macs, batch, int(self.steps.value()), speed, threads) + ".")
+        offer = te.smaller_offer(shape, seconds, "cpu")
+        if offer is not None:
+            side, c = offer["side"], shape[1]
+            parts.append(
+                f"<b>{shape[2]}×{shape[3]} is an ImageNet-size input, slow to train on a CPU</b> "
+                f"(about {te.duration(seconds)} a step). Train at <a href='size:{side}'>{side}×{side}</a> "
+                f"instead (about {offer['speedup']:.0f}× faster: {te.duration(offer['seconds'])} a step; the "
+                f"input field above the graph, 1x{c}x{side}x{side}), or on a CIFAR-size ResNet: "
+                f"<a href='zoo:{offer['twin']}'>{offer['twin']}</a> at 32×32."
+            )
+        lab.setText(" ".join(parts))
+        lab.setVisible(bool(parts))
+
+    def _on_aux(self, channel: str, _result) -> None:
+        if channel == "train-speed":
+            self._update_estimate()
+
+    def _on_offer(self, link: str) -> None:
+        w = self.window_
+        if w is None or self.session is None:
+            return
+        kind, _, value = link.partition(":")
+        if kind == "size":
+            c = tuple(self.session.input_shape)[1]
+            w.set_input_shape(f"1x{c}x{value}x{value}")
+        elif kind == "zoo":
+            w.open_source(value)
 
     def _on_state(self, state: str) -> None:
+        self._update_estimate()
         self._update_buttons()
         self._update_status()
         self._touch()
@@ -538,6 +600,13 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self._timer.stop()
         self._tint_timer.stop()
         return self.controller.shutdown(timeout_ms)
+
+
+def _cuda_available() -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
 
 
 def _float(text: str) -> float | None:

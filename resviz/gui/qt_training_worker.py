@@ -108,14 +108,18 @@ def describe_error(exc: BaseException, phase: str = "") -> str:
     return f"training failed{what}: {text}{loc}"
 
 
-def config_threads(device: str) -> tuple[int, int] | None:
-    """On the CPU, leave one core to the UI thread; returns (before, now) when it changed."""
+def config_threads(device: str, step_macs: float | None = None) -> tuple[int, int] | None:
+    """On the CPU, train on every core this process may use, or on one for a step too small to
+    share (:func:`~resviz.gui.training_estimate.training_threads`); returns (before, now) when
+    that changed torch's intra-op thread count, which is restored when the run ends."""
     if not str(device).startswith("cpu"):
         return None
     import torch
 
+    from .training_estimate import training_threads
+
     before = torch.get_num_threads()
-    want = max(1, min(before, (os.cpu_count() or 2) - 1))
+    want = training_threads(step_macs)
     if want == before:
         return None
     torch.set_num_threads(want)
@@ -189,7 +193,9 @@ class TrainingWorker(QObject):
             from ..core.training import TrainConfig, Trainer, TwinRun
 
             cfg = TrainConfig(**spec["config"]).resolved()
-            self._threads = config_threads(cfg.device)
+            shape = tuple(getattr(session, "input_shape", ()) or (1,))
+            macs = getattr(session.report, "macs", 0) / max(1, shape[0]) * cfg.batch_size * 3
+            self._threads = config_threads(cfg.device, macs)
             data = spec.get("data") or None
             if spec.get("twin"):
                 run = TwinRun.from_loaded(session.loaded, cfg, report=session.report, data=data)
