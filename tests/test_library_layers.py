@@ -127,3 +127,19 @@ def test_a_layer_that_fails_inside_still_reports_pytorchs_message():
         report = resviz.analyze(model, (1, 3, 8, 8))
         (e,) = report.errors
         assert e.module == "1" and e.fatal and "normalized_shape" in e.message.replace(" ", "_")
+
+
+class MixedDtypes(nn.Module):
+    def forward(self, x):
+        i = torch.ones_like(x, dtype=torch.int64)
+        return i / 2, i * 2.5, i * 3, (x - 1) * x, (i > 0) & (i < 5)
+
+
+def test_ops_inside_a_layer_keep_pytorchs_dtypes():
+    report = resviz.analyze(MixedDtypes(), (2, 4))
+    eager = MixedDtypes()(torch.zeros(2, 4))
+    assert report.ok
+    outputs = next(o for o in report.ops if o.kind == "output").inputs
+    assert [report.values[v].dtype for v in outputs] == [
+        str(t.dtype).removeprefix("torch.") for t in eager
+    ]

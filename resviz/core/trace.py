@@ -501,6 +501,8 @@ def _rule_result(func, args, kwargs):
     dtype = tensors[0].dtype
     if len(args) >= 2 and func not in rules.FUNC_RULES:
         dtype = torch.result_type(args[0], args[1])
+        if not dtype.is_floating_point and "div" in _func_name(func):
+            return None  # true division of integers gives floats: let PyTorch say which
     return torch.empty(out_shape, dtype=dtype, device=tensors[0].device)
 
 
