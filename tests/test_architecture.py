@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # a fresh interpreter that imports torch
 def test_analysis_rendering_and_training_do_not_import_qt():
     """One fresh interpreter (torch's import is most of its time) for the three headless uses."""
     code = (
@@ -31,8 +34,6 @@ def test_import_contracts_hold():
     try:
         from importlinter.cli import lint_imports
     except ImportError:  # pragma: no cover - dev dependency
-        import pytest
-
         pytest.skip("import-linter not installed")
     assert lint_imports(config_filename="pyproject.toml") == 0
 

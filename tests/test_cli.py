@@ -168,6 +168,7 @@ def test_bad_kwargs_json(capsys, tmp_path):
     assert code == 2 and "--kwargs" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch
 def test_console_script_runs_as_module():
     proc = subprocess.run([sys.executable, "-m", "resviz", "check", "resnet20", "--json"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
