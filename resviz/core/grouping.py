@@ -22,16 +22,18 @@ def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
     if not calls:
         return [], []
     by_call: dict[int, list[int]] = {}
+    merge_adds: list[int] = []
     for i, add in enumerate(adds):
-        if add.kind != "merge":
+        if add.kind == "merge":
+            merge_adds.append(i)
+        else:
             by_call.setdefault(add.call, []).append(i)
     block_calls = sorted(by_call) if by_call else _repeated_units(calls)
     merges: dict[int, list[int]] = {}
-    for i, add in enumerate(adds):
-        if add.kind == "merge":
-            owner = _enclosing(calls, add.call, by_call)
-            if owner is not None:
-                merges.setdefault(owner, []).append(i)
+    for i in merge_adds:
+        owner = _enclosing(calls, adds[i].call, by_call)
+        if owner is not None:
+            merges.setdefault(owner, []).append(i)
     blocks: list[Block] = []
     stage_of: dict[int, int] = {}
     for cid in block_calls:
@@ -49,7 +51,8 @@ def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
                 stage=calls[stage_of[cid]].path if cid in stage_of else None,
                 index=len(blocks), input_shape=_shape(trace, call.inputs),
                 output_shape=_shape(trace, call.outputs), shortcut=shortcut,
-                adds=sorted(by_call.get(cid, []) + merges.get(cid, [])), params=params, macs=macs, ops=ops,
+                adds=sorted(by_call.get(cid, []) + merges[cid]) if cid in merges else by_call.get(cid, []),
+                params=params, macs=macs, ops=ops,
             )  # fmt: skip
         )
     stages: list[Stage] = []

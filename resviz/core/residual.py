@@ -40,8 +40,9 @@ def carrying_shortcut(evidence: dict[int, str]) -> Iterator[None]:
         _CARRY_SHORTCUT.reset(token)
 
 
-def _mark_intended(add: ResidualAdd) -> ResidualAdd:
-    carry = _CARRY_SHORTCUT.get()
+def _mark_intended(add: ResidualAdd, carry: dict[int, str] | None = None) -> ResidualAdd:
+    if carry is None:
+        carry = _CARRY_SHORTCUT.get()
     if carry and add.op in carry:
         add.intended, add.evidence = "shortcut", carry[add.op]
     return add
@@ -170,10 +171,10 @@ def _is_merge(trace, fork: int, sc_path: list[int], res_path: list[int]) -> bool
     """An add that merges branches of one split (Res2Net's hierarchical ``sp + spx[i]``) rather
     than a skip: both paths leave the fork through the same op (one split with many outputs), or
     the shorter path starts by taking a part of the fork's channels."""
-    if set(sc_path) & set(res_path):
-        return True
     if not sc_path:
         return False
+    if not set(sc_path).isdisjoint(res_path):
+        return True
     first = trace.ops[sc_path[0]]
     if first.type not in _SPLITS or fork not in first.inputs or not first.outputs:
         return False
@@ -266,12 +267,13 @@ def find_residual_adds(trace) -> list[ResidualAdd]:
     """Classify every candidate add of the trace (reusing the ones decided while tracing)."""
     found: list[ResidualAdd] = []
     counts: dict[tuple, int] = {}
+    carry = _CARRY_SHORTCUT.get() or {}
     for op_id in trace.candidate_adds:
         op = trace.ops[op_id]
         res = trace.online_adds.get(op_id) or analyse_add(trace, op_id, op.scope)
         if res is None:
             continue
-        _mark_intended(res)
+        _mark_intended(res, carry)
         key = (res.call, res.source)
         res.ordinal = counts.get(key, 0)
         counts[key] = res.ordinal + 1
