@@ -184,6 +184,9 @@ def test_cli_takes_several_typed_inputs(capsys, tmp_path):
     assert code == 0 and out["ok"] and out["output_shapes"] == [[1, 9, 16]]
     assert out["inputs"] == [{"name": None, "shape": [1, 9], "dtype": "int64"},
                              {"name": "mask", "shape": [1, 9], "dtype": "bool"}]  # fmt: skip
+    code = main(["summary", f"{f}:TextNet", "--input", "ids:1x9:int64", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["inputs"] == [{"name": "ids", "shape": [1, 9], "dtype": "int64"}]
     code = main(["check", "resnet20", "--input", "1x16:int65"])
     assert code == 2 and "unknown dtype" in capsys.readouterr().err
 

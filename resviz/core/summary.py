@@ -72,6 +72,7 @@ def summary_dict(report, depth: int | None = None) -> dict:
     return {
         "model": report.model_name,
         "input_shape": list(report.input_shape),
+        "inputs": [i.to_dict() for i in report.inputs],
         "output_shapes": [list(s) for s in report.output_shapes],
         "total_params": report.total_params,
         "trainable_params": report.trainable_params,
