@@ -80,11 +80,12 @@ def test_invalid_values_are_marked_with_the_reason_and_the_graph_stays(qtbot, wi
     type_into(qtbot, panel.fields["input"], "3x32")
     assert panel.fields["input"].property("invalid") is True and "C×H×W" in panel.fields["input"].toolTip()
     assert not panel.pending() and win.session is before  # nothing invalid is drawn
+    assert win.scene.greyed  # the graph on screen is the last valid net: shown as out of date
     type_into(qtbot, field, "48")
     assert field.property("invalid") is False and field.toolTip() != ""
     type_into(qtbot, panel.fields["input"], "3x32x32")
     idle(qtbot, win, lambda: win.session is not before)
-    assert win.session.report.blocks[3].output_shape == (1, 48, 16, 16)
+    assert win.session.report.blocks[3].output_shape == (1, 48, 16, 16) and not win.scene.greyed
 
 
 def test_identity_on_a_stride_2_block_is_flagged_and_apply_fix_clears_it(qtbot, win):

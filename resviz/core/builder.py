@@ -365,7 +365,7 @@ class SpecBuilder:
 
     # ------------------------------------------------------------------ files
 
-    def new(self, draft: dict | None = None, name: str | None = None) -> None:
+    def new(self, draft: dict | None = None) -> None:
         """Start over from ``draft`` (default: an empty net); not dirty until edited."""
         self._reset(copy.deepcopy(draft) if draft is not None else empty_draft(), None, None, "new")
 

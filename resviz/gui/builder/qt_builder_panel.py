@@ -343,6 +343,19 @@ class QtBuilderPanel(QWidget):
             self._timer.start()
         else:
             self._timer.stop()  # an intermediate value typed on the way to a wrong one: not drawn
+        self._grey_if_stale()
+
+    def _grey_if_stale(self) -> None:
+        """While a field is wrong, the builder's net on screen is the last valid one: greyed."""
+        session = self.window_.session
+        spec = getattr(session.loaded, "spec", None) if session is not None else None
+        scene = self.window_.scene
+        if (
+            spec is not None
+            and spec == self._pushed
+            and getattr(scene, "greyed", None) != (not self.builder.valid)
+        ):
+            scene.set_greyed(not self.builder.valid)
 
     def refresh(self) -> None:
         """Show the builder's state: values (except in the field being typed), errors, status."""
