@@ -135,6 +135,8 @@ class TrainingTab(QWidget):
     def busy(self) -> bool:
         """True while ``--train N`` still has steps to run or plots to draw (the screenshot waits)."""
         a = self._auto
+        if a is None and self._panel is not None and self._panel.estimating and not self._closed:
+            return True  # the time a step should take: in the picture too
         if a is None and self._panel is not None and self._panel.following and not self._closed:
             p = self._panel  # a recorded run (resviz RUN_DIR): draw its plots before the picture
             if p._dirty or not p.redraws:

@@ -394,6 +394,7 @@ class TrainingControlsMixin:
         w = self.window_
         if w is not None:
             w.aux.finished.connect(self._on_aux)
+            w.aux.failed.connect(self._on_aux)
             w.sessionChanged.connect(self.set_session)
             w.moduleSelected.connect(self.on_module_selected)
             w.document.graphChanged.connect(self._on_graph)

@@ -75,6 +75,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self.redraws = 0
         self.last_draw_ms = 0.0
         self.watches: dict = {}  # "residual" / "plain" -> QtRunWatch: runs followed from their folders
+        self.estimating = False  # this CPU's speed is being measured (for the time a step takes)
         self._build_ui()
         self._wire()
         self._set_blocks([])
@@ -473,8 +474,9 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         threads = te.training_threads(3 * macs * batch)
         speed = te._SPEED.get(threads)
         if speed is None:
-            if self.window_ is not None and not self.controller.has_run and macs > 0:
-                self.window_.aux.submit("train-speed", lambda: te.cpu_macs_per_second(threads))
+            if self.window_ is not None and not self.controller.has_run and macs > 0 and not self.estimating:
+                self.estimating = True
+                self.window_.aux.submit("train-speed", te.calibrate)
             lab.setVisible(False)
             return
         res = self.buffers.get("residual")
@@ -496,8 +498,9 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         lab.setText(" ".join(parts))
         lab.setVisible(bool(parts))
 
-    def _on_aux(self, channel: str, _result) -> None:
+    def _on_aux(self, channel: str, _result=None) -> None:
         if channel == "train-speed":
+            self.estimating = False
             self._update_estimate()
 
     def _on_offer(self, link: str) -> None:

@@ -19,15 +19,26 @@ SLOW_STEP_S = 1.0  # a CPU step slower than this gets the offer of a smaller inp
 SMALL_SIDE = 64  # the smaller input offered
 CIFAR_TWIN = "resnet20"  # the CIFAR-size ResNet offered (basic blocks, 32x32, 0.27M parameters)
 SHARED_STEP_MACS = 1e8  # a step (forward + backward, whole batch) below this trains on one thread
+SHARING_GAIN = 1.15  # every core is used when that measured at least this much faster than one
 _SPEED: dict[int, float] = {}  # torch threads -> MAC/s of this CPU
 
 
+def usable_cores() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def training_threads(step_macs: float | None = None) -> int:
-    """The intra-op threads a CPU training run uses: every core this process may run on, but one
-    for a step under :data:`SHARED_STEP_MACS` (a tiny net's kernels only wait on each other
-    when split). The UI thread needs little CPU and the OS gives it its turn
-    (bench_gui_training.py measures the stalls); the count is set for the run and the previous
-    one restored when it ends. ``RESVIZ_TRAIN_THREADS=N`` chooses the count."""
+    """The intra-op threads a CPU training run uses: every core this process may run on, unless
+    :func:`calibrate` found one thread faster here (a machine busy with other work, where split
+    kernels wait on each other), or the step is under :data:`SHARED_STEP_MACS` (a tiny net).
+    ``RESVIZ_TRAIN_THREADS=N`` chooses. The count is set on the training thread for the run and
+    the previous one restored when it ends; the UI thread keeps its own (bench_gui_training.py
+    measures the UI's stalls meanwhile)."""
     import os
 
     chosen = os.environ.get("RESVIZ_TRAIN_THREADS", "").strip()
@@ -35,10 +46,20 @@ def training_threads(step_macs: float | None = None) -> int:
         return int(chosen)
     if step_macs is not None and step_macs < SHARED_STEP_MACS:
         return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+    cores = usable_cores()
+    if cores > 1 and 1 in _SPEED and cores in _SPEED and _SPEED[cores] < SHARING_GAIN * _SPEED[1]:
+        return 1
+    return cores
+
+
+def calibrate() -> dict[int, float]:
+    """Time this CPU on one thread and on every core (once per process): what
+    :func:`training_threads` chooses by and the estimate divides by."""
+    cpu_macs_per_second(1)
+    cores = usable_cores()
+    if cores > 1:
+        cpu_macs_per_second(cores)
+    return dict(_SPEED)
 
 
 def cpu_macs_per_second(threads: int | None = None) -> float:
@@ -60,16 +81,19 @@ def cpu_macs_per_second(threads: int | None = None) -> float:
 
 
 def _time_conv(torch) -> float:
+    """A ResNet stage's 3x3 convolution (64 channels at 28x28, batch 8), forward and backward:
+    big enough that the GEMM runs at the speed training sees, small enough to take ~0.1-0.5 s."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        conv = torch.nn.Conv2d(32, 32, 3, padding=1)
-        x = torch.randn(8, 32, 32, 32, requires_grad=True)
-        macs = 3 * 8 * 32 * 32 * 32 * 32 * 9  # forward + backward (weight and input gradients)
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False)
+        x = torch.randn(8, 64, 28, 28, requires_grad=True)
+        macs = 3 * 8 * 64 * 64 * 9 * 28 * 28  # forward + backward (weight and input gradients)
         best = float("inf")
-        for _ in range(3):
+        for i in range(3):  # the first run warms up (allocations, kernel choice)
             t0 = time.perf_counter()
             conv(x).sum().backward()
-            best = min(best, time.perf_counter() - t0)
+            if i:
+                best = min(best, time.perf_counter() - t0)
     return macs / max(best, 1e-6)
 
 
