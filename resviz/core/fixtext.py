@@ -115,9 +115,12 @@ def _shortcut_fix(trace, add: ResidualAdd, model, code: str) -> FixText:
     """The block's new shortcut module ``code``: into its empty shortcut slot when it has one
     (torchvision's ``downsample = None``), else added in ``__init__`` and applied in ``forward``."""
     block = _submodule(model, add.block)
-    cls = type(block).__name__ if block is not None else "the block"
     bname = add.block or "(model)"
-    slot = _empty_slot(block) if block is not None else None
+    if block is None:  # an archive: no Python class to point at
+        return FixText(f"Give `{bname}` a projection shortcut", f"`{bname}`",
+                       f"# the new shortcut of `{bname}`, in the code the archive was made from:\n{code}")  # fmt: skip
+    cls = type(block).__name__
+    slot = _empty_slot(block)
     if slot is not None:
         path = f"{add.block}.{slot}" if add.block else slot
         site = definition_site(model, path)
@@ -125,7 +128,7 @@ def _shortcut_fix(trace, add: ResidualAdd, model, code: str) -> FixText:
         made = f"  # set at {site}" if site else ""
         return FixText(f"Give `{bname}` a projection shortcut", where,
                        f"{module_expr(path)} = {code}{made}")  # fmt: skip
-    init = _class_site(type(block)) if block is not None else ""
+    init = _class_site(type(block))
     at = _at(add.source)
     line = _source_text(add.source)
     applied = _apply_line(trace, add, line) if line else None
