@@ -429,24 +429,25 @@ def _pickle_globals(path: Path, kind: str) -> list[str]:
     """
     import io
 
-    try:
-        if kind == "torch.save":
-            with zipfile.ZipFile(path) as zf:
-                member = next(n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
-                if zf.getinfo(member).file_size > _MAX_PICKLE_BYTES:
-                    return []
-                stream = io.BytesIO(zf.read(member))
-        else:
-            stream = io.BytesIO(path.read_bytes())
-            if kind == "legacy":  # magic number, protocol version and system info come first
-                for _ in range(3):  # read as inertly as the main pickle: any of them can be crafted
-                    _RecordingUnpickler(stream).load()
-    except Exception:
-        return []
-    unpickler = _RecordingUnpickler(stream)
-    with contextlib.suppress(Exception, RecursionError):
-        unpickler.load()
-    return unpickler.names
+    with contextlib.ExitStack() as stack:
+        try:
+            if kind == "torch.save":
+                with zipfile.ZipFile(path) as zf:
+                    member = next(n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+                    if zf.getinfo(member).file_size > _MAX_PICKLE_BYTES:
+                        return []
+                    stream = io.BytesIO(zf.read(member))
+            else:  # read from the file as the pickle needs it: a legacy file's tensors come after
+                stream = stack.enter_context(open(path, "rb"))
+                if kind == "legacy":  # magic number, protocol version and system info come first
+                    for _ in range(3):  # read as inertly as the main pickle: any can be crafted
+                        _RecordingUnpickler(stream).load()
+        except Exception:
+            return []
+        unpickler = _RecordingUnpickler(stream)
+        with contextlib.suppress(Exception, RecursionError):
+            unpickler.load()
+        return unpickler.names
 
 
 _PLUMBING = ("torch._utils.", "torch.serialization.", "collections.", "builtins.", "__builtin__.",
