@@ -51,6 +51,32 @@ def test_input_sizes_that_work_are_sizes_where_the_whole_net_traces_clean():
         assert resviz.analyze(_RefusesLargeInputs(), (1, 3, size, size)).ok
 
 
+def test_the_size_sweep_skips_sizes_that_cannot_be_traced_and_says_when_it_breaks():
+    from resviz.core import analysis
+    from resviz.core.trace import trace_module
+
+    model = _RefusesLargeInputs()
+    report = resviz.analyze(model, (1, 3, 99, 99), suggest_sizes=False)
+
+    def cannot_at_32(m, shape):
+        if shape[-1] == 32:
+            raise ResvizError("cannot trace at this size")
+        return trace_module(m, shape)
+
+    analysis._suggest_sizes(model, report, 30, tracer=cannot_at_32)
+    assert report.suggested_sizes == [64, 96]  # a size resviz cannot trace does not work there
+
+    def bug_at_96(m, shape):
+        if shape[-1] == 96:
+            raise KeyError("oops")
+        return trace_module(m, shape)
+
+    with pytest.warns(RuntimeWarning, match=r"input size 96×96 .*\(KeyError: 'oops'\); this is a bug"):
+        analysis._suggest_sizes(model, report, 30, tracer=bug_at_96)
+    assert report.suggested_sizes == [32, 64]  # what was found before it, and no more tries
+    assert report.mismatches[0].input_sizes == [32, 64]
+
+
 # ---------------------------------------------------------------- shapes from Python are literal
 
 

@@ -80,3 +80,41 @@ def test_non_chain_graph_uses_dot_when_installed():
     # and residual nets stay on the chain layout even with dot installed
     resnet = resviz.analyze(zoo.build("resnet50"), (1, 3, 224, 224))
     assert auto_layout(build_view(resnet, ViewState(collapsed=set()))).engine == "chain"
+
+
+def _inception_view():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Inception(8))
+    report = resviz.analyze(model, (1, 3, 8, 8), suggest_sizes=False)
+    return build_view(report, ViewState(collapsed=set()))
+
+
+def test_a_failing_dot_costs_the_picture_nothing_and_is_said(monkeypatch):
+    import subprocess
+
+    import graphviz
+
+    def crash(*args, **kwargs):
+        raise graphviz.CalledProcessError(1, ["dot"], stderr=b"syntax error in line 1")
+
+    monkeypatch.setattr(layout_mod, "dot_available", lambda: True)
+    monkeypatch.setattr(graphviz.Digraph, "pipe", crash)
+    lay = auto_layout(_inception_view())
+    assert lay.engine == "chain" and lay.nodes
+    assert lay.note.startswith("this graph has branches that are not shortcuts")
+    assert "Graphviz's `dot` failed (CalledProcessError:" in lay.note
+    assert isinstance(graphviz.CalledProcessError(1, "dot"), subprocess.CalledProcessError)
+
+
+def test_a_bug_reading_dots_output_is_not_hidden_behind_the_fallback(monkeypatch):
+    import pytest
+
+    from resviz.render import dot as dot_mod
+
+    def bug(*args, **kwargs):
+        raise KeyError("pos")
+
+    monkeypatch.setattr(layout_mod, "dot_available", lambda: True)
+    monkeypatch.setattr(dot_mod, "_run_dot", lambda g: {"bb": "0,0,10,10", "objects": [], "edges": [{}]})
+    monkeypatch.setattr(dot_mod, "_spline_points", bug)
+    with pytest.raises(KeyError):
+        auto_layout(_inception_view(), engine="dot")

@@ -8,6 +8,7 @@ size-dependent failures. Each writes plain records; :class:`Report` only holds a
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -309,8 +310,16 @@ def _suggest_sizes(model, report: Report, budget_s: float, tracer=trace_module) 
             break
         try:
             t = tracer(model, (n, c, size, size))
-        except Exception:
+        except ResvizError:  # the model cannot be traced at this size: it does not work there
             continue
+        except Exception as e:  # noqa: BLE001 - a bug: say so, and keep the report the user asked for
+            warnings.warn(
+                f"resviz: trying input size {size}×{size} for {report.model_name} failed "
+                f"({type(e).__name__}: {e}); this is a bug in resviz, please report it. The report "
+                "is complete, with the sizes found to work before it.",
+                RuntimeWarning, stacklevel=2,
+            )  # fmt: skip
+            break
         r = build_report(t, None, report.model_name)
         # Only a size at which the whole net traces clean "works": a trace that stopped early
         # never reached the block, so its absence from r.mismatches says nothing.

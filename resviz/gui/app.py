@@ -79,26 +79,12 @@ def _size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
-EXTENSIONS = ("resviz.gui.qt_training", "resviz.gui.builder")  # ``install(window, args)``: extra tabs
+def _install_tabs(window, args=None) -> None:
+    """The tabs beside the graph: Training (which takes ``--train``) and Builder."""
+    from . import builder, qt_training
 
-
-def _install_extensions(window, args=None) -> int:
-    """Optional tabs living in other modules (the Training tab); returns how many installed."""
-    import importlib
-
-    count = 0
-    for name in EXTENSIONS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        install = getattr(module, "install", None)
-        if install is not None:
-            install(window, args)
-            count += 1
-    return count
+    qt_training.install(window, args)
+    builder.install(window, args)
 
 
 def _check_display(screenshot: bool) -> None:
@@ -127,8 +113,7 @@ def run_app(args) -> int:
 
     window = QtMainWindow()
     window.t0 = _T_START
-    if not _install_extensions(window, args) and getattr(args, "train", 0):
-        print("resviz: --train needs the Training tab, which is not installed; ignoring it", file=sys.stderr)
+    _install_tabs(window, args)
     if getattr(args, "tab", None) and not window.select_tab(args.tab):  # a bad argument: exit 2, no window
         print(f"resviz: no tab called {args.tab!r}; tabs: "
               + ", ".join(window.tabs.tabText(i) for i in range(window.tabs.count())), file=sys.stderr)  # fmt: skip
@@ -255,7 +240,7 @@ def show(model, input_shape=None, *, name: str | None = None, block: bool | None
 
     window = QtMainWindow()
     window.setAttribute(_delete_on_close(), True)
-    _install_extensions(window)  # the Training tab, as in the app
+    _install_tabs(window)  # as in the app
     window.open_module(model, input_shape, name=name)
     window.show()
     window.raise_()

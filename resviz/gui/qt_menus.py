@@ -351,10 +351,8 @@ class QtWindowActions(QObject):
         if session is None:
             raise ResvizError("nothing to export: no model is loaded")
         if Path(path).suffix.lower() in (".dot", ".gv"):
-            try:
-                from ..render.dot import write_dot
-            except ImportError:
-                raise ResvizError("DOT export is not available in this version of resviz") from None
+            from ..render.dot import write_dot
+
             return Path(write_dot(session.report, path, depth=None))
         from .export import export_scene
 

@@ -202,10 +202,5 @@ def install(window, args=None) -> TrainingTab:
             window.select_tab(TAB_TITLE)
         tab.auto_train(steps, twin=twin, announce=screenshot)
         if screenshot:
-            checks = getattr(window, "busy_checks", None)
-            if checks is not None:
-                checks.append(tab.busy)
-            else:  # an older window without the hook: wrap is_idle
-                idle = window.is_idle
-                window.is_idle = lambda: idle() and not tab.busy()
+            window.busy_checks.append(tab.busy)
     return tab

@@ -28,14 +28,9 @@ from PySide6.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QWidget
 from .qt_menus import settings
 from .qt_plot_base import FAULT, PLAIN_DASH, Style
 from .qt_training_buffer import RunBuffer
-from .qt_training_controls import (  # noqa: F401 - DEFAULT_LR, DEFAULT_WD: importable from here
-    DATA_KINDS,
-    DEFAULT_LR,
-    DEFAULT_WD,
-    TrainingControlsMixin,
-)
+from .qt_training_controls import DATA_KINDS, TrainingControlsMixin
 from .qt_training_tint import GraphTintMixin
-from .qt_training_views import STATE_TEXT, TrainingViewsMixin  # noqa: F401 - STATE_TEXT: importable here
+from .qt_training_views import TrainingViewsMixin
 from .qt_training_worker import TrainingController
 
 REDRAW_MS = 15  # one of three plot groups per tick: each plot redraws at up to ~22 Hz

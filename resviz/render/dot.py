@@ -7,6 +7,7 @@ laying out (``dot_layout``) runs the ``dot`` program.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import graphviz
@@ -147,7 +148,7 @@ def dot_layout(graph: BlockGraph, measure=approx_measure, small_measure=None) ->
     sizes = {nid: node_size(n, measure, small, m) for nid, n in graph.nodes.items()}
     g = to_dot(graph, sizes=sizes)
     g.attr(fontsize="14")  # cluster titles: room for the drawing's own title font
-    data = json.loads(g.pipe(format="json", engine="dot").decode("utf-8"))
+    data = _run_dot(g)
     bb = [float(v) for v in data["bb"].split(",")]
     height = bb[3]
 
@@ -185,6 +186,19 @@ def dot_layout(graph: BlockGraph, measure=approx_measure, small_measure=None) ->
     layout = Layout(nodes, routes, groups, self_arcs, width=bb[2] + 40, height=height + 40,
                     engine="dot")  # fmt: skip
     return layout
+
+
+class DotFailed(RuntimeError):
+    """Graphviz's ``dot`` could not lay the graph out: not runnable, failed, or wrote output that is
+    not JSON. (A failure reading good output is resviz's bug and is not one of these.)"""
+
+
+def _run_dot(g: graphviz.Digraph) -> dict:
+    try:
+        return json.loads(g.pipe(format="json", engine="dot").decode("utf-8"))
+    except (graphviz.ExecutableNotFound, subprocess.CalledProcessError, OSError, ValueError) as e:
+        # ValueError: output that is not UTF-8 or not JSON (UnicodeDecodeError, JSONDecodeError)
+        raise DotFailed(f"{type(e).__name__}: {e}") from e
 
 
 def _spline_points(pos: str, pt):

@@ -541,12 +541,12 @@ def auto_layout(graph: BlockGraph, measure=approx_measure, small_measure=None,
         return chain
     note = ""
     if dot_available():
-        from .dot import dot_layout
+        from .dot import DotFailed, dot_layout
 
         try:
             return dot_layout(graph, measure, small_measure)
-        except Exception as e:  # a Graphviz failure must not cost the user the picture
-            note = f"Graphviz's `dot` failed ({type(e).__name__}: {e})"
+        except DotFailed as e:  # a Graphviz failure must not cost the user the picture
+            note = f"Graphviz's `dot` failed ({e})"
     else:
         note = NO_DOT
     layout = chain or chain_layout(graph, measure, small_measure)
