@@ -148,6 +148,10 @@ def test_torchscript_front_end_blames_the_same_layer():
         (mm,) = report.mismatches
         assert mm.block == "2" and mm.culprits[0] == "2.conv2", mm.cause
         assert mm.broken_path == "residual" and report.complete
+        assert mm.culprits == ["2.conv2", "2.bn2"]
+    # no Python class behind a scripted layer: the fix is said, for the code it was made from
+    assert "give `2.conv2` out_channels=8" in scripted.mismatches[0].fix
+    assert "model[2].conv2 = nn.Conv2d(8, 8, kernel_size=3, padding=1, bias=False)" in eager.mismatches[0].fix
 
 
 def test_a_spec_nets_fix_title_and_place_are_the_spec_edit():

@@ -165,7 +165,7 @@ def _explain_features(trace, add: ResidualAdd, mm: Mismatch, both: str) -> bool:
         fixes = [_layer_fix(setter, sw, f"{attr}={sw}")]
         for i in add.residual_ops:
             op = trace.ops[i]
-            if op.id > setter.id and op.module is not None and norm_width(op.module) == rw:
+            if op.id > setter.id and _norm_width(op) == rw:
                 fixes.append(_layer_fix(op, sw, f"num_features={sw}"))
                 mm.culprits.append(op.name)
         mm.fix = "\n".join(fixes)
@@ -193,9 +193,23 @@ def _explain_features(trace, add: ResidualAdd, mm: Mismatch, both: str) -> bool:
 
 def _layer_fix(op: Op, width: int, fallback: str) -> str:
     code = layer_code(op.module, width) if isinstance(op.module, nn.Module) else None
-    if code is None:
-        return f"give {op.name} {fallback}"
+    if code is None:  # a TorchScript/export layer: say it, for the code the model was made from
+        return f"give `{op.name}` {fallback}"
     return f"{op.name}: {code}"
+
+
+def _norm_width(op: Op) -> int | None:
+    """The width a norm layer is built for, in any front-end (a module, or recorded attrs)."""
+    if isinstance(op.module, nn.Module) and norm_width(op.module) is not None:
+        return norm_width(op.module)
+    if "Norm" not in op.type:
+        return None
+    hp = hyperparams(op)
+    w = hp.get("num_features", hp.get("num_channels"))
+    shape = hp.get("normalized_shape")
+    if w is None and isinstance(shape, (list, tuple)) and len(shape) == 1:
+        w = shape[0]
+    return w if isinstance(w, int) else None
 
 
 def _explain_missing_projection(trace, add: ResidualAdd, mm: Mismatch) -> bool:

@@ -66,6 +66,9 @@ def render(trace, add: ResidualAdd, lines: list[str]) -> FixText:
         if m is None:  # advice, not code
             body.append(f"# {line}")
             titles.append(line[:1].upper() + line.split(" — ")[0][1:])
+            named = re.match(r"give `([\w.]+)`", line)
+            if named:
+                wheres.append(f"`{named.group(1)}`")
             continue
         on_model = True
         path, rhs = m.groups()
