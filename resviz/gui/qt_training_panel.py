@@ -1,8 +1,9 @@
 """The Training tab: controls, status, faults and warnings, and the live plots of a run.
 
 :class:`TrainingPanel` turns the controls into a run spec for the
-:class:`~resviz.gui.qt_training_worker.TrainingController`, files the step records it receives into
-:class:`~resviz.gui.qt_training_buffer.RunBuffer` columns, and redraws the plots from a timer
+:class:`~resviz.gui.qt_training_worker.TrainingController`, files what it receives (step records,
+states, faults) into its headless model, a :class:`~resviz.gui.training_run.TabRun` (core
+RunStore columns, state, fault, flags; tested without Qt), and redraws the plots from a timer
 (25 Hz, only when something changed and the tab is visible), so the cost of drawing does not grow
 with the step rate. It follows the window: a new Session stops the run and resets the plots for
 the new model's blocks, selecting a block in the graph highlights its curve, clicking a curve
@@ -27,11 +28,11 @@ from PySide6.QtWidgets import QFileDialog, QListWidgetItem, QMessageBox, QWidget
 
 from .qt_menus import settings
 from .qt_plot_base import FAULT, PLAIN_DASH, Style
-from .qt_training_buffer import RunBuffer
 from .qt_training_controls import DATA_KINDS, TrainingControlsMixin
 from .qt_training_tint import GraphTintMixin
 from .qt_training_views import TrainingViewsMixin
 from .qt_training_worker import TrainingController
+from .training_run import TabRun
 
 REDRAW_MS = 15  # one of three plot groups per tick: each plot redraws at up to ~22 Hz
 TINT_MS = 250
@@ -51,13 +52,9 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self.controller = TrainingController(self)
         self.session = None
         self.names: list[str] = []
-        self.buffers: dict[str, RunBuffer] = {}
+        self.model = TabRun(CAPACITY)  # the run shown, headless: stores, state, fault, error, flags
         self.twin = False
-        self.info: dict = {}
         self.selected: str | None = None
-        self.fault: dict | None = None
-        self.error: str | None = None
-        self.flag_since: dict[str, int] = {}
         self._flags_shown: tuple = ()
         self._dirty = False
         self._groups = (self._draw_probe, self._draw_middle, self._draw_lower)
@@ -89,6 +86,13 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self._follow_touch.timeout.connect(self._touch)
         if window is not None and window.session is not None:
             self.set_session(window.session)
+
+    # the tab's model, by the names its parts read
+    buffers = property(lambda self: self.model.stores, lambda self, v: setattr(self.model, "stores", v))
+    info = property(lambda self: self.model.info, lambda self, v: setattr(self.model, "info", v))
+    fault = property(lambda self: self.model.fault, lambda self, v: setattr(self.model, "fault", v))
+    error = property(lambda self: self.model.error, lambda self, v: setattr(self.model, "error", v))
+    flag_since = property(lambda self: self.model.flag_since)
 
     # ================================================================== commands
 
@@ -147,7 +151,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
 
     def resume_lower(self, factor: float = 0.1) -> None:
         self.banner.setVisible(False)
-        self.fault = None
+        self.model.resumed()
         self.controller.resume_lower(factor)
 
     def set_lr(self, lr: float) -> None:
@@ -288,14 +292,13 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         watch = QtRunWatch(follower, self)
         watch.updated.connect(self._on_followed)
         self.watches[which] = watch
-        self.buffers[which] = follower.store
+        self.model.adopt(which, follower.store)
         if which == "residual":
             self.info = {"model": follower.describe(), "followed": str(follower.path)}
             if follower.store.names != self.names and follower.store.names:
                 self._set_blocks(list(follower.store.names))
         self.twin = "plain" in self.buffers
         self._set_legends(overlay=follower.name if which == "plain" else None)
-        self._track_flags()
         self._update_buttons()
         self._update_status()
         self._touch()
@@ -324,7 +327,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         res = self.buffers.get("residual")
         if res is not None and self.following and res.names != self.names:
             self._set_blocks(list(res.names))  # a monitor met blocks its first record did not list
-        self._track_flags()
+        self.model.track_flags()
         self._update_buttons()
         self._update_status()
         if not self._follow_touch.isActive():  # another process's records: the plots redraw at 5 Hz
@@ -374,11 +377,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
 
     def _clear_run(self) -> None:
         self._stop_following()
-        self.buffers = {}
-        self.info = {}
-        self.fault = None
-        self.error = None
-        self.flag_since = {}
+        self.model.clear()
         self._tint_version = None
         self.banner.setVisible(False)
         for p in (self.probe_plot, self.heatmap, self.highway, self.loss_plot, self.acc_plot):
@@ -398,14 +397,11 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self.highlight(self.selected if self.selected in self.names else None)
 
     def _on_started(self, info: dict) -> None:
-        self.info = info
+        self.model.started(info)
         self.twin = bool(info.get("twin"))
         names = list(info.get("names", []))
         if names != self.names:
             self._set_blocks(names)
-        self.buffers = {"residual": RunBuffer(names, CAPACITY)}
-        if self.twin:
-            self.buffers["plain"] = RunBuffer(info.get("plain_names") or names, CAPACITY)
         self._set_legends()
         if info.get("notes"):
             self.detail.setToolTip("\n".join(info["notes"]))
@@ -436,15 +432,8 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
     def _on_stepped(self, batch: list) -> None:
         if not self.buffers:
             return
-        res, plain = self.buffers.get("residual"), self.buffers.get("plain")
-        for item in batch:
-            r = item.get("residual")
-            if r is not None and res is not None:
-                res.append(r)
-            p = item.get("plain")
-            if p is not None and plain is not None:
-                plain.append(p)
-        self._track_flags()
+        self.model.stepped(batch)
+        res = self.buffers.get("residual")
         self._touch()
         if res is not None and res.count <= len(batch) + 2:  # the first steps: the measured time per step
             self._update_estimate()
@@ -510,6 +499,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
             w.open_source(value)
 
     def _on_state(self, state: str) -> None:
+        self.model.set_state(state)
         self._update_estimate()
         self._update_buttons()
         self._update_status()
@@ -552,10 +542,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
 
     def _on_reset(self) -> None:
         names = self.info.get("names", self.names)
-        self.buffers = {k: RunBuffer(b.names, CAPACITY) for k, b in self.buffers.items()}
-        self.fault = None
-        self.error = None
-        self.flag_since = {}
+        self.model.reset()
         self.banner.setVisible(False)
         for p in (self.probe_plot, self.heatmap, self.highway, self.loss_plot, self.acc_plot):
             p.clear_data()
@@ -564,7 +551,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self._touch()
 
     def _on_faulted(self, fault: dict) -> None:
-        self.fault = fault
+        self.model.faulted(fault)
         text = fault.get("message", "the loss or a gradient became NaN/Inf")
         blocks = fault.get("blocks") or []
         more = (
@@ -579,7 +566,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self.update_tint(force=True)
 
     def _on_failed(self, message: str) -> None:
-        self.error = message
+        self.model.failed(message)
         self._banner(f"<b style='color:{FAULT}'>Training failed.</b> {_html(message)}", resume=False)
 
     def _show_error(self, message: str) -> None:

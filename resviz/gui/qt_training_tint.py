@@ -109,9 +109,7 @@ class GraphTintMixin:
         self._tint_version = key
         probe = self.current_probe()
         vals = res.latest_probe(probe)
-        bad = set(res.bad_blocks())
-        if self.fault and self.fault.get("which", "residual") == "residual":
-            bad |= set(self.fault.get("blocks") or [])
+        bad = self.model.bad_blocks()
         logs = {}
         for name, v in zip(res.names, vals):
             if math.isfinite(v) and v > 0:

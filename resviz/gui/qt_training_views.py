@@ -30,33 +30,10 @@ class TrainingViewsMixin:
     # ================================================================== flags
 
     def _track_flags(self) -> None:
-        """Which norms are flagged now, and since when (flag keys of the twin get 'plain:')."""
-        for key, buf in self.buffers.items():
-            last = _flag_source(buf)
-            if last is None:
-                continue
-            plain = key == "plain"
-            prefix = "plain:" if plain else ""
-            current = {prefix + k for k in last.get("flags", {})}
-            for k in [k for k in self.flag_since if k.startswith("plain:") == plain]:
-                if k not in current:
-                    del self.flag_since[k]
-            for k in current:
-                self.flag_since.setdefault(k, int(last["step"]))
+        self.model.track_flags()
 
     def _update_flags(self, force: bool = False) -> None:
-        entries = []
-        for key in sorted(self.flag_since, key=lambda k: (k.startswith("plain:"), k)):
-            which = "plain" if key.startswith("plain:") else "residual"
-            rest = key[len("plain:") :] if which == "plain" else key
-            buf = self.buffers.get(which)
-            last = _flag_source(buf) if buf is not None else None
-            if last is None:
-                continue
-            block, _, probe = rest.rpartition(".")
-            kind = last.get("flags", {}).get(rest, "")
-            v = last.get("blocks", {}).get(block, {}).get(probe, float("nan"))
-            entries.append((key, block, probe, kind, v, self.flag_since[key], which))
+        entries = self.model.flag_entries()
         shown = tuple((e[0], e[3]) for e in entries)
         if shown == self._flags_shown and not force:
             return
@@ -242,8 +219,7 @@ class TrainingViewsMixin:
             self.detail.setText("")
 
     def steps_done(self) -> int:
-        res = self.buffers.get("residual")
-        return 0 if res is None or res.latest is None else int(res.latest["step"]) + 1
+        return self.model.steps_done()
 
 
 QUIET_S = 60  # a live run with no new record for this long says so (its writer may have died)
@@ -279,11 +255,3 @@ def _last_finite(values: np.ndarray) -> np.ndarray:
     idx = rows - 1 - np.argmax(ok[::-1], axis=0)
     out = values[idx, np.arange(values.shape[1])]
     return np.where(ok.any(axis=0), out, np.nan)
-
-
-def _flag_source(buf) -> dict | None:
-    """The record whose flags the list shows: the latest one, or at a NaN/Inf fault (whose norms
-    are not numbers) the last finite one: what was exploding or vanishing before the fault."""
-    if buf.latest is not None and buf.latest.get("nonfinite") and buf.last_finite is not None:
-        return buf.last_finite
-    return buf.latest
