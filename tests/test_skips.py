@@ -57,3 +57,16 @@ def test_hierarchical_split_adds_are_merges_and_the_shortcut_is_still_classified
     # the merges belong to their block
     assert all(len(b.adds) == 3 for b in report.blocks)
     assert report.ok
+
+
+def test_an_opened_res2net_block_draws_its_merges_in_the_column_and_its_skip_beside_it():
+    from resviz.render.layout import chain_layout
+    from resviz.render.view import ViewState, build_view
+
+    report = resviz.analyze(Res2Net(), (1, 3, 16, 16))
+    graph = build_view(report, ViewState(collapsed=set()))
+    lay = chain_layout(graph)  # the split feeding both paths of a merge once broke the layout
+    kinds = [e.shortcut for e in graph.edges if e.kind == "skip"]
+    assert kinds.count("merge") == 4 and "identity" in kinds and "projection" in kinds
+    split = next(n for n in graph.nodes.values() if n.name == "layer1.0.split")
+    assert split.id in lay.main  # the split stays in the main column

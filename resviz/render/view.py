@@ -286,6 +286,9 @@ def shortcut_edges(report) -> ShortcutEdges:
     kind: dict[tuple[int, int], str] = {}
     side_ops: set[int] = set()
     for add in report.residual_adds:
+        if add.kind == "merge":  # branches of a split inside a block: their ops stay in the
+            kind[(add.shortcut, add.op)] = add.kind  # column, the edge into the add says merge
+            continue
         path_vals = {add.fork} | {v for i in add.shortcut_ops for v in ops[i].outputs}
         for i in add.shortcut_ops:
             side_ops.add(i)
