@@ -30,13 +30,18 @@ from collections.abc import Iterator
 
 import torch
 
-from .errors import LoadError
+from .errors import LoadError, NeedsTrust
 
 __all__ = ["load_export_untrusted"]
 
 _MODEL = "model"  # the program torch.export.load returns
 _MAX_MEMBER_BYTES = 1 << 30  # a program's JSON or a pickled part; weights stored raw are never read
 _TRUST = "Pass --trust to load it with torch.export.load, only for a file you trust."
+
+
+def _needs_trust(reason: str, path=None) -> NeedsTrust:
+    """Refused without trust: ``reason`` for the app, with the --trust advice for the command line."""
+    return NeedsTrust(f"{reason} {_TRUST}", reason, None if path is None else str(path))
 
 
 def load_export_untrusted(path, name: str) -> tuple[object, list[str]]:
@@ -48,18 +53,21 @@ def load_export_untrusted(path, name: str) -> tuple[object, list[str]]:
             _dict_to_dataclass,
         )
     except ImportError:  # torch moved its private deserializer: refuse rather than load unsafely
-        raise LoadError(
+        raise _needs_trust(
             f"{name} is a torch.export archive, and this torch ({torch.__version__}) gives resviz no "
-            f"way to read one without unpickling what it holds. {_TRUST}"
+            f"way to read one without unpickling what it holds.", path
         ) from None
     notes: list[str] = []
     with zipfile.ZipFile(path) as zf:
         reader = _Archive(zf, name)
         if reader.has("serialized_exported_program.json"):
-            raise LoadError(
+            reason = (
                 f"{name} is a torch.export archive in the format of torch 2.7 and older, which is "
-                f"read by unpickling its parts. Re-save it with this torch's torch.export.save, or "
-                f"pass --trust to load it as it is (only for a file you trust)."
+                f"read by unpickling its parts. Re-save it with this torch's torch.export.save"
+            )
+            raise NeedsTrust(
+                f"{reason}, or pass --trust to load it as it is (only for a file you trust).",
+                f"{reason}, or trust the file to load it as it is.", str(path),
             )
         program_bytes = reader.read(f"models/{_MODEL}.json")
         try:
@@ -193,10 +201,10 @@ def _check_expressions(doc, name: str) -> None:
     for expr in exprs:
         if not _safe_expression(expr):
             shown = expr if len(expr) <= 80 else expr[:77] + "..."
-            raise LoadError(
+            raise _needs_trust(
                 f"{name} is a torch.export archive whose program holds a shape expression that is not "
                 f"arithmetic on shape symbols ({shown!r}); torch would evaluate it as Python code, so "
-                f"resviz does not. {_TRUST}"
+                f"resviz does not."
             )
 
 
@@ -209,10 +217,10 @@ def _restricted_load(data: bytes, what: str, reader: _Archive):
             warnings.simplefilter("ignore")
             return torch.load(io.BytesIO(data), map_location="meta", weights_only=True)
     except Exception as exc:
-        raise LoadError(
+        raise _needs_trust(
             f"{reader.name} is a torch.export archive whose {what} is a pickle that the restricted "
             f"loader refuses ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
-            f"unpickling it fully could run code the file names. {_TRUST}"
+            f"unpickling it fully could run code the file names.", reader.zf.filename
         ) from None
 
 
@@ -259,9 +267,9 @@ def _payloads(reader: _Archive, kind: str, notes: list[str]) -> dict:
     for fqn, meta in config.config.items():
         member = f"data/{kind}/{meta.path_name}"
         if kind == "constants" and not meta.path_name.startswith("tensor"):
-            raise LoadError(
+            raise _needs_trust(
                 f"{reader.name} is a torch.export archive whose constant {fqn} is a pickled Python "
-                f"object ({member}); loading it could run code the file names. {_TRUST}"
+                f"object ({member}); loading it could run code the file names.", reader.zf.filename
             )
         if meta.use_pickle:
             value = _restricted_load(reader.read(member), f"{kind[:-1]} {fqn} ({member})", reader)

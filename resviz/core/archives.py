@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import LoadError, ResvizError
+from .errors import LoadError, NeedsTrust, ResvizError
 from .files import check_readable_file
 from .shapes import format_shape
 
@@ -340,7 +340,7 @@ def _load_torch_save(path: Path, name: str, *, trust: bool, device: str) -> Arch
         if "weights only" not in str(exc).lower() and "unsupported" not in str(exc).lower():
             raise LoadError(f"{name} could not be read as a torch.save file: {_short_error(exc)}") from None
         if not trust:
-            raise LoadError(_needs_trust_message(path, name, "legacy" if _is_legacy(path) else "torch.save")) from None
+            raise _needs_trust(path, name, "legacy" if _is_legacy(path) else "torch.save") from None
         return _trusted(path, name, device, lambda: torch.load(str(path), map_location="cpu",
                                                                 weights_only=False))
     except Exception as exc:
@@ -372,7 +372,7 @@ def _is_legacy(path: Path) -> bool:
 
 def _load_raw_pickle(path: Path, name: str, *, trust: bool, device: str) -> ArchiveResult:
     if not trust:
-        raise LoadError(_needs_trust_message(path, name, "pickle"))
+        raise _needs_trust(path, name, "pickle")
 
     def load() -> object:
         with open(path, "rb") as fh:
@@ -462,7 +462,7 @@ def _is_plumbing(qualified: str) -> bool:
     return module == "torch" and (attr.endswith("Storage") or attr in {"Size", "device", "dtype"})
 
 
-def _needs_trust_message(path: Path, name: str, kind: str) -> str:
+def _needs_trust(path: Path, name: str, kind: str) -> NeedsTrust:
     raw = kind == "pickle"
     names = [g for g in _pickle_globals(path, kind) if not _is_plumbing(g)]
     unsafe: list[str] = []
@@ -479,7 +479,7 @@ def _needs_trust_message(path: Path, name: str, kind: str) -> str:
     msg = (
         f"{name} holds {what} (a whole model saved with torch.save(model){', as a plain pickle' if raw else ''}), "
         "not just weights. Loading it means unpickling, which can run any code the file names, so "
-        "resviz does not do it unless you pass --trust. Only do that for files you trust."
+        "resviz does not do it {how}"
     )
     if user_classes:
         modules = sorted({g.rpartition(".")[0] for g in user_classes})
@@ -493,7 +493,9 @@ def _needs_trust_message(path: Path, name: str, kind: str) -> str:
                 " The model was saved from a script run as __main__, so its classes cannot be found "
                 "again; give the model code instead (`resviz check train.py:Net`)."
             )
-    return msg
+    cli = msg.replace("{how}", "unless you pass --trust. Only do that for files you trust.")
+    app = msg.replace("{how}", "unless you choose to trust this file.")
+    return NeedsTrust(cli, app, str(path))
 
 
 def _trusted(path: Path, name: str, device: str, load: Callable[[], object]) -> ArchiveResult:

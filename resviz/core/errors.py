@@ -17,6 +17,20 @@ class LoadError(ResvizError):
     """The model could not be found, read, imported or built."""
 
 
+class NeedsTrust(LoadError):
+    """The file can only be opened by unpickling (part of) it, which runs any code it names.
+
+    ``str(exc)`` is the command line's paragraph (it says to pass ``--trust``); ``reason`` is the
+    same paragraph without that advice, for front ends that offer trust their own way (the app's
+    "Trust this file…" action). ``path`` is the file to trust.
+    """
+
+    def __init__(self, message: str, reason: str, path: str | None = None):
+        self.reason = reason
+        self.path = path
+        super().__init__(message)
+
+
 class SpecError(LoadError):
     """A declarative spec is malformed.
 

@@ -1,9 +1,12 @@
-"""A message bar above the graph: load errors in red, notes in amber; closable."""
+"""A message bar above the graph: load errors in red, notes in amber; closable, with an
+optional action button (a file that needs trust offers "Trust this file…")."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton, QWidget
 
 STYLES = {
     "error": ("#fee2e2", "#7f1d1d", "#dc2626"),
@@ -26,9 +29,20 @@ class QtBanner(QFrame):
         close.clicked.connect(self.hide)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 6, 6)
+        self.action = QPushButton()
+        self.action.hide()
+        self._on_action: Callable[[], None] | None = None
+        self.action.clicked.connect(lambda: self._on_action() if self._on_action else None)
         lay.addWidget(self.label, 1)
+        lay.addWidget(self.action, 0, Qt.AlignTop)
         lay.addWidget(close, 0, Qt.AlignTop)
         self.hide()
+
+    def set_action(self, label: str | None, on_click: Callable[[], None] | None = None) -> None:
+        """A button beside the message (None: no button); a new message drops it."""
+        self._on_action = on_click if label else None
+        self.action.setText(label or "")
+        self.action.setVisible(bool(label))
 
     def show_message(self, kind: str, text: str) -> None:
         bg, fg, border = STYLES.get(kind, STYLES["note"])
@@ -38,6 +52,7 @@ class QtBanner(QFrame):
             f" QLabel {{ color: {fg}; }} QToolButton {{ color: {fg}; }}"
         )
         self.label.setText(text)
+        self.set_action(None)
         self.show()
 
     def text(self) -> str:
@@ -46,4 +61,5 @@ class QtBanner(QFrame):
     def clear(self) -> None:
         self.kind = ""
         self.label.setText("")
+        self.set_action(None)
         self.hide()

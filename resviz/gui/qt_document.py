@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QFont, QFontMetricsF
@@ -145,6 +145,8 @@ class QtDocument(QObject):
         self.state = ViewState()
         self.shape_text: str | None = None  # the input shape the user asked for, if any
         self.error: str | None = None  # the last load error, while it stands
+        self.trust_needed: str | None = None  # the file that last failed only for want of trust
+        self.trusted_paths: set[str] = set()  # files the user chose to trust, this session only
         self.worker = QtWorker("resviz-model", self)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
@@ -163,7 +165,21 @@ class QtDocument(QObject):
 
     def open_source(self, source: str, *, input_shape: str | None = None, kwargs_text: str | None = None,
                     trust: bool = False) -> None:  # fmt: skip
-        self._open(Source(source=str(source), kwargs_text=kwargs_text, trust=trust), input_shape)
+        src = Source(source=str(source), kwargs_text=kwargs_text, trust=trust)
+        src.trust = trust or _trust_key(src) in self.trusted_paths
+        self._open(src, input_shape)
+
+    def trust_and_reload(self) -> bool:
+        """Open the file that needed trust again, unpickling it (which runs any code it holds):
+        only after the user confirmed. The file is trusted for the rest of this session, and never
+        remembered beyond it. False when the last failure was not for want of trust."""
+        if self.trust_needed is None or self.src is None or _trust_key(self.src) != self.trust_needed:
+            return False
+        self.trusted_paths.add(self.trust_needed)
+        self.trust_needed = None
+        self.src = replace(self.src, trust=True)
+        self._submit_model(open_job, self.src, {"mode": "fit"}, f"Opening {self.src.title} (trusted)…", fresh=True)
+        return True
 
     def open_module(self, module, input_shape=None, name: str | None = None) -> None:
         if input_shape is not None and not isinstance(input_shape, str):
@@ -389,6 +405,7 @@ class QtDocument(QObject):
             self.worker.cancel("view")  # views of the old report are stale now
             self.session = drawn.session
             self.error = None
+            self.trust_needed = None
             self.sessionChanged.emit(drawn.session)
         elif drawn.session is not self.session:
             return
@@ -404,6 +421,7 @@ class QtDocument(QObject):
             self._end_user_code()
             self._reading = False
             self.error = message
+            self.trust_needed = _trust_key(self.src) if error.needs_trust and self.src is not None else None
             self.loadFailed.emit(message, self.session is not None)
         else:
             self.loadFailed.emit(f"could not draw the graph: {message}", True)
@@ -420,6 +438,12 @@ class QtDocument(QObject):
         if not busy:
             self.cancellableChanged.emit(False)
             self.idle.emit()
+
+
+def _trust_key(src: Source) -> str | None:
+    """The file a source's trust is for: its real path (a link and its target are one file)."""
+    path = src.file()
+    return os.path.realpath(path) if path else None
 
 
 def _tag(drawn: Drawn, hint: dict) -> Drawn:

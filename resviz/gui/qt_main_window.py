@@ -38,6 +38,7 @@ from .qt_menus import QtWindowActions
 from .qt_shape_field import QtShapeField
 from .qt_summary_table import QtSummaryTable
 from .qt_theme import scene_theme
+from .qt_trust import TRUST_ACTION, confirm_trust
 from .qt_workers import QtWorker
 
 
@@ -353,8 +354,16 @@ class QtMainWindow(QMainWindow):
             self.view.scene_drawn()
             self.banner.show_message("error", f"Could not load {title}:\n{message}")
             self.count_label.setText("<b style='color:#dc2626'>load failed</b>")
+        if self.document.trust_needed:  # opens only by unpickling: offer it, after a warning
+            self.banner.set_action(TRUST_ACTION, self.trust_file)
         self.issues.set_load_error(message)
         self.tabs.setCurrentWidget(self.issues)
+
+    def trust_file(self) -> None:
+        """"Trust this file…": warn that unpickling runs the file's code; reload only if confirmed."""
+        path = self.document.trust_needed
+        if path and confirm_trust(self, path):
+            self.document.trust_and_reload()
 
     def _set_busy(self, busy: bool, what: str) -> None:
         self.busy_bar.setVisible(busy)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from ..core.errors import ResvizError
+from ..core.errors import NeedsTrust, ResvizError
 from . import qt_gc
 
 
@@ -31,6 +31,7 @@ class JobError:
     message: str
     user: bool = True
     details: str = ""
+    needs_trust: bool = False  # the file opens only by unpickling it: the app may offer to trust it
 
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # workers whose thread may still run
@@ -68,6 +69,8 @@ class _Runner(QObject):
             return
         try:
             result = job()
+        except NeedsTrust as exc:  # the reason without the command line's --trust advice
+            self.failed.emit(channel, gen, JobError(exc.reason, True, needs_trust=True))
         except ResvizError as exc:
             self.failed.emit(channel, gen, JobError(str(exc), True))
         except Exception as exc:  # a bug in resviz or in the user's model code
