@@ -185,3 +185,27 @@ def test_a_second_run_is_overlaid_dashed(qtbot, win, tmp_path, report):
     assert p.loss_plot.point_count("plain") == 6
     assert not p.overlay(tmp_path / "nothing-here")
     assert "Cannot overlay" in p.banner_text.text()
+
+
+def test_resviz_run_dir_draws_its_picture_and_exits_0(qtbot, qapp, tmp_path, report, capsys):
+    from PySide6.QtGui import QImage
+
+    from resviz.cli import main
+
+    w = new_run(tmp_path / "r", report, 4)
+    w.log("error", "probe failed: layer1.1 output hook")
+    code = main([str(tmp_path / "r"), "--screenshot", str(tmp_path / "r.png"), "--size", "1000x700"])
+    assert code == 0, capsys.readouterr().err
+    assert not QImage(str(tmp_path / "r.png")).isNull()
+
+
+def test_a_live_run_whose_writer_went_quiet_says_so(qtbot, win, tmp_path, report):
+    w = new_run(tmp_path / "r", report, 4)
+    w.log("error", "probe failed: layer1.1 output hook")
+    p = open_run(qtbot, win, tmp_path / "r")
+    assert "1 probe error in events.jsonl" in p.detail.text()
+    assert "probe failed" in p.detail.toolTip()
+    assert "no new step" not in p.status.text()
+    p.watches["residual"].follower.last_growth -= 300  # five minutes without a record
+    p._update_status()
+    assert "no new step for 5 min" in p.status.text() and "running" in p.status.text()

@@ -202,8 +202,12 @@ class TrainingViewsMixin:
         info = self.info
         if watch is not None:
             over = self.watches.get("plain")
+            errors = watch.follower.errors
             self.detail.setText(f"run {watch.follower.describe()}"
-                                + (f" · overlaid: {over.follower.describe()}" if over is not None else ""))  # fmt: skip
+                                + (f" · overlaid: {over.follower.describe()}" if over is not None else "")
+                                + (f" · {len(errors)} probe error{'s' if len(errors) != 1 else ''} in events.jsonl"
+                                   if errors else ""))  # fmt: skip
+            self.detail.setToolTip("\n".join(errors[-5:]) if errors else str(watch.follower.path))
         elif info:
             threads = (
                 f", {info['threads']} thread{'s' if info['threads'] != 1 else ''}"
