@@ -209,3 +209,28 @@ def test_a_live_run_whose_writer_went_quiet_says_so(qtbot, win, tmp_path, report
     p.watches["residual"].follower.last_growth -= 300  # five minutes without a record
     p._update_status()
     assert "no new step for 5 min" in p.status.text() and "running" in p.status.text()
+
+
+def test_file_overlay_run_opens_the_run_off_the_ui_thread(qtbot, win, tmp_path, report, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    new_run(tmp_path / "res", report, 10, name="resnet").close(RunState.FINISHED)
+    new_run(tmp_path / "plain", report, 6, name="plain").close(RunState.FINISHED)
+    p = open_run(qtbot, win, tmp_path / "res")
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "plain"))
+    win.actions_.overlay_run.trigger()
+    qtbot.waitUntil(lambda: latest(p, "plain") == 5, timeout=TIMEOUT)
+    assert "plain" in p.detail.text()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "nothing"))
+    win.actions_.overlay_run.trigger()
+    qtbot.waitUntil(lambda: "Cannot overlay" in p.banner_text.text(), timeout=TIMEOUT)
+
+
+def test_file_open_run_opens_the_chosen_folder(qtbot, win, tmp_path, report, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    new_run(tmp_path / "r", report, 3).close(RunState.FINISHED)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "r"))
+    win.actions_.open_run.trigger()
+    qtbot.waitUntil(lambda: win.training_tab.built and win.training_tab.panel.following, timeout=TIMEOUT)
+    assert latest(win.training_tab.panel) == 2 and win.session.loaded.kind == "run"

@@ -211,7 +211,11 @@ class QtWindowActions(QObject):
         if path:
             settings().setValue("runs/last", str(Path(path).parent))
             self.w.select_tab("Training")
-            tab.panel.overlay(path)
+            tab.panel  # noqa: B018 - built now: it receives the opened run
+            from .run_follow import RunFollower
+
+            self.w.statusBar().showMessage(f"Reading {path}…", 4000)
+            self.aux.submit("overlay-run", lambda: RunFollower.open(path))
 
     def _run_start(self) -> str:
         last = str(settings().value("runs/last", ""))

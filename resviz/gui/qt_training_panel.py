@@ -306,14 +306,20 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
 
     def overlay(self, path) -> bool:
         """Draw the run in folder ``path`` dashed over the one shown (a resnet and its plain twin
-        trained by your own script, say). False (and the reason shown) when it cannot be read."""
+        trained by your own script, say). False (and the reason shown) when it cannot be read.
+        ``path`` may be a RunFollower opened elsewhere (File → Overlay run… opens it on the aux
+        thread: a long run's open does not hold up the UI)."""
         from ..core.errors import ResvizError
+        from .qt_workers import JobError
         from .run_follow import RunFollower
 
+        if isinstance(path, JobError):
+            self._banner(f"<b style='color:{FAULT}'>Cannot overlay.</b> {_html(path.message)}", resume=False)
+            return False
         if self.controller.has_run:
             self.controller.stop()
         try:
-            follower = RunFollower.open(path)
+            follower = path if isinstance(path, RunFollower) else RunFollower.open(path)
         except ResvizError as exc:
             self._banner(f"<b style='color:{FAULT}'>Cannot overlay.</b> {_html(str(exc))}", resume=False)
             return False
@@ -482,10 +488,12 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         lab.setText(" ".join(parts))
         lab.setVisible(bool(parts))
 
-    def _on_aux(self, channel: str, _result=None) -> None:
+    def _on_aux(self, channel: str, result=None) -> None:
         if channel == "train-speed":
             self.estimating = False
             self._update_estimate()
+        elif channel == "overlay-run":
+            self.overlay(result)  # a RunFollower opened on the aux thread, or the JobError saying why
 
     def _on_offer(self, link: str) -> None:
         w = self.window_
