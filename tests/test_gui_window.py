@@ -436,6 +436,29 @@ def test_a_deep_net_opens_from_its_top_zoomed_out_while_its_labels_stay_legible(
     assert view.overview.labels == ["layer1", "layer2"]
 
 
+def test_a_fitted_view_refits_on_resize_until_the_user_scrolls(qtbot, win, tmp_path):
+    from PySide6.QtWidgets import QAbstractSlider
+
+    spec = tmp_path / "deep.toml"
+    spec.write_text(TINY_SPEC.replace("blocks = 1", "blocks = 60"))
+    win.open_source(str(spec))
+    drawn(qtbot, win)
+    view, rect = win.view, win.scene.sceneRect()
+
+    def resize_by(dx):
+        width = view.viewport().width()
+        win.resize(win.width() + dx, win.height())
+        qtbot.waitUntil(lambda: view.viewport().width() != width, timeout=5000)
+
+    resize_by(-150)  # the program's placement (top, legible zoom) holds through a resize
+    assert view.visible_scene_rect().top() <= rect.top() + 1
+    view.verticalScrollBar().triggerAction(QAbstractSlider.SliderPageStepAdd)  # the user scrolls
+    top = view.visible_scene_rect().top()
+    assert top > rect.top() + 10
+    resize_by(+150)
+    assert view.visible_scene_rect().top() == pytest.approx(top, abs=2)  # not thrown back to the top
+
+
 def test_overview_appears_for_deep_nets_and_jumps(qtbot, win):
     from PySide6.QtCore import QPoint, Qt
 

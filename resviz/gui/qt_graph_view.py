@@ -42,8 +42,9 @@ class QtGraphView(QGraphicsView):
         # the window) until the user moves the view, so a fit stays a fit and an anchor stays put.
         self._placement: str | tuple | None = None
         self._placing = False
-        self.horizontalScrollBar().valueChanged.connect(self.viewChanged)
-        self.verticalScrollBar().valueChanged.connect(self.viewChanged)
+        for bar in (self.horizontalScrollBar(), self.verticalScrollBar()):
+            bar.valueChanged.connect(self.viewChanged)
+            bar.actionTriggered.connect(self.unpin)  # the user scrolled with it (not the program)
         self.overview = QtOverview(self)
         self.viewChanged.connect(self.overview.sync)
 
