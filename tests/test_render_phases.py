@@ -17,6 +17,7 @@ from resviz.render.view import (
     ViewNode,
     ViewState,
     fold_ops,
+    frame_groups,
     rolled_up_runs,
     shortcut_edges,
     view_edges,
@@ -190,6 +191,18 @@ def test_shortcut_edges_and_a_broken_adds_operands(tiny, tiny_broken):
     assert len(into_bad) == 2 and all(e.broken for e in into_bad)
     assert not any(e.broken for e in edges if e.dst != owner[bad])
     assert len({(e.src, e.dst, e.value) for e in edges}) == len(edges)  # no edge twice
+
+
+def test_frame_groups_band_stages_and_frame_open_blocks_only(tiny_broken):
+    broken = tiny_broken.mismatches[0].block
+    collapsed = {b.name for b in tiny_broken.blocks if b.name != broken}
+    nodes, _ = fold_ops(tiny_broken, ViewState(collapsed=collapsed), collapsed, {})
+    groups = {g.id: g for g in frame_groups(tiny_broken, nodes, collapsed)}
+    assert {g for g in groups if g.startswith("b:")} == {f"b:{broken}"}  # a folded block: no frame
+    assert groups[f"b:{broken}"].broken
+    assert {g for g in groups if g.startswith("s:")} == {f"s:{s.name}" for s in tiny_broken.stages}
+    frame = groups[f"b:{broken}"]
+    assert frame.nodes and all(nodes[n].name.startswith(broken + ".") for n in frame.nodes)
 
 
 # ------------------------------------------------------------------- DOT

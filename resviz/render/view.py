@@ -176,10 +176,7 @@ def build_view(report, state: ViewState | None = None) -> BlockGraph:
             n.side = True
     edges = view_edges(report, op_owner, skips.kind)
     mark_folded_skips(report, nodes, op_owner)
-    block_names = {b.name for b in report.blocks}
-    stage_names = {s.name for s in report.stages}
-    broken_adds = {m.add_op: m for m in report.mismatches}
-    groups = _groups(report, nodes, block_names, stage_names, collapsed, broken_adds)
+    groups = frame_groups(report, nodes, collapsed)
     batch = report.input_shape[0] if report.input_shape else None
     return BlockGraph(nodes, edges, groups, batch, title=report.model_name)
 
@@ -454,7 +451,7 @@ def _folded_node(report, nid, rollup_of, block_by_call) -> ViewNode:
     )  # fmt: skip
 
 
-def _groups(report, nodes, block_names, stage_names, collapsed, broken_adds) -> list[ViewGroup]:
+def frame_groups(report, nodes: dict[str, ViewNode], collapsed: set[str]) -> list[ViewGroup]:
     """Bands for stages and frames for expanded blocks, listing the visible nodes inside."""
     groups: list[ViewGroup] = []
     by_name: dict[str, ViewGroup] = {}
