@@ -70,3 +70,17 @@ def test_an_opened_res2net_block_draws_its_merges_in_the_column_and_its_skip_bes
     assert kinds.count("merge") == 4 and "identity" in kinds and "projection" in kinds
     split = next(n for n in graph.nodes.values() if n.name == "layer1.0.split")
     assert split.id in lay.main  # the split stays in the main column
+
+
+def test_a_folded_tree_node_gets_its_callers_projection_as_an_edge_not_a_second_arc():
+    from resviz.render.layout import chain_layout
+    from resviz.render.view import ViewState, build_view
+
+    report = resviz.analyze(TreeNet(), (1, 3, 16, 16))
+    graph = build_view(report, ViewState())  # blocks folded
+    chain_layout(graph)  # a two-op shortcut outside a folded block once broke the layout
+    tree1 = next(n for n in graph.nodes.values() if n.name == "level1.tree1")
+    assert tree1.skip is None  # its shortcut is the drawn edge from level1.project
+    assert any(e.kind == "skip" and e.dst == tree1.id for e in graph.edges)
+    tree2 = next(n for n in graph.nodes.values() if n.name == "level1.tree2")
+    assert tree2.skip == "identity"

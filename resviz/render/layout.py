@@ -252,6 +252,14 @@ class _Rows:
                     progress = True
 
 
+def _place_pending_preds(n: str, preds, pending: list[str], rows) -> None:
+    for p in preds[n]:
+        if p in pending:
+            pending.remove(p)
+            _place_pending_preds(p, preds, pending, rows)
+            rows.place(p)
+
+
 def place_rows(topo: Topology, on_main: set[str], size: dict[str, tuple[float, float]],
                titles: Titles, m: Metrics) -> dict[str, float]:  # fmt: skip
     """The top of every node, in execution order. A side node waits until the first main node
@@ -262,11 +270,8 @@ def place_rows(topo: Topology, on_main: set[str], size: dict[str, tuple[float, f
         if n not in on_main:
             pending.append(n)
         else:
-            for p in topo.preds[n]:  # a main node never waits for a shortcut that feeds it
-                if p in pending:
-                    pending.remove(p)
-                    rows.place(p)
-            rows.place(n)
+            _place_pending_preds(n, topo.preds, pending, rows)  # a main node never waits for a
+            rows.place(n)  # shortcut that feeds it, however many ops long (a tree's projection)
         rows.place_ready(pending)
     for q in pending:
         rows.place(q)

@@ -326,6 +326,8 @@ def mark_folded_skips(report, nodes: dict[str, ViewNode], op_owner: list[str]) -
         n = nodes[op_owner[add.op]]
         if add.kind == "merge":  # a branch merge inside the block, not its skip
             continue
+        if any(op_owner[i] != op_owner[add.op] for i in add.shortcut_ops):
+            continue  # a skip handed in by the caller (a tree's projection) is drawn as an edge
         if n.skip is None and (n.kind == "rollup" or (n.kind == "block" and add.block == n.name)):
             n.skip = add.kind
             n.skip_label = _skip_label(report, add)
