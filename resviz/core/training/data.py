@@ -558,8 +558,19 @@ def training_memory(report, batch_size: int, optimizer: str = "sgd") -> dict[str
     }
 
 
+class TrainingMemoryError(DataError):
+    """A run whose estimated memory exceeds what is free. ``reason`` gives the numbers without the
+    command line's advice; ``fits`` is the largest batch that fits (0: not even batch 1)."""
+
+    def __init__(self, reason: str, advice: str, fits: int):
+        self.reason = reason
+        self.fits = fits
+        super().__init__(f"{reason}; {advice}")
+
+
 def check_training_memory(report, batch_size: int, optimizer: str, device: str, name: str = "the model") -> None:
-    """Refuse, with the numbers, a run whose estimated memory exceeds what is free on ``device``."""
+    """Refuse, with the numbers, a run whose estimated memory exceeds what is free on ``device``
+    (:class:`TrainingMemoryError`)."""
     need = training_memory(report, batch_size, optimizer)
     total = sum(need.values())
     free = available_memory(device)
@@ -567,13 +578,14 @@ def check_training_memory(report, batch_size: int, optimizer: str, device: str, 
         return
     fixed = need["weights"]
     per_item = max((need["activations"] + need["batch"]) / batch_size, 1)
-    fits = int((free * _MEMORY_HEADROOM - fixed) // per_item)
+    fits = max(int((free * _MEMORY_HEADROOM - fixed) // per_item), 0)
     advice = (f"use --batch {fits} or less" if fits >= 1 else
               "even batch 1 does not fit; use a smaller input (--input) or a smaller model")  # fmt: skip
-    raise DataError(
+    raise TrainingMemoryError(
         f"training {name} at batch {batch_size} needs about {human_bytes(total)} of memory on "
         f"{device} (activations {human_bytes(need['activations'])}, weights, gradients and "
-        f"{optimizer} state {human_bytes(fixed)}), but only {human_bytes(free)} is free; {advice}"
+        f"{optimizer} state {human_bytes(fixed)}), but only {human_bytes(free)} is free",
+        advice, fits,
     )
 
 
