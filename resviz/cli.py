@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train headless with per-block gradient probes")
     _model_args(p)  # training feeds one image batch
+    _timeout_arg(p)
     add_train_arguments(p)
 
     from .follow_cli import add_follow_arguments
@@ -227,7 +228,9 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def _analyze(args):
+def open_source(args):
+    """The Session for ``args.model``; a Python file's code runs in a child process first (its
+    import-time hangs, exits and prints are caught there: exit 2, this process untouched)."""
     from .core.isolation import split_python_source
 
     if split_python_source(args.model) is not None:  # user code: run it in a child process
@@ -249,7 +252,7 @@ def cmd_check(args) -> int:
         from .core.files import check_output
 
         check_output(args.fix_spec, "fixed spec")  # a directory or missing folder: said first
-    session = _analyze(args)
+    session = open_source(args)
     report = session.report
     if args.fix_spec and session.loaded.kind != "spec":
         raise ResvizError(f"--fix-spec needs a spec file (.toml/.json); {args.model} is a "
@@ -282,7 +285,7 @@ def cmd_summary(args) -> int:
     from .render.text import Style, format_summary
 
     _check_depth(args)
-    session = _analyze(args)
+    session = open_source(args)
     report = session.report
     if args.json:
         print(json.dumps(summary_dict(report, args.depth), indent=2))
@@ -301,7 +304,7 @@ def cmd_render(args) -> int:
     _check_depth(args)
     qt = needs_qt(args.output)  # a wrong extension is refused before the model is loaded
     check_output(args.output, "picture")  # and so is a directory or a missing folder
-    session = _analyze(args)
+    session = open_source(args)
     folds = {"depth": args.depth, "collapse": args.collapse, "rollup": args.rollup}
     notes: list[str] = list(session.notes)
     if qt:  # SVG, PNG and PDF are painted by the app's scene: the one place Qt is allowed

@@ -197,8 +197,14 @@ def run_config(args, cfg, trainer) -> dict:
     }  # fmt: skip
 
 
+def _model_args_of(args) -> argparse.Namespace:
+    """The model options ``open_source`` reads, with their defaults where this parser lacks them."""
+    return argparse.Namespace(model=args.model, input=getattr(args, "input", None),
+                              kwargs=getattr(args, "kwargs", None), trust=getattr(args, "trust", False),
+                              timeout=getattr(args, "timeout", None))  # fmt: skip
+
+
 def _run(args) -> int:
-    from .core.session import open_model
     from .core.training import RecordWriter, RunState, RunWriter, TrainConfig, Trainer, default_run_dir
     from .core.training.runreport import report_json
     from .core.training.store import summarise_flags
@@ -218,8 +224,12 @@ def _run(args) -> int:
     _check_outputs(args)  # and so are output files that cannot be written
     if getattr(args, "run_dir", None):
         RunWriter.check(args.run_dir)  # and a --run-dir that cannot take this run
-    session = open_model(args.model, input_shape=getattr(args, "input", None),
-                         kwargs_text=getattr(args, "kwargs", None), trust=getattr(args, "trust", False))  # fmt: skip
+    from .cli import open_source
+
+    # A Python file is checked in a child process first, exactly as by `resviz check` (an import
+    # that hangs past --timeout, exits or crashes: exit 2, this process untouched); training then
+    # builds it here, since the probes need the live model (Session.loaded.rebuild).
+    session = open_source(_model_args_of(args))
     for note in session.notes:
         print(printable(f"note: {note}"), file=sys.stderr)
     from .core.training.data import check_training_memory

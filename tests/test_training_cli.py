@@ -151,6 +151,15 @@ def test_user_model_error_names_file_and_line(tmp_path, capsys):
     assert "model.py" in err and f"line {line}" in err and "x.reshape(-1, 5)" in err
 
 
+def test_a_file_that_ends_the_process_at_import_is_checked_in_a_child_first(tmp_path, capsys):
+    # `resviz train model.py` imports the file in a child process first, as `resviz check` does:
+    # os._exit at import ends the child, not this process, and is one clear paragraph, exit 2
+    (tmp_path / "quits.py").write_text("import os\nos._exit(3)\n")
+    rc, out, err = train([str(tmp_path / "quits.py"), "--input", "3x6x6", "--steps", "1"], capsys)
+    assert rc == 2 and out == ""
+    assert "quits.py" in err and "status 3" in err and "Traceback" not in err
+
+
 def test_lead_parser_has_no_conflicts():
     import resviz.cli as cli
 
