@@ -290,3 +290,29 @@ def test_the_compatibility_step_acts_only_on_dropped_references():
     assert qt_compat.pyside_drops_references() == []  # the installed PySide6: the step does nothing
     del held
 
+
+
+def test_the_apps_messages_reach_the_terminal_without_raw_control_characters(qapp, tmp_path, capsys):
+    """A load error quotes the user's file name; the app prints it through ``printable``."""
+    from resviz.cli import main
+
+    bad = tmp_path / "bad\x1b]0;pwned\x07\x1b[2J.toml"
+    bad.write_text("name = 3\n")
+    shot = tmp_path / "shot\x1b[2J.png"
+    assert main([str(bad), "--screenshot", str(shot), "--size", "800x600"]) == 2
+    err = capsys.readouterr().err
+    assert "bad" in err and "wrote" in err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "\\x1b" in err  # shown, escaped
+
+
+def test_a_pickled_model_in_a_screenshot_points_at_the_apps_trust_flag(qapp, tmp_path, capsys):
+    from resviz.cli import main
+
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "whole.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), path)
+    assert main([str(path), "--screenshot", str(tmp_path / "a.png"), "--size", "800x600"]) == 2
+    err = capsys.readouterr().err
+    assert "unpickling" in err and "Pass --trust" in err
+    assert main([str(path), "--trust", "--input", "1x3x8x8", "--screenshot", str(tmp_path / "b.png")]) == 0

@@ -11,6 +11,8 @@ import os
 import sys
 import time
 
+from ..core.printable import MESSAGE_LIMIT, printable
+
 
 def _process_age() -> float:
     """Seconds since this process started (Linux), else since this module was imported."""
@@ -115,8 +117,8 @@ def run_app(args) -> int:
     window.t0 = _T_START
     _install_tabs(window, args)
     if getattr(args, "tab", None) and not window.select_tab(args.tab):  # a bad argument: exit 2, no window
-        print(f"resviz: no tab called {args.tab!r}; tabs: "
-              + ", ".join(window.tabs.tabText(i) for i in range(window.tabs.count())), file=sys.stderr)  # fmt: skip
+        tabs = ", ".join(window.tabs.tabText(i) for i in range(window.tabs.count()))
+        print(printable(f"resviz: no tab called {args.tab!r}; tabs: {tabs}"), file=sys.stderr)
         window.shutdown()
         window.deleteLater()
         return EXIT_BAD_INPUT
@@ -172,7 +174,10 @@ def _arm_screenshot(window, path: str, result: dict, tab: str | None) -> None:
         if window.document.drawn is not None or window.document.error is not None:
             failed = window.document.error is not None and window.document.session is None
             if failed:
-                print(f"resviz: {window.document.error}", file=sys.stderr)
+                message = window.document.error
+                if window.document.trust_needed:  # the app's own words, and the flag that trusts
+                    message += " Pass --trust to open it anyway (only for a file you trust)."
+                print(printable(f"resviz: {message}", limit=MESSAGE_LIMIT), file=sys.stderr)
             finish(EXIT_BAD_INPUT if window.document.error is not None else EXIT_OK)
 
     window.document.idle.connect(lambda: QTimer.singleShot(0, check))
@@ -183,9 +188,9 @@ def _arm_screenshot(window, path: str, result: dict, tab: str | None) -> None:
 
     def timeout() -> None:
         if not done["flag"]:
-            print(f"resviz: --screenshot gave up waiting for {_waiting_for(window)} after "
-                  f"{SCREENSHOT_TIMEOUT_S:.0f} s (RESVIZ_SCREENSHOT_TIMEOUT sets the limit); "
-                  "saving the window as it is", file=sys.stderr)  # fmt: skip
+            print(printable(f"resviz: --screenshot gave up waiting for {_waiting_for(window)} after "
+                            f"{SCREENSHOT_TIMEOUT_S:.0f} s (RESVIZ_SCREENSHOT_TIMEOUT sets the limit); "
+                            "saving the window as it is"), file=sys.stderr)  # fmt: skip
             finish(EXIT_TIMEOUT)
 
     QTimer.singleShot(int(SCREENSHOT_TIMEOUT_S * 1000), timeout)
@@ -217,9 +222,9 @@ def _grab(window, path: str, result: dict, code: int) -> None:
     try:
         atomic_write(path, write)
         window.timings["written"] = time.perf_counter() - window.t0
-        print(f"wrote {path}", file=sys.stderr)
+        print(printable(f"wrote {path}"), file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - report, then exit with an error status
-        print(f"resviz: could not save the screenshot: {exc}", file=sys.stderr)
+        print(printable(f"resviz: could not save the screenshot: {exc}", limit=MESSAGE_LIMIT), file=sys.stderr)
         code = EXIT_BAD_INPUT
     result["code"] = code
     window.shutdown()

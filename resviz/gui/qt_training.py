@@ -130,7 +130,9 @@ class TrainingTab(QWidget):
                       f"accuracy {last['accuracy']:.3f})", file=sys.stderr)  # fmt: skip
             if state in ("faulted", "error"):
                 why = (p.fault or {}).get("message") or p.error or state
-                print(f"resviz: training: {why}", file=sys.stderr)
+                from ..core.printable import MESSAGE_LIMIT, printable  # the user's error text
+
+                print(printable(f"resviz: training: {why}", limit=MESSAGE_LIMIT), file=sys.stderr)
 
     def busy(self) -> bool:
         """True while ``--train N`` still has steps to run or plots to draw (the screenshot waits)."""
