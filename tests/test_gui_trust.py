@@ -64,11 +64,11 @@ def test_a_pickled_model_offers_trust_and_declining_runs_nothing(qtbot, win, tmp
 
     asked = []
 
-    def decline(parent, title, text, *args):
-        asked.append(text)
-        return QMessageBox.StandardButton.Cancel
+    def decline(box):  # the user reads the warning and presses Cancel
+        asked.append(box.text())
+        box.button(QMessageBox.StandardButton.Cancel).click()
 
-    monkeypatch.setattr(qt_trust.QMessageBox, "warning", decline)
+    monkeypatch.setattr(qt_trust.QMessageBox, "exec", decline)
     win.banner.action.click()
     assert len(asked) == 1 and "runs any code the file contains" in asked[0]
     assert "made yourself or got from someone you trust" in asked[0]
@@ -80,7 +80,12 @@ def test_a_pickled_model_offers_trust_and_declining_runs_nothing(qtbot, win, tmp
 def test_confirming_trust_loads_the_model_for_this_file_only(qtbot, win, tmp_path, monkeypatch):
     path, marker = _pickled_model(tmp_path)
     _open_and_fail(qtbot, win, path)
-    monkeypatch.setattr(qt_trust.QMessageBox, "warning", lambda *a: QMessageBox.StandardButton.Yes)
+    def confirm(box):
+        trust = next(b for b in box.buttons() if b.text() == "Trust and open")
+        assert box.defaultButton() is box.button(QMessageBox.StandardButton.Cancel)
+        trust.click()
+
+    monkeypatch.setattr(qt_trust.QMessageBox, "exec", confirm)
     win.banner.action.click()
     qtbot.waitUntil(lambda: win.is_idle() and win.session is not None, timeout=TIMEOUT)
     assert marker.exists()  # trusted: unpickled, its code ran, as the warning said

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtWidgets import QAbstractButton, QMessageBox, QWidget
 
 TRUST_ACTION = "Trust this file…"
 
@@ -24,13 +24,18 @@ def warning_text(path: str) -> str:
     )
 
 
+def trust_box(parent: QWidget | None, path: str) -> tuple[QMessageBox, QAbstractButton]:
+    """The warning, with Cancel as the default and a button that says what it does."""
+    box = QMessageBox(QMessageBox.Icon.Warning, "Trust this file?", warning_text(path),
+                      QMessageBox.StandardButton.Cancel, parent)  # fmt: skip
+    trust = box.addButton("Trust and open", QMessageBox.ButtonRole.AcceptRole)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.setEscapeButton(QMessageBox.StandardButton.Cancel)
+    return box, trust
+
+
 def confirm_trust(parent: QWidget | None, path: str) -> bool:
     """Warn about running the file's code; True only when the user chose to trust it."""
-    answer = QMessageBox.warning(
-        parent,
-        "Trust this file?",
-        warning_text(path),
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-        QMessageBox.StandardButton.Cancel,
-    )
-    return answer == QMessageBox.StandardButton.Yes
+    box, trust = trust_box(parent, path)
+    box.exec()
+    return box.clickedButton() is trust
