@@ -61,6 +61,21 @@ def fresh_settings(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """Fail a test after which SIGINT or SIGTERM is handled differently: code that takes a signal
+    must give it back, or every later Ctrl-C (and pytest's own) goes somewhere else."""
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    changed = [s.name for s, h in before.items() if signal.getsignal(s) is not h]
+    for s, h in before.items():
+        signal.signal(s, h)
+    if changed:
+        pytest.fail(f"test left its own handler for {', '.join(changed)}")
+
+
+@pytest.fixture(autouse=True)
 def no_leaked_threads(request):
     """Fail a test that leaves a QThread or a threading.Thread running after it ends."""
     before = set(threading.enumerate())

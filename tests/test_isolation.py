@@ -183,6 +183,7 @@ def test_keyboard_interrupt_raised_by_init_is_not_taken_for_ctrl_c(tmp_path, mon
     assert "raises KeyboardInterrupt itself while building" in str(e.value)
     assert "no Ctrl-C was pressed" in str(e.value)
     monkeypatch.setattr(pyfile_errors, "IN_CHILD", False)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
     with pytest.raises(LoadError, match="no Ctrl-C was pressed"):  # here too: no SIGINT came
         load_model(path)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as it was
@@ -190,6 +191,7 @@ def test_keyboard_interrupt_raised_by_init_is_not_taken_for_ctrl_c(tmp_path, mon
 
 def test_a_real_ctrl_c_while_the_code_runs_stays_a_ctrl_c(tmp_path, monkeypatch):
     monkeypatch.setattr(pyfile_errors, "IN_CHILD", False)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
     path = write(tmp_path, init="import signal; signal.raise_signal(signal.SIGINT)")
     with pytest.raises(KeyboardInterrupt):  # the SIGINT arrived: it is the user's Ctrl-C
         load_model(path)
