@@ -188,8 +188,8 @@ def _arm_screenshot(window, path: str, result: dict, tab: str | None) -> None:
 
     def timeout() -> None:
         if not done["flag"]:
-            print(printable(f"resviz: --screenshot gave up waiting for {_waiting_for(window)} after "
-                            f"{SCREENSHOT_TIMEOUT_S:.0f} s (RESVIZ_SCREENSHOT_TIMEOUT sets the limit); "
+            print(printable(f"resviz: --screenshot gave up after {SCREENSHOT_TIMEOUT_S:.0f} s "
+                            f"(RESVIZ_SCREENSHOT_TIMEOUT sets the limit) waiting for {_waiting_for(window)}; "
                             "saving the window as it is"), file=sys.stderr)  # fmt: skip
             finish(EXIT_TIMEOUT)
 

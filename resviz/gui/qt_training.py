@@ -113,6 +113,8 @@ class TrainingTab(QWidget):
         if p.session is not self.window_.session:
             p.set_session(self.window_.session)
         a["started"] = True
+        if a["announce"]:
+            _say_estimate(p, a["steps"])
         if not p.start(twin=a["twin"]):
             a["failed"] = True
 
@@ -187,6 +189,32 @@ class TrainingTab(QWidget):
         self._closed = True
         if self._panel is not None:
             self._panel.shutdown()
+
+
+def _say_estimate(panel, steps: int) -> None:
+    """``--screenshot --train N`` on a CPU: how long N steps should take, and a faster way when a
+    step takes seconds, said before the wait rather than discovered at its time-out."""
+    from . import training_estimate as te
+
+    session = panel.session
+    if session is None or panel.device.currentText() == "cuda":
+        return
+    shape = tuple(session.input_shape or ())
+    macs = float(getattr(session.report, "macs", 0) or 0) / max(1, shape[0] if shape else 1)
+    if macs <= 0 or "torch" not in sys.modules or sys.modules["torch"].cuda.is_available():
+        return
+    batch = int(panel.batch.value())
+    te.calibrate()
+    threads = te.training_threads(3 * macs * batch)
+    seconds = te.step_seconds(macs, batch, te._SPEED[threads])
+    if seconds * steps < 20:
+        return
+    text = f"resviz: --train {steps}: " + te.estimate_text(macs, batch, steps, te._SPEED[threads], threads)
+    offer = te.smaller_offer(shape, seconds, "cpu")
+    if offer is not None:
+        text += (f"; at {offer['side']}x{offer['side']} (--input {shape[1]}x{offer['side']}x{offer['side']}) "
+                 f"about {offer['speedup']:.0f}x faster, or train {offer['twin']} (32x32)")  # fmt: skip
+    print(text, file=sys.stderr)
 
 
 def install(window, args=None) -> TrainingTab:
