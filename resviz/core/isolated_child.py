@@ -19,7 +19,8 @@ import sys
 import threading
 import traceback
 
-from .isolation import PlainModule, read_exactly
+from .isolation import read_exactly
+from .plain_module import PlainModule, plain_module
 
 _ATTRS_EXTRA = ("padding_mode",)
 
@@ -106,7 +107,7 @@ def _plain_module(module: object, cache: dict[int, PlainModule]) -> PlainModule 
                 continue
         if hasattr(module, "bias"):
             attrs["bias"] = True if getattr(module, "bias", None) is not None else None
-        cache[key] = PlainModule(type(module).__name__, _class_source(type(module)), attrs)
+        cache[key] = plain_module(type(module).__name__, _class_source(type(module)), attrs)
     return cache[key]
 
 

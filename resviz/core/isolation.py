@@ -46,10 +46,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import LoadError, ResvizError
+from .plain_module import PlainModule  # noqa: F401 - part of this module's interface
 
 __all__ = ["CancelToken", "Cancelled", "PlainModule", "drop_spare", "keep_spare", "open_python",
            "python_candidates", "run_in_child"]
@@ -60,26 +60,6 @@ _STARTUP_GRACE_S = 120.0  # for the child to start Python and import torch, on t
 
 class Cancelled(ResvizError):
     """The user cancelled the load (the app's Cancel): not a problem with the model."""
-
-
-@dataclass
-class PlainModule:
-    """What the parent keeps of a traced module: enough to label, describe and locate it.
-
-    Stands in for ``Op.module`` and ``Call.module`` in a report made in the child:
-    :mod:`resviz.core.describe` reads the hyper-parameters as attributes, the Inspector reads
-    ``class_source``.
-    """
-
-    type_name: str
-    class_source: str  # 'path/to/model.py:12' where the module's class is defined, or ''
-    attrs: dict
-
-    def __getattr__(self, name: str) -> Any:
-        attrs = self.__dict__.get("attrs")
-        if attrs is not None and name in attrs:
-            return attrs[name]
-        raise AttributeError(name)
 
 
 class CancelToken:

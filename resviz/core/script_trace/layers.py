@@ -86,26 +86,12 @@ def _has_required(rule, attrs) -> bool:
 # ---------------------------------------------------------------------- hyper-parameters
 
 
-_HYPER_CLASSES: dict[str, type] = {}
+def hyper_object(type_name: str, attrs: dict[str, Any]):
+    """A layer's hyper-parameters as attributes, named like the layer class (rules and describe.py
+    read ``m.kernel_size``, ``m.stride``...): the same stand-in a child process's report holds."""
+    from ..plain_module import plain_module
 
-
-class _Hyper:
-    """A layer's hyper-parameters as attributes, named like the layer class (for rules and
-    describe.py, which read ``type(m).__name__``, ``m.kernel_size``, ``m.stride``...)."""
-
-    def __repr__(self):
-        items = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({items})"
-
-
-def hyper_object(type_name: str, attrs: dict[str, Any]) -> _Hyper:
-    cls = _HYPER_CLASSES.get(type_name)
-    if cls is None:
-        ident = type_name if type_name.isidentifier() else "Layer"
-        cls = _HYPER_CLASSES[type_name] = type(ident, (_Hyper,), {})
-    obj = cls()
-    obj.__dict__.update(attrs)
-    return obj
+    return plain_module(type_name, "", attrs)
 
 
 def _plain(v):

@@ -43,29 +43,16 @@ def _record(r) -> dict:
     return d
 
 
-class StoredModule:
-    """A layer read back from ``report.json``: its hyper-parameters as attributes (kernel_size,
-    stride, in_channels, ...), no code and no weights. Labels and geometry read it as a module."""
+def _stub(type_name: str, attrs: dict):
+    """A layer read back from ``report.json``: its hyper-parameters, no code and no weights."""
+    from ..plain_module import plain_module
 
-    def __init__(self, attrs: dict):
-        for k, v in attrs.items():
-            if k == "bias":
-                v = True if v else None  # describe.hyperparams reads `bias is not None`
-            setattr(self, k, tuple(v) if isinstance(v, list) else v)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(stored)"
-
-
-_STUB_TYPES: dict[str, type] = {}
-
-
-def _stub(type_name: str, attrs: dict) -> StoredModule:
-    cls = _STUB_TYPES.get(type_name)
-    if cls is None:
-        safe = type_name if type_name.isidentifier() else "Layer"
-        cls = _STUB_TYPES[type_name] = type(safe, (StoredModule,), {"__module__": "resviz.stored"})
-    return cls(attrs)
+    plain = {}
+    for k, v in attrs.items():
+        if k == "bias":
+            v = True if v else None  # describe.hyperparams reads `bias is not None`
+        plain[k] = tuple(v) if isinstance(v, list) else v
+    return plain_module(type_name, "", plain)
 
 
 def report_json(report) -> dict:
