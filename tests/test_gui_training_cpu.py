@@ -142,3 +142,11 @@ def test_a_screenshot_time_out_names_the_model_or_the_training(qtbot, win):
     assert said.startswith("the training (") and "of 100000 steps done" in said and "--input" in said
     tab.panel.stop()
     qtbot.waitUntil(lambda: tab.panel.controller.state == "stopped", timeout=TIMEOUT)
+
+
+def test_the_app_s_default_batch_is_the_command_line_s(qtbot, win):
+    from resviz.core.training import TrainConfig
+    from resviz.train_cli import DEFAULT_BATCH
+
+    p = win.training_tab.panel  # fresh settings (conftest): the default, not a remembered batch
+    assert p.batch.value() == DEFAULT_BATCH == TrainConfig().batch_size

@@ -41,6 +41,7 @@ from .qt_plot_legends import ColorScale, DepthLegend, LineLegend
 from .qt_training_buffer import PROBE_TITLES, PROBES
 from .qt_training_plots import CurvePlot, HeatmapPlot, HighwayPlot, ProbePlot
 
+DEFAULT_BATCH = 32  # resviz train's --batch default and TrainConfig's (a test holds the three together)
 DEFAULT_LR = {"sgd": "0.1", "adam": "0.001", "adamw": "0.001"}
 DEFAULT_WD = {"sgd": "5e-4", "adam": "0", "adamw": "0.01"}
 DATA_KINDS = (  # (label, prefix, browse: 'dir' | 'file' | None)
@@ -141,7 +142,7 @@ class TrainingControlsMixin:
         self.weight_decay.setValidator(_number_validator(self.weight_decay))
         self.batch = QSpinBox()
         self.batch.setRange(1, 65536)
-        self.batch.setValue(int(s.value("training/batch", 32)))
+        self.batch.setValue(int(s.value("training/batch", DEFAULT_BATCH)))
         self.steps = QSpinBox()
         self.steps.setRange(0, 100_000_000)
         self.steps.setValue(500)
