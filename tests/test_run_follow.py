@@ -164,3 +164,12 @@ def test_a_run_whose_steps_restart_opens_with_steps_in_order(tmp_path, monkeypat
     assert np.all(np.diff(steps) > 0)
     loss = f.store.scalar("loss")
     assert np.allclose(loss, [2.0 - s * 1e-3 for s in steps])
+
+
+def test_an_empty_run_opens_and_then_follows_its_first_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_follow, "SAMPLE_ABOVE", 0)
+    w = write_run(tmp_path / "r", 0)
+    f = RunFollower.open(tmp_path / "r")
+    assert f.store.latest is None and f.live
+    w.write(record(0))
+    assert f.poll() == 1 and f.store.latest["step"] == 0

@@ -121,8 +121,8 @@ class RunFollower:
             return
         except OSError as e:
             raise ResvizError(f"cannot read {steps}: {e.strerror or e}") from None
-        if size < SAMPLE_ABOVE:
-            return  # short: the poll reads every line
+        if size == 0 or size < SAMPLE_ABOVE:
+            return  # empty or short: the poll reads every line
         with open(steps, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             found = _plan(mm, self.store.capacity, (self.meta.get("config") or {}).get("every"))
             if found is None:
