@@ -37,7 +37,15 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ResvizError
-from ..core.training.rundir import EVENTS_FILE, REPORT_FILE, RUN_FILE, RUN_FORMAT, STEPS_FILE, RunReader
+from ..core.training.rundir import (
+    EVENTS_FILE,
+    REPORT_FILE,
+    RUN_FILE,
+    RUN_FORMAT,
+    STEPS_FILE,
+    RunReader,
+    read_json_object,
+)  # fmt: skip
 from ..core.training.store import PROBES, SCALARS, RunState, RunStore, record_payload
 
 try:  # an optional accelerator (3-5x faster parsing); the json module reads the same lines
@@ -83,7 +91,7 @@ class RunFollower:
             raise ResvizError(
                 f"{self.path}: not a folder; a resviz run directory holds {RUN_FILE} and {STEPS_FILE}"
             )
-        self.meta = _read_json(self.path / RUN_FILE, "run file") or {}
+        self.meta = read_json_object(self.path / RUN_FILE, "run file") or {}
         if not self.meta and not (self.path / STEPS_FILE).exists():
             raise ResvizError(
                 f"{self.path}: not a resviz run directory (no {RUN_FILE} or {STEPS_FILE} in it)"
@@ -215,7 +223,7 @@ class RunFollower:
         if st != self._meta_stat:
             self._meta_stat = st
             try:
-                meta = _read_json(self.path / RUN_FILE, "run file")
+                meta = read_json_object(self.path / RUN_FILE, "run file")
             except ResvizError:
                 meta = None  # mid-replace on a shared file system: keep the last good one
             if meta:
@@ -260,7 +268,7 @@ class RunFollower:
         return time.monotonic() - self.last_growth
 
     def report_json(self) -> dict | None:
-        return _read_json(self.path / REPORT_FILE, "report")
+        return read_json_object(self.path / REPORT_FILE, "report")
 
     def describe(self) -> str:
         """``resnet20 · sgd lr 0.1 · batch 32 · cpu``: the run's settings in one line."""
@@ -373,22 +381,6 @@ def _stat(path: Path) -> tuple | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _read_json(path: Path, what: str) -> dict | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise ResvizError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        d = json.loads(text)
-    except ValueError as e:
-        raise ResvizError(f"{path}: not a resviz {what} ({e})") from None
-    if not isinstance(d, dict):
-        raise ResvizError(f"{path}: not a resviz {what} (expected a JSON object)")
-    return d
 
 
 def open_run_session(path: str | os.PathLike, capacity: int = CAPACITY):

@@ -286,7 +286,9 @@ class RunReader:
         return out
 
 
-def _read_json(path: Path, what: str) -> dict | None:
+def read_json_object(path: Path, what: str) -> dict | None:
+    """A run directory's JSON file (``run.json``, ``report.json``): its object, None when it is not
+    there yet, one clear error when it cannot be read or is not a JSON object."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -312,7 +314,7 @@ class Run:
             raise ResvizError(
                 f"{self.path}: not a folder; a resviz run directory holds {RUN_FILE} and {STEPS_FILE}"
             )
-        self.meta = _read_json(self.path / RUN_FILE, "run file") or {}
+        self.meta = read_json_object(self.path / RUN_FILE, "run file") or {}
         if not self.meta and not (self.path / STEPS_FILE).exists():
             raise ResvizError(
                 f"{self.path}: not a resviz run directory (no {RUN_FILE} or {STEPS_FILE} in it)"
@@ -343,13 +345,13 @@ class Run:
     @property
     def report(self) -> dict | None:
         if self._report is None:
-            self._report = _read_json(self.path / REPORT_FILE, "report")
+            self._report = read_json_object(self.path / REPORT_FILE, "report")
         return self._report
 
     def refresh_meta(self) -> None:
         """Re-read ``run.json`` (the writer rewrites it when the state changes)."""
         try:
-            meta = _read_json(self.path / RUN_FILE, "run file")
+            meta = read_json_object(self.path / RUN_FILE, "run file")
         except ResvizError:
             return  # mid-replace on a shared file system: keep the last good one
         if meta:
