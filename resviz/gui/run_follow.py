@@ -41,10 +41,10 @@ from ..core.training.rundir import (
     EVENTS_FILE,
     REPORT_FILE,
     RUN_FILE,
-    RUN_FORMAT,
     STEPS_FILE,
     RunReader,
     read_json_object,
+    read_run_meta,
 )  # fmt: skip
 from ..core.training.store import PROBES, SCALARS, RunState, RunStore, record_payload
 
@@ -87,19 +87,7 @@ class RunFollower:
 
     def __init__(self, path: str | os.PathLike, capacity: int = CAPACITY):
         self.path = Path(path).expanduser()
-        if not self.path.is_dir():
-            raise ResvizError(
-                f"{self.path}: not a folder; a resviz run directory holds {RUN_FILE} and {STEPS_FILE}"
-            )
-        self.meta = read_json_object(self.path / RUN_FILE, "run file") or {}
-        if not self.meta and not (self.path / STEPS_FILE).exists():
-            raise ResvizError(
-                f"{self.path}: not a resviz run directory (no {RUN_FILE} or {STEPS_FILE} in it)"
-            )
-        fmt = self.meta.get("format", RUN_FORMAT)
-        if not isinstance(fmt, int) or fmt > RUN_FORMAT:
-            raise ResvizError(f"{self.path / RUN_FILE}: run format {fmt!r} is newer than this resviz "
-                              f"understands (format {RUN_FORMAT}); update resviz")  # fmt: skip
+        self.meta = read_run_meta(self.path)
         self.store = FollowedStore(self.meta.get("blocks") or None, capacity)
         self.store.grow = True  # a monitor may meet blocks its first record did not list
         self.reader = RunReader(self.path / STEPS_FILE)

@@ -102,16 +102,16 @@ def is_run_dir(path: str | os.PathLike) -> bool:
     return p.is_dir() and (p / RUN_FILE).is_file()
 
 
-def _json_safe(v):
+def json_safe(v):
     """JSON has no NaN/Inf: they become None; tuples become lists; other objects their str."""
     if isinstance(v, float):
         return v if math.isfinite(v) else None
     if isinstance(v, (str, int, bool)) or v is None:
         return v
     if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
+        return {str(k): json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
+        return [json_safe(x) for x in v]
     return str(v)
 
 
@@ -142,12 +142,12 @@ class RunWriter:
             raise ResvizError(f"--run-dir {p}: cannot create the folder ({e.strerror or e})") from None
         meta = {
             "format": RUN_FORMAT, "kind": "resviz-run", "name": name, "state": RunState.IDLE.value,
-            "started": now_iso(), "ended": None, "config": _json_safe(config or {}),
-            "blocks": list(blocks), "message": "", **_json_safe(extra or {}),
+            "started": now_iso(), "ended": None, "config": json_safe(config or {}),
+            "blocks": list(blocks), "message": "", **json_safe(extra or {}),
         }  # fmt: skip
         w = cls(p, meta)
         if report is not None:
-            atomic_write_text(p / REPORT_FILE, json.dumps(_json_safe(report)))
+            atomic_write_text(p / REPORT_FILE, json.dumps(json_safe(report)))
         w._write_meta()
         try:
             w._steps = open(p / STEPS_FILE, "a", encoding="utf-8", newline="")
@@ -176,7 +176,7 @@ class RunWriter:
 
     def write(self, record) -> None:
         """Append one step (a StepRecord or its ``to_dict()``) and flush it to the OS."""
-        d = record.to_dict() if isinstance(record, StepRecord) else _json_safe(dict(record))
+        d = record.to_dict() if isinstance(record, StepRecord) else json_safe(dict(record))
         d.setdefault("time", round(time.time(), 6))
         self._steps.write(json.dumps(d, allow_nan=False) + "\n")
         self._steps.flush()
@@ -304,25 +304,28 @@ def read_json_object(path: Path, what: str) -> dict | None:
     return d
 
 
+def read_run_meta(path: Path) -> dict:
+    """``run.json`` of the run directory ``path`` ({} while only ``steps.jsonl`` is there); one
+    clear error when ``path`` is not a run directory or its format is newer than this resviz."""
+    if not path.is_dir():
+        raise ResvizError(f"{path}: not a folder; a resviz run directory holds {RUN_FILE} and {STEPS_FILE}")
+    meta = read_json_object(path / RUN_FILE, "run file") or {}
+    if not meta and not (path / STEPS_FILE).exists():
+        raise ResvizError(f"{path}: not a resviz run directory (no {RUN_FILE} or {STEPS_FILE} in it)")
+    fmt = meta.get("format", RUN_FORMAT)
+    if not isinstance(fmt, int) or fmt > RUN_FORMAT:
+        raise ResvizError(f"{path / RUN_FILE}: run format {fmt!r} is newer than this resviz "
+                          f"understands (format {RUN_FORMAT}); update resviz")  # fmt: skip
+    return meta
+
+
 class Run:
     """An opened run directory: ``meta`` (run.json), ``report`` (report.json or None), ``store``
     (a :class:`RunStore` of the records read so far). :meth:`poll` reads what was appended."""
 
     def __init__(self, path: str | os.PathLike, capacity: int = 4096):
         self.path = Path(path)
-        if not self.path.is_dir():
-            raise ResvizError(
-                f"{self.path}: not a folder; a resviz run directory holds {RUN_FILE} and {STEPS_FILE}"
-            )
-        self.meta = read_json_object(self.path / RUN_FILE, "run file") or {}
-        if not self.meta and not (self.path / STEPS_FILE).exists():
-            raise ResvizError(
-                f"{self.path}: not a resviz run directory (no {RUN_FILE} or {STEPS_FILE} in it)"
-            )
-        fmt = self.meta.get("format", RUN_FORMAT)
-        if not isinstance(fmt, int) or fmt > RUN_FORMAT:
-            raise ResvizError(f"{self.path / RUN_FILE}: run format {fmt!r} is newer than this resviz "
-                              f"understands (format {RUN_FORMAT}); update resviz")  # fmt: skip
+        self.meta = read_run_meta(self.path)
         self._report: dict | None = None
         blocks = self.meta.get("blocks") or None
         self.store = RunStore(blocks, capacity)

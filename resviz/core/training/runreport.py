@@ -11,7 +11,8 @@ Writing needs no torch; rebuilding imports the analysis module (and so torch).
 from __future__ import annotations
 
 import dataclasses
-import math
+
+from .rundir import json_safe as _plain
 
 REPORT_FORMAT = 1
 _RECORDS = {
@@ -20,18 +21,6 @@ _RECORDS = {
 }  # fmt: skip
 _SCALARS = ("model_name", "input_shape", "complete", "total_params", "trainable_params", "output_shapes",
             "seconds", "suggested_sizes")  # fmt: skip
-
-
-def _plain(v):
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, (str, int, bool)) or v is None:
-        return v
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return str(v)
 
 
 def _record(r) -> dict:
