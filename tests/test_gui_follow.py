@@ -234,3 +234,22 @@ def test_file_open_run_opens_the_chosen_folder(qtbot, win, tmp_path, report, mon
     win.actions_.open_run.trigger()
     qtbot.waitUntil(lambda: win.training_tab.built and win.training_tab.panel.following, timeout=TIMEOUT)
     assert latest(win.training_tab.panel) == 2 and win.session.loaded.kind == "run"
+
+
+def test_without_change_notifications_the_poll_still_follows(qtbot, tmp_path, report):
+    """A folder on shared storage written by another machine sends no inotify events: the timer reads."""
+    from resviz.gui.qt_run_follow import QtRunWatch
+    from resviz.gui.run_follow import RunFollower
+
+    w = new_run(tmp_path / "r", report, 2)
+    watch = QtRunWatch(RunFollower.open(tmp_path / "r"), poll_ms=50)
+    watch._watcher.removePaths(watch._watcher.files() + watch._watcher.directories())  # no notifications
+    try:
+        for s in range(2, 5):
+            w.write(record(s))
+        with qtbot.waitSignal(watch.updated, timeout=TIMEOUT):
+            pass
+        qtbot.waitUntil(lambda: watch.follower.store.latest["step"] == 4, timeout=TIMEOUT)
+    finally:
+        watch.stop()
+        watch.deleteLater()
