@@ -891,3 +891,34 @@ def test_live_module():
     copy = loaded.rebuild("meta")
     assert copy is not model and first_param(copy).device.type == "meta"
     assert first_param(model).device.type == "cpu"
+
+
+NET_BEFORE_ITS_BLOCK = (
+    HEADER
+    + """
+    class Net(nn.Module):  # defined before its block: Python looks Block up when Net is built
+        def __init__(self, width=8):
+            super().__init__()
+            self.body = nn.Sequential(Block(width), Block(width))
+
+        def forward(self, x):
+            return self.body(x)
+
+    class Block(nn.Module):
+        def __init__(self, c=8):
+            super().__init__()
+            self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.conv(x)
+"""
+)
+
+
+def test_the_network_is_offered_first_not_its_block_even_when_the_block_comes_last(tmp_path):
+    from resviz.core.pyfile import preferred_candidate
+
+    cands = python_candidates(write(tmp_path, "model.py", NET_BEFORE_ITS_BLOCK))
+    assert [(c.name, c.used_by) for c in cands] == [("Net", ()), ("Block", ("Net",))]
+    assert cands[preferred_candidate(cands)].name == "Net"  # the app's picker and the CLI agree
+    assert load_model(str(tmp_path / "model.py")).name == "model.py:Net"

@@ -19,7 +19,7 @@ import os
 import re
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -50,6 +50,16 @@ class Candidate:
     signature: str  # the parameter list as written, e.g. "(block, num_blocks, num_classes=10)"
     builds_without_args: bool  # every parameter has a default or is given in --kwargs
     line: int
+    used_by: tuple[str, ...] = ()  # the other candidates whose code names this one: it is their part
+
+
+def preferred_candidate(candidates: list[Candidate]) -> int | None:
+    """Index of the candidate to offer first: the network, never one of its parts. The last one
+    that builds without arguments and is no other candidate's part (``used_by``; the network tends
+    to come after its blocks), else the last that builds without arguments; None if none does."""
+    ready = [i for i, c in enumerate(candidates) if c.builds_without_args]
+    whole = [i for i in ready if not candidates[i].used_by]
+    return (whole or ready or [None])[-1]
 
 
 @dataclass
@@ -211,6 +221,10 @@ def _find_candidates(module: types.ModuleType, tree: ast.Module, kwargs: dict) -
         )
         found.append(_Found(cand, obj, node))
     found.sort(key=lambda f: f.candidate.line)
+    used = {id(f): _names_used(f.node) - {f.candidate.name} for f in found}
+    for f in found:
+        users = tuple(g.candidate.name for g in found if g is not f and f.candidate.name in used[id(g)])
+        f.candidate = replace(f.candidate, used_by=users)
     return found
 
 
@@ -239,10 +253,7 @@ def _pick(found: list[_Found]) -> tuple[_Found | None, str]:
     elif len(ready) < 2:
         return None, ""
     else:
-        used: set[str] = set()
-        for f in found:
-            used |= _names_used(f.node) - {f.candidate.name}
-        top = [f for f in ready if f.candidate.name not in used]
+        top = [f for f in ready if not f.candidate.used_by]
         if len(top) != 1:
             return None, ""
         chosen = top[0]
@@ -256,11 +267,7 @@ def _pick(found: list[_Found]) -> tuple[_Found | None, str]:
 
 def _bigger_models(part: _Found, found: list[_Found]) -> list[_Found]:
     """The candidates that need arguments and use ``part``: the models it is a part of."""
-    return [
-        f for f in found
-        if f is not part and not f.candidate.builds_without_args
-        and part.candidate.name in _names_used(f.node)
-    ]
+    return [f for f in found if not f.candidate.builds_without_args and f.candidate.name in part.candidate.used_by]
 
 
 def _part_message(user: _UserFile, part: _Found, bigger: list[_Found], found: list[_Found],

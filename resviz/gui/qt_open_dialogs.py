@@ -30,10 +30,10 @@ class QtPythonPicker(QDialog):
         self.path = path
         self.candidates = list(candidates)
         self.list = QListWidget()
-        preselect = 0
-        ready = [i for i, c in enumerate(self.candidates) if c.builds_without_args]
-        if ready:
-            preselect = ready[-1]  # the network tends to come after its blocks
+        from ..core.pyfile import preferred_candidate
+
+        preselect = preferred_candidate(self.candidates)  # the network, not one of its blocks
+        preselect = 0 if preselect is None else preselect
         for c in self.candidates:
             note = "" if c.builds_without_args else "  — needs arguments"
             item = QListWidgetItem(f"{c.name}{c.signature}   ({c.kind}, line {c.line}){note}")
