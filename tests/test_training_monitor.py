@@ -17,28 +17,9 @@ from torch import nn
 
 import resviz
 from resviz.core.training import open_run
+from tests.nets import BasicBlock as Block  # torchvision-style, its own projection
 
 SHAPE = (1, 3, 8, 8)
-
-
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.down is None else self.down(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity
-        return self.relu(out)
 
 
 class Net(nn.Module):
@@ -83,7 +64,7 @@ def reference_probes(model, x, y):
 
         def pre(mod, args, name=name):
             args[0].register_hook(lambda g: got[name].__setitem__("in", sq(g)))
-            if mod.down is None:
+            if mod.downsample is None:
                 got[name]["sc"] = sq(args[0])
 
         def post(mod, args, out, name=name):
@@ -91,9 +72,9 @@ def reference_probes(model, x, y):
 
         handles += [blk.register_forward_pre_hook(pre), blk.register_forward_hook(post),
                     blk.bn2.register_forward_hook(lambda m, a, o, name=name: got[name].__setitem__("res", sq(o)))]  # fmt: skip
-        if blk.down is not None:
+        if blk.downsample is not None:
             handles.append(
-                blk.down.register_forward_hook(lambda m, a, o, name=name: got[name].__setitem__("sc", sq(o)))
+                blk.downsample.register_forward_hook(lambda m, a, o, name=name: got[name].__setitem__("sc", sq(o)))
             )
     x = x.clone().requires_grad_(True)  # the first block's input gradient exists
     loss = F.cross_entropy(model(x), y)

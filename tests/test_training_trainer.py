@@ -23,28 +23,9 @@ from resviz.core.training import (
     TwinRun,
     is_plain_twin,
 )
+from tests.nets import BasicBlock as Block  # torchvision-style, its own projection
 
 SHAPE = (1, 3, 8, 8)
-
-
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.down is None else self.down(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity
-        return self.relu(out)
 
 
 class TinyResNet(nn.Module):
@@ -367,7 +348,7 @@ def test_broken_shortcut_is_refused_with_pointer_to_check():
             super().__init__()
             self.conv = nn.Conv2d(3, 8, 3, 1, 1)
             self.block = Block(8, 16, 2)
-            self.block.down = None  # identity shortcut where the shape changes: the add fails
+            self.block.downsample = None  # identity shortcut where the shape changes: the add fails
             self.fc = nn.Linear(16, 10)
 
         def forward(self, x):
