@@ -401,6 +401,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
     def _clear_run(self) -> None:
         self._stop_following()
         self.model.clear()
+        self._on_recording({})
         self._tint_version = None
         self.banner.setVisible(False)
         for p in (self.probe_plot, self.heatmap, self.highway, self.loss_plot, self.acc_plot):
@@ -460,6 +461,42 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self._touch()
         if res is not None and res.count <= len(batch) + 2:  # the first steps: the measured time per step
             self._update_estimate()
+
+    # ================================================================== the run directory
+
+    def run_dirs(self) -> dict[str, Path]:
+        """The run directory of each series shown (``"residual"``, ``"plain"``): the folders this
+        tab records its run in, or the followed runs' folders."""
+        dirs = {k: Path(v) for k, v in self.controller.recorded.items() if k != "error"}
+        dirs.update({k: Path(w.follower.path) for k, w in self.watches.items()})
+        return {k: v for k, v in dirs.items() if k in self.buffers}
+
+    def _on_recording(self, where: dict) -> None:
+        """Say where the run is recorded (``resviz RUN_DIR`` reopens it), or why it is not."""
+        lab = self.recorded
+        if where.get("error"):
+            lab.setText(f"<span style='color:{FAULT}'>{_html(where['error'])}</span>")
+        elif where.get("residual"):
+            res = where["residual"]
+            plain = " (the plain twin's in the same name + <code>-plain</code>)" if where.get("plain") else ""
+            lab.setText("<a href='copy'>copy path</a> · <a href='open'>open folder</a> · "
+                        f"Recorded in <code>{_html(res)}</code>{plain}")  # fmt: skip  (links first: a long path is cut)
+            lab.setToolTip(f"Reopen this run later with:  resviz {res}")
+        lab.setVisible(bool(where))
+
+    def _on_recorded_link(self, link: str) -> None:
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices, QGuiApplication
+
+        path = self.controller.recorded.get("residual")
+        if not path:
+            return
+        if link == "copy":
+            QGuiApplication.clipboard().setText(path)
+            if self.window_ is not None:
+                self.window_.statusBar().showMessage(f"Copied {path}: reopen the run with  resviz {path}", 6000)
+        elif link == "open":
+            QDesktopServices.openUrl(QUrl.fromLocalFile(path))
 
     # ================================================================== the time a step takes
 

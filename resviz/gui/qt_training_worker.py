@@ -14,6 +14,11 @@ container modules, gradient hooks on the parameters) raise as soon as the stop s
 stop or a window close ends a long step within one layer's work, and the thread is joined within
 the close timeout.
 
+Every run is recorded as a run directory (:class:`~resviz.gui.training_record.RunRecording`):
+the worker writes each step record as it comes, on the training thread, and closes the files when
+the run stops, is reset (the reset run gets a new folder), is replaced or the window closes; the
+``recording`` signal says where (``resviz RUN_DIR`` reopens it).
+
 Everything the worker sends is plain Python: dicts and lists of numbers and strings (see
 :func:`~resviz.gui.qt_training_buffer.record_payload`), never tensors or modules. Step records
 are sent in batches (at most ~25 per second), so a tiny network stepping at hundreds of steps per
@@ -49,7 +54,8 @@ def _stop_all() -> None:
             worker.pause_requested = True
             worker.switch.on = True
             thread.quit()
-            thread.wait(10_000)
+            if thread.wait(10_000):
+                worker.close_recording("the app quit")
         except RuntimeError:  # its C++ side is already gone
             pass
     _THREADS.clear()
@@ -136,6 +142,7 @@ class TrainingWorker(QObject):
     faulted = Signal(int, object)  # dict: message, which ('residual'/'plain'), blocks, lr
     failed = Signal(int, str)  # a message for the user
     lrChanged = Signal(int, float)  # the learning rate now used (after resume ×0.1)
+    recording = Signal(int, object)  # {"residual": run dir, "plain": run dir} or {"error": message}
     _next = Signal()
 
     def __init__(self):
@@ -154,12 +161,35 @@ class TrainingWorker(QObject):
         self._pending: list = []
         self._last_emit = 0.0
         self._threads: tuple[int, int] | None = None
+        self.recorder = None  # the RunRecording of the run (its run directories)
+        self._spec: dict = {}
         self._next.connect(self._tick, Qt.QueuedConnection)
 
     # ---------------------------------------------------------------- commands (worker thread)
 
     def _state(self, state: str) -> None:
+        if self.recorder is not None:
+            self.recorder.set_state(state)
         self.stateChanged.emit(self.gen, state)
+
+    def _record(self) -> None:
+        """Start recording the run built (or reset) in new run directories; a folder that cannot
+        be written is said, and the run trains unrecorded."""
+        from .training_record import RunRecording
+
+        try:
+            self.recorder = RunRecording.create(self.trainers, self._spec)
+        except Exception as exc:  # noqa: BLE001 - a disk or permission problem: say it, train on
+            self.recorder = None
+            self.recording.emit(self.gen, {"error": f"this run is not recorded: {describe_error(exc)}"})
+            return
+        self.recording.emit(self.gen, self.recorder.paths)
+
+    def close_recording(self, message: str = "", reason: str = "stopped") -> None:
+        """Close the run directories (the training thread, or any thread once it has ended)."""
+        rec, self.recorder = self.recorder, None
+        if rec is not None:
+            rec.close(reason, message)
 
     def request_lr(self, lr: float | None) -> None:
         """Use learning rate ``lr`` from the next step on (any thread)."""
@@ -214,6 +244,8 @@ class TrainingWorker(QObject):
         for t in trainers:
             self.switch.attach(t.model)
         self.run, self.trainers, self.twin = run, trainers, bool(spec.get("twin"))
+        self._spec = dict(spec)
+        self._record()
         res = trainers[0]
         notes = list(res.notes) + (list(trainers[1].notes) if len(trainers) > 1 else [])
         self.started.emit(gen, {
@@ -248,6 +280,8 @@ class TrainingWorker(QObject):
             t.reset()
         if self.twin:
             self.run.step_index = 0
+        self.close_recording("reset to step 0 in the app; the run went on in a new folder", reason="reset")
+        self._record()  # step numbers start at 0 again: a new run directory
         self._state("reset")
 
     @Slot(float)
@@ -357,6 +391,11 @@ class TrainingWorker(QObject):
             self._flush()
             self.failed.emit(self.gen, describe_error(exc, f"at step {self._step_index()}"))
             return "error"
+        if self.recorder is not None:
+            problem = self.recorder.write(recs)
+            if problem is not None:
+                self.recorder = None
+                self.recording.emit(self.gen, {"error": problem})
         now = time.perf_counter()
         item = {k: (record_payload(r, now) if r is not None else None) for k, r in recs.items()}
         self._pending.append(item)
@@ -380,6 +419,7 @@ class TrainingWorker(QObject):
             self.stepped.emit(self.gen, batch)
 
     def _drop(self) -> None:
+        self.close_recording("stopped in the app")
         self.switch.detach()
         self.run, self.trainers, self.twin = None, [], False
         self._pending = []
@@ -423,6 +463,7 @@ class TrainingController(QObject):
     faulted = Signal(object)
     failed = Signal(str)
     lrChanged = Signal(float)
+    recording = Signal(object)  # where the run is recorded: {"residual": dir, "plain": dir} or {"error": ...}
     wasReset = Signal()
     _build = Signal(object, str, int)  # spec (plain dict), then, generation
     _resume = Signal()
@@ -442,6 +483,7 @@ class TrainingController(QObject):
         self.has_run = False  # a run exists (or is being built) on the worker
         self.twin = False
         self.info: dict = {}
+        self.recorded: dict = {}  # the run directories of the run (see TrainingWorker.recording)
         self.join_ms: float | None = None  # how long the last shutdown waited for the thread
 
     # ---------------------------------------------------------------- the thread
@@ -466,6 +508,7 @@ class TrainingController(QObject):
             worker.faulted.connect(self._on_faulted)
             worker.failed.connect(self._on_failed)
             worker.lrChanged.connect(self._on_lr)
+            worker.recording.connect(self._on_recording)
             qt_gc.install(thread)  # training allocates on its thread: collect cycles on the UI thread
             thread.start()
             self._thread, self._worker = thread, worker
@@ -499,6 +542,7 @@ class TrainingController(QObject):
         self.twin = bool(spec.get("twin"))
         self.has_run = True
         self.info = {}
+        self.recorded = {}
         self._set_state("building")
         w.hand_over(self.gen, session)
         self._build.emit(spec, then, self.gen)
@@ -586,6 +630,12 @@ class TrainingController(QObject):
         if gen == self.gen and not self._closed:
             self.lrChanged.emit(lr)
 
+    @Slot(int, object)
+    def _on_recording(self, gen: int, where: dict) -> None:
+        if gen == self.gen and not self._closed:
+            self.recorded = dict(where)
+            self.recording.emit(self.recorded)
+
     # ---------------------------------------------------------------- shutdown
 
     def shutdown(self, timeout_ms: int = JOIN_MS) -> bool:
@@ -604,6 +654,7 @@ class TrainingController(QObject):
             _THREADS.pop(id(thread), None)
             worker.switch.detach()
             worker._restore_threads()
+            worker.close_recording("the window was closed")
             self._thread = self._worker = None
         # else: one kernel longer than the timeout; _THREADS keeps it referenced, joined at exit
         self.has_run = False

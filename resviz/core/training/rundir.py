@@ -197,8 +197,7 @@ class RunWriter:
         self.meta["state"] = state.value
         if message:
             self.meta["message"] = message
-        if not state.live:
-            self.meta["ended"] = now_iso()
+        self.meta["ended"] = None if state.live else now_iso()  # a paused run that goes on has not ended
         self._write_meta()
 
     def close(self, state: RunState | str | None = None, message: str = "") -> None:
