@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from resviz.core.training import RunState, open_run  # noqa: E402
 from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
@@ -92,3 +94,56 @@ def test_stop_reset_and_plain_twin_each_close_their_run_directory(qtbot, win):
         run = open_run(p.controller.recorded[key])
         assert run.state is RunState.STOPPED
         same_records(run.records(), p.buffers[key].records())
+
+
+class TinyBlock(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x) + x)
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, width, 3, padding=1)
+        self.layer1 = torch.nn.Sequential(TinyBlock(width), TinyBlock(width))
+        self.head = torch.nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(self.layer1(self.stem(x)).mean((2, 3)))
+
+
+def test_export_writes_every_step_as_resviz_train_does(qtbot, win, tmp_path):
+    from resviz.core.training import RecordWriter
+    from resviz.train_cli import _open_writers
+
+    win.open_module(TinyNet(), (1, 3, 4, 4))
+    qtbot.waitUntil(lambda: win.is_idle() and win.document.drawn is not None, timeout=TIMEOUT)
+    p = win.training_tab.panel
+    qtbot.waitUntil(lambda: p.session is win.session, timeout=TIMEOUT)
+    p.model.capacity = 8  # the tab keeps 8 rows, then thins (4,096 in the app)
+    p.batch.setValue(2)
+    p.steps.setValue(30)
+    p.device.setCurrentText("cpu")
+    p.twin_btn.click()
+    qtbot.waitUntil(lambda: p.controller.state == "finished" and p.steps_done() == 30, timeout=TIMEOUT)
+    assert len(p.buffers["residual"].records()) < 30  # the tab holds a thinned view
+    for fmt in ("csv", "jsonl"):
+        files = p.export(tmp_path / f"run.{fmt}")
+        assert [f.name for f in files] == [f"run.{fmt}", f"run.plain.{fmt}"]
+        for key, got in zip(("residual", "plain"), files):
+            run = open_run(p.controller.recorded[key])
+            records = run.records()
+            assert [r.step for r in records] == list(range(30))
+            # what `resviz train --csv/--jsonl` writes for the same records, with its own code
+            cli = tmp_path / f"cli-{key}.{fmt}"
+            args = SimpleNamespace(csv=str(cli) if fmt == "csv" else None, jsonl=str(cli) if fmt == "jsonl" else None)
+            (writer,) = _open_writers(args, SimpleNamespace(block_names=run.meta["blocks"]), RecordWriter)
+            for r in records:
+                writer.write(r)
+            writer.close()
+            assert got.read_bytes() == cli.read_bytes()
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -196,3 +196,22 @@ def test_reading_runs_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_export_run_writes_every_step_in_chunks_and_skips_a_torn_line(tmp_path, monkeypatch):
+    from resviz.core.training import rundir
+    from resviz.core.training.records import write_csv, write_jsonl
+
+    records = [rec(i, nonfinite=i == 7) for i in range(40)]
+    w = RunWriter.create(tmp_path / "r", name="net", blocks=NAMES)
+    for r in records:
+        w.write(r)
+    w.close()
+    with open(tmp_path / "r" / STEPS_FILE, "a") as f:
+        f.write('{"step": 40, "loss"')  # a crash mid-write
+    monkeypatch.setattr(rundir, "EXPORT_CHUNK", 300)  # a few records per read
+    got = rundir.export_run(tmp_path / "r", tmp_path / "all.csv", "csv")
+    assert got.read_bytes() == write_csv(records, tmp_path / "want.csv", block_names=NAMES).read_bytes()
+    got = rundir.export_run(tmp_path / "r", tmp_path / "all.jsonl", "jsonl")
+    assert got.read_bytes() == write_jsonl(records, tmp_path / "want.jsonl").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.csv", "all.jsonl", "r", "want.csv", "want.jsonl"]

@@ -222,16 +222,23 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
 
     def export(self, path: str | os.PathLike, fmt_: str | None = None) -> list[Path]:
         """Write the run's per-step records (CSV or JSON lines, atomically); the plain twin's go
-        to ``NAME.plain.EXT`` beside. Returns the files written."""
+        to ``NAME.plain.EXT`` beside. Every step, read from the run directory (the plots hold a
+        thinned view), in the very format of ``resviz train --csv/--jsonl``; only a run that could
+        not be recorded exports what the tab holds. Returns the files written."""
         from ..core.training import write_csv, write_jsonl
+        from ..core.training.rundir import export_run
 
         path = Path(path)
         fmt_ = fmt_ or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+        dirs = self.run_dirs()
         out = []
         for key, buf in self.buffers.items():
             if not buf.count:
                 continue
             target = path if key == "residual" else path.with_name(f"{path.stem}.plain{path.suffix}")
+            if key in dirs:
+                out.append(export_run(dirs[key], target, fmt_, buf.names))
+                continue
             records = buf.records()
             if fmt_ == "csv":
                 out.append(write_csv(records, target, block_names=buf.names))

@@ -54,7 +54,7 @@ from pathlib import Path
 
 from ..errors import ResvizError
 from ..files import atomic_write_text
-from .records import StepRecord
+from .records import RecordWriter, StepRecord
 from .store import RunState, RunStore, record_payload
 
 RUN_FORMAT = 1
@@ -62,7 +62,7 @@ RUN_FILE, REPORT_FILE, STEPS_FILE, EVENTS_FILE = "run.json", "report.json", "ste
 
 __all__ = [
     "EVENTS_FILE", "REPORT_FILE", "RUN_FILE", "RUN_FORMAT", "STEPS_FILE", "Run", "RunReader",
-    "RunWriter", "default_run_dir", "is_run_dir", "open_run", "user_data_dir",
+    "RunWriter", "default_run_dir", "export_run", "is_run_dir", "open_run", "user_data_dir",
 ]  # fmt: skip
 
 
@@ -392,3 +392,39 @@ class Run:
 def open_run(path: str | os.PathLike, capacity: int = 4096) -> Run:
     """Open a run directory (see the module doc); ResvizError when it is not one."""
     return Run(path, capacity)
+
+
+EXPORT_CHUNK = 32 << 20  # bytes of steps.jsonl read at a time: memory stays bounded on a long run
+
+
+def export_run(path: str | os.PathLike, target: str | os.PathLike, fmt: str,
+               block_names=None) -> Path:  # fmt: skip
+    """Write every step of the run directory ``path`` to ``target`` as ``fmt`` (``"csv"`` or
+    ``"jsonl"``): the same rows, through the same :class:`RecordWriter`, as ``resviz train
+    --csv/--jsonl`` writes for those records. CSV columns are ``block_names`` (default: the run's
+    ``blocks``). Written atomically; ``steps.jsonl`` is read in chunks, so a long run needs little
+    memory; a torn last line is left out."""
+    p = Path(path)
+    meta = read_run_meta(p)
+    names = list(block_names) if block_names is not None else list(meta.get("blocks") or [])
+    writer = RecordWriter(target, fmt, names)
+    reader = RunReader(p / STEPS_FILE)
+    chunk = EXPORT_CHUNK
+    try:
+        while True:
+            before = reader.offset
+            for d in reader.poll(chunk):
+                try:
+                    rec = StepRecord.from_dict(d)
+                except (KeyError, TypeError, ValueError):
+                    continue
+                writer.write(rec)
+            if reader.offset == before:
+                left = os.stat(reader.path).st_size - reader.offset if reader.pending() else 0
+                if left <= chunk:  # the end, or only a torn last line
+                    break
+                chunk *= 2  # one line longer than a chunk: read more at once
+    except BaseException:
+        writer._out.discard()
+        raise
+    return writer.close()
