@@ -11,6 +11,11 @@ step a user writes (zero_grad, forward, cross-entropy, backward, optimizer step)
 * ``bare``    the same loop without the monitor;
 * ``bare2``   an identical second bare loop: its ratio to ``bare`` is the noise floor.
 
+``--breakdown`` adds two monitored loops that each leave out one part of the work, to attribute
+the cost (their records are wrong by design; they only measure): ``no_reads`` takes no norm of an
+activation or gradient (each is one extra read of a tensor that is usually out of cache by then),
+``no_adds`` does not watch the residual adds (no TorchFunctionMode, no residual/shortcut norms).
+
 Steps are interleaved (forward order, then reversed on the next round) so drift in machine load hits
 all alike; the per-round ratio's median is reported (wall and process CPU time). The target is
 monitor/bare <= 1.03 (issue 9). The bare loop reads ``loss.item()`` as nearly every real loop does
@@ -34,6 +39,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import resviz  # noqa: E402
 from resviz.core import zoo  # noqa: E402
+from resviz.core.training import probes  # noqa: E402
 
 CASES = {"resnet20": ((3, 32, 32), 128), "resnet50": ((3, 64, 64), 16)}
 
@@ -44,24 +50,38 @@ def _sync(device: str) -> None:
 
 
 class Loop:
-    def __init__(self, model, device: str, mon_dir: str | None, shape, every: int):
+    def __init__(self, model, device: str, mon_dir: str | None, shape, every: int, leave_out: str = ""):
         self.model = copy.deepcopy(model).to(device).train()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         self.mon = None
+        self.leave_out = leave_out
         if mon_dir is not None:
             self.mon = resviz.monitor(self.model, mon_dir, input_shape=(1, *shape), every=every)
+            if leave_out == "adds":
+                for w in self.mon.probes.watches:
+                    w._lookup = {}  # the watch then calls forward as it is
 
     def step(self, x, y) -> float:
-        self.opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x), y)
-        loss.backward()
-        self.opt.step()
-        if self.mon is not None:
-            self.mon.step(loss)
+        sq_norm = probes._sq_norm
+        if self.leave_out == "reads":
+            probes._sq_norm = _no_read
+        try:
+            self.opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.model(x), y)
+            loss.backward()
+            self.opt.step()
+            if self.mon is not None:
+                self.mon.step(loss)
+        finally:
+            probes._sq_norm = sq_norm
         return loss.item()
 
 
-def bench(name, shape, batch, steps, warmup, device, every, tmp) -> dict:
+def _no_read(t):
+    return 0.0
+
+
+def bench(name, shape, batch, steps, warmup, device, every, tmp, breakdown=False) -> dict:
     torch.manual_seed(0)
     model = zoo.build(name, device="cpu")
     g = torch.Generator().manual_seed(0)
@@ -72,6 +92,9 @@ def bench(name, shape, batch, steps, warmup, device, every, tmp) -> dict:
         "bare": Loop(model, device, None, shape, every),
         "bare2": Loop(model, device, None, shape, every),
     }
+    if breakdown:
+        loops["no_reads"] = Loop(model, device, os.path.join(tmp, name + "-r"), shape, every, "reads")
+        loops["no_adds"] = Loop(model, device, os.path.join(tmp, name + "-a"), shape, every, "adds")
     wall = {k: [] for k in loops}
     cpu = {k: [] for k in loops}
     order = list(loops)
@@ -85,6 +108,9 @@ def bench(name, shape, batch, steps, warmup, device, every, tmp) -> dict:
                 wall[k].append(time.perf_counter() - w0)
                 cpu[k].append(time.process_time() - c0)
     mon = loops["monitor"].mon
+    for loop in loops.values():
+        if loop.mon is not None and loop.mon is not mon:
+            loop.mon.close()
     mon.close()
     assert not mon.errors, mon.errors
     med = {k: statistics.median(v) for k, v in wall.items()}
@@ -94,6 +120,8 @@ def bench(name, shape, batch, steps, warmup, device, every, tmp) -> dict:
         "paired_wall": statistics.median(m / b for m, b in zip(wall["monitor"], wall["bare"])),
         "paired_cpu": statistics.median(m / b for m, b in zip(cpu["monitor"], cpu["bare"])),
         "control": statistics.median(m / b for m, b in zip(wall["bare2"], wall["bare"])),
+        "left_out": {k: statistics.median(m / b for m, b in zip(cpu[k], cpu["bare"]))
+                     for k in ("no_reads", "no_adds") if k in cpu},
     }  # fmt: skip
 
 
@@ -107,6 +135,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quick", action="store_true", help="5 measured steps, 1 warm-up")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the monitor without norm reads and without the add watch")  # fmt: skip
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.warmup = 5, 1
@@ -118,11 +148,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             shape, batch = CASES.get(name, ((3, 32, 32), 64))
-            r = bench(name, shape, args.batch or batch, args.steps, args.warmup, args.device, args.every, tmp)
+            r = bench(name, shape, args.batch or batch, args.steps, args.warmup, args.device, args.every, tmp,
+                      args.breakdown)  # fmt: skip
             w = r["wall"]
             print(f"{r['model']:>10} {r['input']:>8} b{r['batch']:<4} {r['blocks']:>2} blocks | wall ms: monitor "
                   f"{w['monitor'] * 1e3:8.2f} bare {w['bare'] * 1e3:8.2f} | monitor/bare paired wall "
                   f"{r['paired_wall']:.3f} cpu {r['paired_cpu']:.3f} | control bare2/bare {r['control']:.3f}")  # fmt: skip
+            for k, v in r["left_out"].items():
+                print(f"{'':>10} monitor {k.replace('_', ' ')}: paired cpu {v:.3f} of bare")
             worst = max(worst, r["paired_wall"])
     print(f"worst paired monitor/bare wall-time ratio: {worst:.3f} (target <= 1.03)")
     return 0
