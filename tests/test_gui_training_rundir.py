@@ -140,7 +140,9 @@ def test_export_writes_every_step_as_resviz_train_does(qtbot, win, tmp_path):
             assert [r.step for r in records] == list(range(30))
             # what `resviz train --csv/--jsonl` writes for the same records, with its own code
             cli = tmp_path / f"cli-{key}.{fmt}"
-            args = SimpleNamespace(csv=str(cli) if fmt == "csv" else None, jsonl=str(cli) if fmt == "jsonl" else None)
+            args = SimpleNamespace(
+                csv=str(cli) if fmt == "csv" else None, jsonl=str(cli) if fmt == "jsonl" else None
+            )
             (writer,) = _open_writers(args, SimpleNamespace(block_names=run.meta["blocks"]), RecordWriter)
             for r in records:
                 writer.write(r)

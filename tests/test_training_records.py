@@ -11,7 +11,6 @@ import pytest
 from resviz.core.errors import ResvizError
 from resviz.core.training.records import (
     RecordWriter,
-    RunHistory,
     StepRecord,
     csv_columns,
     flag_norms,
@@ -20,6 +19,7 @@ from resviz.core.training.records import (
     write_csv,
     write_jsonl,
 )
+from resviz.core.training.store import RunStore
 
 
 def _rec(step, nonfinite=False):
@@ -128,7 +128,7 @@ def test_read_errors(tmp_path):
 
 
 def test_history_is_bounded_and_keeps_the_ends():
-    h = RunHistory(capacity=16)
+    h = RunStore(capacity=16)
     for i in range(1000):
         h.append(_rec(i, nonfinite=(i == 333)))
     recs = h.records()
@@ -147,7 +147,16 @@ def test_history_is_bounded_and_keeps_the_ends():
 
 
 def test_history_keeps_everything_below_capacity():
-    h = RunHistory(capacity=64)
+    h = RunStore(capacity=64)
     for i in range(50):
         h.append(_rec(i))
     assert [r.step for r in h.records()] == list(range(50))
+
+
+def test_the_one_run_store_has_one_name():
+    import resviz.core.training as training
+    from resviz.core.training import records
+
+    for module in (training, records):  # RunHistory (never used) was an alias of RunStore
+        assert not hasattr(module, "RunHistory")
+    assert "RunHistory" not in training.__all__

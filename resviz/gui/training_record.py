@@ -64,7 +64,9 @@ class RunRecording:
         twin = len(trainers) > 1
         res = trainers[0]
         path = Path(base) if base is not None else default_run_dir(res.name)
-        paths = {"residual": path, "plain": path.with_name(path.name + "-plain")} if twin else {"residual": path}
+        paths = (
+            {"residual": path, "plain": path.with_name(path.name + "-plain")} if twin else {"residual": path}
+        )
         started = now_iso()
         writers: dict[str, RunWriter] = {}
         report = report_json(res.report)
@@ -129,4 +131,3 @@ class RunRecording:
                 w.close(RunState(now) if keep else RunState.STOPPED, message)
             except (OSError, ValueError):
                 pass
-

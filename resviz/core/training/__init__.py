@@ -26,9 +26,6 @@ from .records import (
 from .rundir import RUN_FORMAT, Run, RunReader, RunWriter, default_run_dir, is_run_dir, open_run
 from .store import RunState, RunStore, natural_key, summarise_flags
 
-#: The trainer's history was a separate RunHistory class; it is the one run store now.
-RunHistory = RunStore
-
 _LAZY = {
     "ArrayData": "data", "DataError": "data", "DataSource": "data", "SyntheticData": "data",
     "open_data": "data", "parse_data_arg": "data",
@@ -50,7 +47,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "OPTIMIZERS", "PROBES", "RUN_FORMAT", "ArrayData", "DataError", "DataSource", "Monitor", "ProbeSet",
-    "RecordWriter", "Run", "RunHistory", "RunReader", "RunState", "RunStore", "RunWriter", "StepRecord",
+    "RecordWriter", "Run", "RunReader", "RunState", "RunStore", "RunWriter", "StepRecord",
     "SyntheticData", "TrainConfig", "Trainer", "TrainingBlocked", "TrainingError", "TwinRun", "TwinStep",
     "default_run_dir", "is_run_dir", "is_plain_twin", "natural_key", "open_data", "open_run",
     "parse_data_arg", "plain_twin", "read_csv", "read_jsonl", "resolve_device", "summarise_flags",

@@ -113,18 +113,6 @@ def _num(v) -> float:
     return float(v)
 
 
-# ------------------------------------------------------------------------------------ history
-
-
-def __getattr__(name: str):
-    # RunHistory was this module's bounded history; the one run store (store.RunStore) replaced it
-    if name == "RunHistory":
-        from .store import RunStore
-
-        return RunStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ------------------------------------------------------------------------------------ export
 
 

@@ -363,7 +363,7 @@ class RunStore:
             by_step[int(p["step"])] = StepRecord.from_dict(p)
         return [by_step[s] for s in sorted(by_step)]
 
-    # RunHistory's reading API (kept: it is what the trainer's ``history`` offered)
+    # the reading API of the trainer's ``history`` (a RunStore)
 
     @property
     def last(self) -> StepRecord | None:
