@@ -283,6 +283,7 @@ def test_the_broken_path_is_blamed_and_every_fix_mends_the_eager_model(case):
     assert report.complete and not report.errors  # nothing after a broken block is blamed
     for m in report.mismatches:
         apply_fix(model, m.block, m.fix)
+    model.eval()  # a pasted fix brings new BatchNorms in training mode: 1×1 maps at batch 1 need eval
     with torch.no_grad():
         assert model(x).shape == (1, 3)  # every fix pasted: the eager model runs
     assert resviz.analyze(model, (1, 3, size, size), suggest_sizes=False).ok
