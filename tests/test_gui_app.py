@@ -91,6 +91,21 @@ def test_screenshot_of_a_model_that_does_not_load(qapp, tmp_path, capsys):
     assert not QImage(str(path)).isNull()  # the window, showing the error
 
 
+def test_a_screenshot_past_its_time_limit_says_what_it_waited_for_and_exits_2(qapp, tmp_path, capsys,
+                                                                              monkeypatch):
+    import resviz.gui.app as app
+    from resviz.cli import main
+
+    model = tmp_path / "slow.py"
+    model.write_text("while True:\n    pass\n")  # its import never ends: the model is never drawn
+    monkeypatch.setattr(app, "SCREENSHOT_TIMEOUT_S", 0.05)
+    path = tmp_path / "shot.png"
+    assert main([str(model), "--screenshot", str(path), "--size", "800x600"]) == 2
+    err = capsys.readouterr().err
+    assert "gave up after" in err and "waiting for the model" in err
+    assert not QImage(str(path)).isNull()  # the window as it was
+
+
 def test_bad_arguments_exit_2_before_any_window(qapp, tmp_path, capsys):
     from resviz.cli import main
 
