@@ -573,6 +573,8 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         self._update_buttons()
         self._update_status()
         self._touch()
+        if state not in ("running", "building"):  # the run's last step tints the graph now, not at
+            self.update_tint()  # the next tint tick (a short run can end between two ticks)
         self.runStateChanged.emit(state)
 
     def _update_buttons(self) -> None:
