@@ -149,3 +149,23 @@ def test_export_writes_every_step_as_resviz_train_does(qtbot, win, tmp_path):
             writer.close()
             assert got.read_bytes() == cli.read_bytes()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_closing_the_window_mid_run_closes_its_run_directory(qtbot, win):
+    win.open_module(TinyNet(), (1, 3, 4, 4))
+    qtbot.waitUntil(lambda: win.is_idle() and win.document.drawn is not None, timeout=TIMEOUT)
+    p = win.training_tab.panel
+    qtbot.waitUntil(lambda: p.session is win.session, timeout=TIMEOUT)
+    p.batch.setValue(2)
+    p.steps.setValue(0)  # unlimited: still running when the window closes
+    p.device.setCurrentText("cpu")
+    p.start_btn.click()
+    qtbot.waitUntil(lambda: p.steps_done() >= 3, timeout=TIMEOUT)
+    path = p.controller.recorded["residual"]
+    shown = p.steps_done()
+    win.close()
+    run = open_run(path)
+    assert run.state is RunState.STOPPED and run.meta["ended"]
+    assert "window was closed" in run.meta["message"]
+    steps = [r.step for r in run.records()]
+    assert steps == list(range(len(steps))) and len(steps) >= shown
