@@ -149,3 +149,28 @@ def test_the_apps_export_refuses_an_unreadable_png_in_the_apps_words(qtbot, resn
         export_scene(scene, tmp_path / "g.png")
     assert "Roll up" in str(e.value) and "--rollup" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folded_tree_node_is_striped_in_its_callers_shortcut_colour(qtbot):
+    """A tree node handed its projection by the tree: orange stripe, not grey (the skip is an edge)."""
+    from PySide6.QtGui import QColor, QImage, QPainter
+    from PySide6.QtWidgets import QStyleOptionGraphicsItem
+
+    from resviz.gui.qt_graph_scene import QtGraphScene
+    from resviz.render.view import build_view
+    from tests.nets_wild import TreeNet
+
+    graph = build_view(resviz.analyze(TreeNet(), (1, 3, 16, 16)))
+    scene = QtGraphScene()
+    scene.show_graph(graph)
+    for name, kind in [("level1.tree1", "projection"), ("level1.tree2", "identity")]:
+        node = next(n for n in graph.nodes.values() if n.name == name)
+        item = scene.node_items[node.id]
+        image = QImage(int(item.rect.width()) + 6, int(item.rect.height()) + 6, QImage.Format_ARGB32)
+        image.fill(QColor("white"))
+        painter = QPainter(image)
+        painter.translate(3, 3)
+        item.paint(painter, QStyleOptionGraphicsItem(), None)
+        painter.end()
+        stripe = image.pixelColor(3 + 3, 3 + int(item.rect.height() / 2))
+        assert stripe.name() == QColor(scene.theme.shortcuts[kind]).name(), name

@@ -84,3 +84,25 @@ def test_a_folded_tree_node_gets_its_callers_projection_as_an_edge_not_a_second_
     assert any(e.kind == "skip" and e.dst == tree1.id for e in graph.edges)
     tree2 = next(n for n in graph.nodes.values() if n.name == "level1.tree2")
     assert tree2.skip == "identity"
+
+
+def test_a_folded_tree_node_stripes_in_its_shortcut_colour_though_its_skip_is_an_edge():
+    from resviz.render.dot import node_attrs, to_dot
+    from resviz.render.theme import LIGHT
+    from resviz.render.view import ViewState, build_view
+
+    report = resviz.analyze(TreeNet(), (1, 3, 16, 16))
+    graph = build_view(report, ViewState())  # blocks folded
+    for block in report.blocks:  # every folded block's stripe names its own shortcut kind
+        node = next(n for n in graph.nodes.values() if n.name == block.name)
+        assert node.stripe_kind == block.shortcut
+    tree1 = next(n for n in graph.nodes.values() if n.name == "level1.tree1")
+    assert tree1.stripe_kind == "projection" and tree1.skip is None  # coloured, and drawn once
+    assert "conv 1×1" in tree1.skip_label  # the tooltip still says what the shortcut does
+    attrs = node_attrs(tree1, LIGHT)
+    assert attrs["style"] == "striped"
+    assert attrs["fillcolor"].startswith(LIGHT.shortcuts["projection"] + ";")
+    dot = to_dot(graph).source
+    assert f"{tree1.id} -> {tree1.id}" not in dot  # no self-loop beside it: the projection is an edge
+    assert sum(f"-> {tree1.id} " in line and LIGHT.shortcuts["projection"] in line
+               for line in dot.splitlines()) == 1  # fmt: skip

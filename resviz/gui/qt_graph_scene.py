@@ -107,7 +107,7 @@ class NodeItem(QGraphicsItem):
         painter.drawRoundedRect(QRectF(0, 0, w, h), radius, radius)
         if node.kind in ("block", "rollup"):
             # a stripe in the shortcut's colour says "this is a residual block" at a glance
-            stripe = QColor(theme.shortcuts.get(node.skip or "none", theme.node_border))
+            stripe = QColor(theme.shortcuts.get(node.stripe_kind or "none", theme.node_border))
             painter.setPen(Qt.NoPen)
             painter.setBrush(stripe)
             painter.drawRoundedRect(QRectF(0, 0, 6, h), 3, 3)
@@ -281,7 +281,7 @@ def _tooltip(node: ViewNode) -> str:
         lines.append(f"out: {shape_label(node.out_shape)}")
     if node.params:
         lines.append(f"params: {node.params:,}")
-    if node.skip:
+    if node.skip_label:
         lines.append(f"shortcut: {node.skip_label}")
     if node.error:
         lines.append(f"<span style='color:#dc2626'>{node.error}</span>")
@@ -456,7 +456,7 @@ class QtGraphScene(QGraphicsScene):
             bar = to_px(box, 1.0)
             painter.drawRect(bar)
             if node.kind in ("block", "rollup"):  # the shortcut's colour, as on the block's stripe
-                painter.setBrush(QColor(t.shortcuts.get(node.skip or "none", t.node_border)))
+                painter.setBrush(QColor(t.shortcuts.get(node.stripe_kind or "none", t.node_border)))
                 painter.drawRect(QRectF(bar.x(), bar.y(), max(2.0, bar.width() / 4), bar.height()))
         painter.setBrush(QColor(t.broken))
         for box in broken:  # last, so nothing covers them

@@ -95,6 +95,12 @@ def node_attrs(n, theme: Theme, size: tuple[float, float] | None = None) -> dict
         attrs.update(fontcolor=theme.background, style="rounded,filled")
     if n.broken:
         attrs.update(color=theme.broken, penwidth="2", fillcolor=theme.broken_fill)
+    if n.kind in ("block", "rollup"):
+        # the stripe in the shortcut's colour down its left edge, as the app draws a folded block
+        # (Graphviz stripes only square boxes; 6 pt wide where the box's size is known)
+        share = min(0.2, 6 / size[0]) if size is not None and size[0] > 0 else 0.04
+        stripe = theme.shortcuts.get(n.stripe_kind or "none", theme.node_border)
+        attrs.update(style="striped", fillcolor=f"{stripe};{share:.3f}:{attrs['fillcolor']}")
     return attrs
 
 

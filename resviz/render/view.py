@@ -34,7 +34,10 @@ class ViewNode:
     broken: bool = False  # part of a mismatch or a shape error
     error: str = ""
     skip: str | None = None  # collapsed block: kind of the shortcut drawn as a self-arc
-    skip_label: str = ""
+    skip_label: str = ""  # what a folded block's shortcut does, beside its arc and in its tooltip
+    # folded block or rollup: its shortcut's kind, the colour of its stripe. Set also where the skip
+    # is not its arc but an edge from its caller (a tree node's projection), so it is not grey
+    stripe_kind: str | None = None
     in_shape: Shape | None = None
     out_shape: Shape | None = None
     params: int = 0
@@ -321,14 +324,19 @@ def view_edges(report, op_owner: list[str], skip_kind: dict[tuple[int, int], str
 
 
 def mark_folded_skips(report, nodes: dict[str, ViewNode], op_owner: list[str]) -> None:
-    """A folded block (or rollup) keeps its own skip connection, drawn as an arc beside it."""
+    """A folded block (or rollup) keeps its own skip connection, drawn as an arc beside it, and
+    its stripe takes the shortcut's colour. A skip handed in by the caller (a tree's projection) is
+    already drawn as an edge into the node: it colours the stripe but draws no second arc."""
     for add in report.residual_adds:
         n = nodes[op_owner[add.op]]
         if add.kind == "merge":  # a branch merge inside the block, not its skip
             continue
-        if any(op_owner[i] != op_owner[add.op] for i in add.shortcut_ops):
-            continue  # a skip handed in by the caller (a tree's projection) is drawn as an edge
-        if n.skip is None and (n.kind == "rollup" or (n.kind == "block" and add.block == n.name)):
+        if not (n.kind == "rollup" or (n.kind == "block" and add.block == n.name)):
+            continue
+        if n.stripe_kind is None:  # the first skip, as the block's own shortcut kind names it
+            n.stripe_kind = add.kind
+            n.skip_label = _skip_label(report, add)
+        if n.skip is None and all(op_owner[i] == op_owner[add.op] for i in add.shortcut_ops):
             n.skip = add.kind
             n.skip_label = _skip_label(report, add)
 
