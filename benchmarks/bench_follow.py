@@ -14,7 +14,11 @@ blocks) into a temporary folder, then measures, in one process:
               Training tab's plots are drawn.
 * ``follow``  a separate writer process appends records at ``--rate`` steps/s while the window
               follows them; a 5 ms QTimer on the UI thread records the gaps between its ticks: the
-              longest is the longest the UI could not react (aim: under 50 ms).
+              longest is the longest the UI could not react (aim: under 50 ms). The window settles
+              the heap after the model loads, as ``resviz RUN_DIR`` does (``resviz.gui.qt_heap``);
+              ``--no-settle`` shows the same without it (a full garbage collection walks every
+              module, widget and model object: the longest stall). The longest garbage collection
+              while following is printed beside the gaps.
 """
 
 from __future__ import annotations
@@ -108,7 +112,11 @@ def bench_open(path: str) -> dict:
     return {"lines": lines, "parsed": f.parsed, "open_s": min(times), "every_line_s": full}
 
 
-def bench_window(path: str, follow_seconds: float, rate: float, names: list[str]) -> dict:
+def bench_window(
+    path: str, follow_seconds: float, rate: float, names: list[str], settle: bool = True
+) -> dict:
+    import gc
+
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -118,6 +126,10 @@ def bench_window(path: str, follow_seconds: float, rate: float, names: list[str]
     QApplication.instance() or QApplication([sys.argv[0]])
     w = QtMainWindow()
     tab = install(w, None)
+    if settle:
+        from resviz.gui.qt_heap import settle_after_loads
+
+        settle_after_loads(w)  # as run_app does
     w.resize(1600, 1000)
     w.show()
     w.select_tab("Training")
@@ -141,6 +153,16 @@ def bench_window(path: str, follow_seconds: float, rate: float, names: list[str]
         gaps.append(now - last[0])
         last[0] = now
 
+    collections: list[tuple[int, float]] = []  # (generation, ms) of each collection while following
+    gc_start = [0.0]
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            collections.append((info["generation"], (time.perf_counter() - gc_start[0]) * 1000))
+
+    gc.callbacks.append(on_gc)
     timer = QTimer()
     timer.setInterval(5)
     timer.timeout.connect(tick)
@@ -150,13 +172,19 @@ def bench_window(path: str, follow_seconds: float, rate: float, names: list[str]
     _wait(lambda: writer.poll() is not None and time.perf_counter() - t1 > follow_seconds + 0.5,
           timeout=follow_seconds + 120)  # fmt: skip
     timer.stop()
+    gc.callbacks.remove(on_gc)
+    t2 = time.perf_counter()
+    gc.collect()  # what one full collection, which allocation starts at some moment, stalls the UI for
+    full_ms = (time.perf_counter() - t2) * 1000
     got = int(p.buffers["residual"].latest["step"]) + 1 - start_step
     redraws = p.redraws
     w.close()
     ms = sorted(g * 1000 for g in gaps)
     return {"window_open_s": opened, "followed_steps": got, "written_steps": int(rate * follow_seconds),
             "gap_max_ms": ms[-1] if ms else float("nan"), "gap_p99_ms": ms[int(len(ms) * 0.99)] if ms else float("nan"),
-            "gap_median_ms": statistics.median(ms) if ms else float("nan"), "redraws": redraws}  # fmt: skip
+            "gap_median_ms": statistics.median(ms) if ms else float("nan"), "redraws": redraws,
+            "gc_max_ms": max((ms for _, ms in collections), default=0.0),
+            "gc_full_now_ms": full_ms, "gc_full": sum(1 for g, _ in collections if g == 2)}  # fmt: skip
 
 
 def _wait(pred, timeout=120.0):
@@ -189,6 +217,9 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=5.0, help="how long the writer appends while followed")
     ap.add_argument("--rate", type=float, default=100.0, help="steps/s the writer appends")
+    ap.add_argument(
+        "--no-settle", action="store_true", help="don't settle the heap after the load (see qt_heap)"
+    )
     ap.add_argument("--keep", action="store_true", help="leave the run directory (its path is printed)")
     ap.add_argument("--write", help=argparse.SUPPRESS)
     ap.add_argument("--from-step", type=int, default=0, help=argparse.SUPPRESS)
@@ -209,12 +240,15 @@ def main() -> None:
         print(f"open (RunFollower.open): {o['open_s']:.2f} s, {o['parsed']} of {o['lines']} lines parsed; "
               f"reading every line (open_run): ~{o['every_line_s']:.0f} s "
               f"({o['every_line_s'] / o['open_s']:.0f}x slower)")  # fmt: skip
-        r = bench_window(path, a.seconds, a.rate, names)
+        r = bench_window(path, a.seconds, a.rate, names, settle=not a.no_settle)
         print(f"window: resviz RUN_DIR drawn (graph + Training plots) in {r['window_open_s']:.2f} s")
         print(f"follow: {r['followed_steps']} of {r['written_steps']} appended steps shown "
               f"({a.rate:.0f} steps/s for {a.seconds:.0f} s, {r['redraws']} redraws); UI gaps: max "
               f"{r['gap_max_ms']:.1f} ms, p99 {r['gap_p99_ms']:.1f} ms, median {r['gap_median_ms']:.1f} ms "
               "(5 ms timer; aim: max < 50 ms)")  # fmt: skip
+        print(f"garbage collection: a full one costs {r['gc_full_now_ms']:.0f} ms on the UI thread; while "
+              f"following the longest took {r['gc_max_ms']:.1f} ms, {r['gc_full']} were full "
+              f"({'heap settled after the load' if not a.no_settle else 'heap not settled: --no-settle'})")  # fmt: skip
     finally:
         if a.keep:
             print(f"kept {path}")

@@ -118,6 +118,9 @@ def run_app(args) -> int:
     window = QtMainWindow()
     window.t0 = _T_START
     _install_tabs(window, args)
+    from .qt_heap import settle_after_loads
+
+    settle_after_loads(window)  # this process is the app's: full collections stay short (qt_heap)
     if getattr(args, "tab", None) and not window.select_tab(args.tab):  # a bad argument: exit 2, no window
         tabs = ", ".join(window.tabs.tabText(i) for i in range(window.tabs.count()))
         print(printable(f"resviz: no tab called {args.tab!r}; tabs: {tabs}"), file=sys.stderr)
