@@ -12,7 +12,9 @@ allocated since, a few milliseconds.
 Only the app's own process does this (:func:`resviz.gui.app.run_app` calls
 :func:`settle_after_loads`); ``resviz.show(model)`` runs inside the user's process, whose garbage
 collector is theirs to configure. The next settle first unfreezes, so garbage of a previous model
-(cycles among its objects) is collected then and never kept for the process's life.
+(cycles among its objects) is collected then and never kept for the process's life. The
+collections themselves stay on the UI thread, as :mod:`~resviz.gui.qt_gc` has them while workers run
+(``idle`` is emitted there, with no worker running).
 """
 
 from __future__ import annotations
