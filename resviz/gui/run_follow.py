@@ -45,6 +45,8 @@ from ..core.training.rundir import (
     RunReader,
     read_json_object,
     read_run_meta,
+    run_name,
+    run_state,
 )  # fmt: skip
 from ..core.training.store import PROBES, SCALARS, RunState, RunStore, record_payload
 
@@ -237,14 +239,11 @@ class RunFollower:
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("name") or self.path.name)
+        return run_name(self.meta, self.path)
 
     @property
     def state(self) -> RunState:
-        try:
-            return RunState(self.meta.get("state", "running"))
-        except ValueError:
-            return RunState.RUNNING
+        return run_state(self.meta)
 
     @property
     def live(self) -> bool:

@@ -318,6 +318,19 @@ def read_run_meta(path: Path) -> dict:
     return meta
 
 
+def run_name(meta: dict, path: Path) -> str:
+    """A run's name: the one its writer gave in run.json, else its directory's."""
+    return str(meta.get("name") or path.name)
+
+
+def run_state(meta: dict) -> RunState:
+    """A run's state from run.json; a state this reader does not know reads as still running."""
+    try:
+        return RunState(meta.get("state", "running"))
+    except ValueError:
+        return RunState.RUNNING
+
+
 class Run:
     """An opened run directory: ``meta`` (run.json), ``report`` (report.json or None), ``store``
     (a :class:`RunStore` of the records read so far). :meth:`poll` reads what was appended."""
@@ -335,14 +348,11 @@ class Run:
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("name") or self.path.name)
+        return run_name(self.meta, self.path)
 
     @property
     def state(self) -> RunState:
-        try:
-            return RunState(self.meta.get("state", "running"))
-        except ValueError:
-            return RunState.RUNNING
+        return run_state(self.meta)
 
     @property
     def report(self) -> dict | None:
