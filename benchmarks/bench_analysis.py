@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import resviz  # noqa: E402
-from resviz.core import gcpause, zoo  # noqa: E402
+from resviz.core import gcpause
+from resviz.core.sources import zoo  # noqa: E402
 
 
 def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
@@ -91,7 +92,7 @@ def bench_library_layers(repeats: int) -> dict:
     process or a new model pays); "again" is a re-analysis (the app's re-trace, a size sweep)."""
     from library_layers import library_net
 
-    from resviz.core import metacache
+    from resviz.core.tracing import meta_cache as metacache
 
     shape = (1, 3, 224, 224)
     out = {}

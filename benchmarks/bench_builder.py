@@ -24,7 +24,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 import resviz.gui  # noqa: E402,F401  (PySide6 None-refcount workaround first)
 from resviz.gui.builder import install  # noqa: E402
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 
 def wait_idle(app, window, timeout=120.0) -> None:
@@ -39,7 +39,7 @@ def wait_idle(app, window, timeout=120.0) -> None:
 
 
 def edit_to_drawn(app, window, panel, name: str, repeats: int) -> tuple[float, float]:
-    from resviz.core import zoo
+    from resviz.core.sources import zoo
 
     panel.new_net(zoo.get(name).spec)
     wait_idle(app, window)
@@ -60,8 +60,8 @@ def edit_to_drawn(app, window, panel, name: str, repeats: int) -> tuple[float, f
 def torchinfo_time(name: str, repeats: int) -> float:
     import torchinfo
 
-    from resviz.core import zoo
-    from resviz.core.spec import build
+    from resviz.core.sources import zoo
+    from resviz.core.sources.spec import build
 
     spec = zoo.get(name).spec
     times = []

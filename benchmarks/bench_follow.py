@@ -6,7 +6,7 @@
 Writes a run directory (``steps.jsonl`` lines shaped like ``resviz train``'s, ~10 KB each at 50
 blocks) into a temporary folder, then measures, in one process:
 
-* ``open``    :meth:`RunFollower.open <resviz.gui.run_follow.RunFollower.open>` (what the app does
+* ``open``    :meth:`RunFollower.open <resviz.gui.training.follow.RunFollower.open>` (what the app does
               on its worker thread for ``resviz RUN_DIR``), next to reading every line the way
               ``resviz.core.training.open_run`` does (timed on the first 5,000 lines, scaled up:
               reading all of them would take minutes). Aim: under 2 s.
@@ -15,7 +15,7 @@ blocks) into a temporary folder, then measures, in one process:
 * ``follow``  a separate writer process appends records at ``--rate`` steps/s while the window
               follows them; a 5 ms QTimer on the UI thread records the gaps between its ticks: the
               longest is the longest the UI could not react (aim: under 50 ms). The window settles
-              the heap after the model loads, as ``resviz RUN_DIR`` does (``resviz.gui.qt_heap``);
+              the heap after the model loads, as ``resviz RUN_DIR`` does (``resviz.gui.runtime.heap``);
               ``--no-settle`` shows the same without it (a full garbage collection walks every
               module, widget and model object: the longest stall). The longest garbage collection
               while following is printed beside the gaps.
@@ -66,9 +66,9 @@ def line_maker(names: list[str], variants: int = 64):
 
 def make_run(path: str, steps: int, names: list[str]) -> None:
     import resviz
+    from resviz.core.sources.zoo import build
     from resviz.core.training import RunWriter
     from resviz.core.training.runreport import report_json
-    from resviz.core.zoo import build
 
     net = build("resnet110") if len(names) > 30 else build("resnet20")
     report = report_json(resviz.analyze(net, (1, 3, 32, 32)))
@@ -89,7 +89,7 @@ def make_run(path: str, steps: int, names: list[str]) -> None:
 
 def bench_open(path: str) -> dict:
     from resviz.core.training import open_run
-    from resviz.gui.run_follow import RunFollower
+    from resviz.gui.training.follow import RunFollower
 
     times = []
     for _ in range(3):
@@ -120,14 +120,14 @@ def bench_window(
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from resviz.gui.qt_main_window import QtMainWindow
-    from resviz.gui.qt_training import install
+    from resviz.gui.training.tab import install
+    from resviz.gui.window.main_window import QtMainWindow
 
     QApplication.instance() or QApplication([sys.argv[0]])
     w = QtMainWindow()
     tab = install(w, None)
     if settle:
-        from resviz.gui.qt_heap import settle_after_loads
+        from resviz.gui.runtime.heap import settle_after_loads
 
         settle_after_loads(w)  # as run_app does
     w.resize(1600, 1000)

@@ -23,7 +23,7 @@ from PySide6.QtCore import QPointF  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 import resviz.gui  # noqa: E402,F401  (PySide6 None-refcount workaround first)
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 
 def wait_idle(app, window, timeout=120.0) -> float:
@@ -118,7 +118,7 @@ def main() -> None:
     try:
         import torchview
 
-        from resviz.core import zoo
+        from resviz.core.sources import zoo
 
         print("torchview.draw_graph on the same models (static graph, nothing drawn)")
         for name, shape in (("resnet152", (1, 3, 224, 224)), ("resnet1202", (1, 3, 32, 32))):

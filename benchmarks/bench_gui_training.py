@@ -41,8 +41,8 @@ def _app():
 
 
 def _window(size=(1600, 1000)):
-    from resviz.gui.qt_main_window import QtMainWindow
-    from resviz.gui.qt_training import install
+    from resviz.gui.training.tab import install
+    from resviz.gui.window.main_window import QtMainWindow
 
     w = QtMainWindow()
     tab = install(w, None)

@@ -4,13 +4,13 @@
     python benchmarks/bench_isolation.py --quick    # 1 repeat
 
 resviz imports, builds and traces a user's ``model.py`` in a child process
-(:mod:`resviz.core.isolation`), so that code which hangs, exits or crashes cannot take resviz
+(:mod:`resviz.core.session.isolation`), so that code which hangs, exits or crashes cannot take resviz
 with it. The alternative is doing the same in resviz's own process, as it did before. This
 prints, for a small file and a ResNet-50-sized one:
 
 * ``in-process``: ``load_model`` + ``analyze_session`` here (torch already imported; each run
   re-imports the file, as every check and every app reload does);
-* ``child``: :func:`resviz.core.isolation.open_python` (start Python, import torch and resviz,
+* ``child``: :func:`resviz.core.session.isolation.open_python` (start Python, import torch and resviz,
   the same work, plain records back), as ``resviz check model.py`` does;
 * ``warm child``: the same with the spare child the app keeps started ahead (``warm=True``),
   ready when the request comes, as on a reload after the user saved an edit;
@@ -32,10 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resviz.core import isolation  # noqa: E402
-from resviz.core.isolation import open_python  # noqa: E402
-from resviz.core.loading import load_model  # noqa: E402
-from resviz.core.session import analyze_session  # noqa: E402
+from resviz.core.session import isolation  # noqa: E402
+from resviz.core.session.isolation import open_python  # noqa: E402
+from resviz.core.session.opened_model import analyze_session  # noqa: E402
+from resviz.core.sources.loading import load_model  # noqa: E402
 
 SMALL = """
 from torch import nn
@@ -63,7 +63,7 @@ class Net(nn.Module):
 """
 
 RESNET50 = """
-from resviz.core import zoo
+from resviz.core.sources import zoo
 
 def resnet50():
     return zoo.build("resnet50")

@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import resviz  # noqa: E402
-from resviz.core import zoo  # noqa: E402
+from resviz.core.sources import zoo  # noqa: E402
 from resviz.core.training import probes  # noqa: E402
 
 CASES = {"resnet20": ((3, 32, 32), 128), "resnet50": ((3, 64, 64), 16)}

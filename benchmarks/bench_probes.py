@@ -32,8 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from resviz.core import zoo  # noqa: E402
-from resviz.core.analysis import analyze  # noqa: E402
+from resviz.core.analysis.pipeline import analyze  # noqa: E402
+from resviz.core.sources import zoo  # noqa: E402
 from resviz.core.training import TrainConfig, Trainer  # noqa: E402
 from resviz.core.training.data import SyntheticData  # noqa: E402
 from resviz.core.training.trainer import resolve_device  # noqa: E402

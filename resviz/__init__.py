@@ -13,7 +13,8 @@ raises for shape problems: they are in ``report.mismatches`` and ``report.errors
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["analyze", "monitor", "show", "Report", "Input", "__version__"]
 
 
@@ -23,7 +24,7 @@ def analyze(model, input_shape=None, **kwargs):
     ``dtype=torch.int64`` for token ids; ``inputs=`` example tensors instead of a shape: one, a
     sequence (positional arguments) or a mapping (keyword arguments). See ``resviz.core.inputs``.
     """
-    from .core.analysis import analyze_any
+    from .core.analysis.pipeline import analyze_any
 
     return analyze_any(model, input_shape, **kwargs)
 
@@ -53,7 +54,7 @@ def show(model, input_shape=None, **kwargs):
 
 def __getattr__(name):
     if name == "Report":
-        from .core.analysis import Report
+        from .core.analysis.pipeline import Report
 
         return Report
     if name == "Input":

@@ -17,7 +17,7 @@ matches; 1 it was loaded but problems were found (a shortcut mismatch, a shape e
 stopped early; for ``train``, a NaN/Inf); 2 it could not be loaded, or an argument or output file
 is wrong (a Python file whose code hangs past --timeout, exits or crashes included); 3 a bug in
 resviz; 130 interrupted by Ctrl-C, 143 stopped by SIGTERM. User mistakes are reported as one
-paragraph, never a traceback. A Python file's code runs in a child process (resviz.core.isolation).
+paragraph, never a traceback. A Python file's code runs in a child process (resviz.core.session.isolation).
 """
 
 from __future__ import annotations
@@ -231,16 +231,16 @@ def _raise_terminated(signum, frame) -> None:
 def open_source(args):
     """The Session for ``args.model``; a Python file's code runs in a child process first (its
     import-time hangs, exits and prints are caught there: exit 2, this process untouched)."""
-    from .core.isolation import split_python_source
+    from .core.sources.python_source import split_python_source
 
     if split_python_source(args.model) is not None:  # user code: run it in a child process
-        from .core.isolation import open_python
-        from .core.loading import parse_kwargs
+        from .core.session.isolation import open_python
+        from .core.sources.loading import parse_kwargs
 
         kwargs = parse_kwargs(args.kwargs) if args.kwargs else None
         return open_python(args.model, input_shape=args.input, kwargs=kwargs,
                            timeout=getattr(args, "timeout", None))  # fmt: skip
-    from .core.session import open_model
+    from .core.session.opened_model import open_model
 
     return open_model(args.model, input_shape=args.input, kwargs_text=args.kwargs, trust=args.trust)
 
@@ -270,7 +270,7 @@ def cmd_check(args) -> int:
 
 
 def _write_fixed_spec(session, out: str) -> None:
-    from .core.spec_fix import fix_spec_file
+    from .core.fixes.spec_edits import fix_spec_file
 
     fixed = fix_spec_file(session.loaded.path, out, input_shape=session.input_shape)
     said = "; ".join(e.describe() for e in fixed.edits) or "nothing to change"
@@ -281,7 +281,7 @@ def _write_fixed_spec(session, out: str) -> None:
 
 
 def cmd_summary(args) -> int:
-    from .core.summary import layer_rows, summary_dict
+    from .core.analysis.layer_table import layer_rows, summary_dict
     from .render.text import Style, format_summary
 
     _check_depth(args)
@@ -299,7 +299,7 @@ def cmd_summary(args) -> int:
 
 def cmd_render(args) -> int:
     from .core.files import check_output
-    from .render.export import needs_qt
+    from .render.formats import needs_qt
 
     _check_depth(args)
     qt = needs_qt(args.output)  # a wrong extension is refused before the model is loaded
@@ -308,7 +308,7 @@ def cmd_render(args) -> int:
     folds = {"depth": args.depth, "collapse": args.collapse, "rollup": args.rollup}
     notes: list[str] = list(session.notes)
     if qt:  # SVG, PNG and PDF are painted by the app's scene: the one place Qt is allowed
-        from .gui.export import render_report
+        from .gui.graph.scene_export import render_report
 
         path = render_report(session.report, args.output, engine=args.layout, notes=notes, **folds)
     else:
@@ -322,7 +322,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_zoo(args) -> int:
-    from .core import zoo
+    from .core.sources import zoo
     from .render.text import Style, human, shape_str, table
 
     entries = zoo.entries()
@@ -344,7 +344,7 @@ def cmd_zoo(args) -> int:
 
 
 def cmd_codegen(args) -> int:
-    from .core.codegen import generate, spec_for
+    from .core.design.codegen import generate, spec_for
     from .core.files import atomic_write_text, check_output
 
     if args.output:

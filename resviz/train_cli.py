@@ -185,7 +185,7 @@ def run_config(args, cfg, trainer) -> dict:
     """What ``run.json`` records of a ``resviz train`` run (see the README's run directory format)."""
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     return {
         "source": "resviz train", "model": args.model, "input_shape": list(trainer.input_shape),

@@ -20,7 +20,7 @@ os.environ.setdefault("RESVIZ_DATA_DIR", tempfile.mkdtemp(prefix="resviz-data-")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from resviz.gui.qt_compat import keep_dropped_objects_alive  # noqa: E402
+from resviz.gui.runtime.pyside_compat import keep_dropped_objects_alive  # noqa: E402
 
 # The tests make windows without the app's start, so they take its compatibility step themselves
 # (it acts only under a PySide6 that drops references, which test_gui_app.py then reports).
@@ -34,9 +34,9 @@ os.environ.setdefault("RESVIZ_TRAIN_THREADS", "1")  # the app's training threads
 
 
 def _running_qthreads() -> list:
-    """resviz's own QThreads still running: every one is registered with ``resviz.gui.qt_gc`` before
+    """resviz's own QThreads still running: every one is registered with ``resviz.gui.runtime.ui_thread_gc`` before
     it starts, so this is a look-up, not a walk over every object in the process."""
-    qt_gc = sys.modules.get("resviz.gui.qt_gc")
+    qt_gc = sys.modules.get("resviz.gui.runtime.ui_thread_gc")
     return qt_gc.running_threads() if qt_gc is not None else []
 
 
@@ -99,8 +99,8 @@ def no_leaked_threads(request):
 
 def _restore_automatic_gc() -> None:
     """No resviz thread is left: the next test starts with Python's own collector, as a user's
-    process would after the app closes (``resviz.gui.qt_gc`` switches it off while threads run)."""
-    qt_gc = sys.modules.get("resviz.gui.qt_gc")
+    process would after the app closes (``resviz.gui.runtime.ui_thread_gc`` switches it off while threads run)."""
+    qt_gc = sys.modules.get("resviz.gui.runtime.ui_thread_gc")
     if qt_gc is not None and qt_gc.installed():
         qt_gc.uninstall()
 

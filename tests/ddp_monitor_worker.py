@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import resviz
-from resviz.core import zoo
+from resviz.core.sources import zoo
 
 
 def main(run_dir: str) -> None:

@@ -13,14 +13,14 @@ def test_analysis_rendering_and_training_do_not_import_qt():
     """One fresh interpreter (torch's import is most of its time) for the three headless uses."""
     code = (
         "import sys, resviz\n"
-        "from resviz.core.analysis import analyze\n"
+        "from resviz.core.analysis.pipeline import analyze\n"
         "from resviz.render import view, layout, dot, text\n"
         "import torch\n"
         "torch.set_num_threads(1)\n"  # tiny tensors: threads only wait on each other (conftest)
         "r = resviz.analyze(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), (1, 3, 8, 8))\n"
         "assert r.ok\n"
         "import resviz.train_cli, resviz.core.training as t\n"
-        "from resviz.core import zoo\n"
+        "from resviz.core.sources import zoo\n"
         "tr = t.Trainer(zoo.build('resnet20', device='cpu'), t.TrainConfig(batch_size=2), input_shape=(1, 3, 8, 8))\n"
         "tr.step()\n"
         "bad = [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'resviz.gui'))]\n"

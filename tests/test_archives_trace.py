@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resviz.core.analysis import analyze, build_report
-from resviz.core.export_trace import trace_exported
-from resviz.core.frontends import trace_any
-from resviz.core.script_trace import trace_script_module
-from resviz.core.trace import trace_module
+from resviz.core.analysis.pipeline import analyze, build_report
+from resviz.core.tracing.dispatch import trace_any
+from resviz.core.tracing.eager import trace_module
+from resviz.core.tracing.exported import trace_exported
+from resviz.core.tracing.torchscript import trace_script_module
 from tests.nets import BasicBlock
 
 SHAPE = (2, 3, 32, 32)

@@ -12,8 +12,8 @@ import pytest
 
 from resviz.cli import main
 from resviz.core.errors import ResvizError
-from resviz.core.loading import parse_kwargs
 from resviz.core.shapes import parse_shape
+from resviz.core.sources.loading import parse_kwargs
 from resviz.core.training import data as datamod
 
 _SPEC = 'stem = "cifar"\n[[stages]]\nblocks = 1\nwidth = 8\n'

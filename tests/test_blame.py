@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import resviz
-from resviz.core import zoo
-from resviz.core.analysis import analyze_any
+from resviz.core.analysis.pipeline import analyze_any
+from resviz.core.sources import zoo
 
 
 def paste(model, fix):
@@ -155,8 +155,8 @@ def test_torchscript_front_end_blames_the_same_layer():
 
 
 def test_a_spec_nets_fix_title_and_place_are_the_spec_edit():
-    from resviz.core.spec import build, load_spec
-    from resviz.core.spec_fix import attach_spec_fixes
+    from resviz.core.fixes.spec_edits import attach_spec_fixes
+    from resviz.core.sources.spec import build, load_spec
 
     spec = load_spec("assets/broken_identity.toml")
     report = resviz.analyze(build(spec, device="meta"), spec.input_shape, suggest_sizes=False)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from resviz.core import zoo
-from resviz.core.analysis import analyze
-from resviz.core.builder import SpecBuilder, draft_of, field_errors
+from resviz.core.analysis.pipeline import analyze
+from resviz.core.design.spec_editor import SpecBuilder, draft_of, field_errors
 from resviz.core.errors import ResvizError, SpecError
-from resviz.core.spec import build, load_spec, parse_spec
-from resviz.core.spec_fix import fix_all
+from resviz.core.fixes.spec_edits import fix_all
+from resviz.core.sources import zoo
+from resviz.core.sources.spec import build, load_spec, parse_spec
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 

@@ -78,7 +78,7 @@ def test_check_json_contract_for_a_broken_file(capsys, tmp_path):
 
 def test_check_json_equals_report_to_dict(capsys):
     import resviz
-    from resviz.core import zoo
+    from resviz.core.sources import zoo
 
     code, out, _ = run(capsys, "check", "resnet20", "--json")
     expected = resviz.analyze(zoo.build("resnet20"), (1, 3, 32, 32), name="resnet20").to_dict()
@@ -87,7 +87,7 @@ def test_check_json_equals_report_to_dict(capsys):
 
 def test_summary_totals_agree_with_torchinfo(capsys):
     torchinfo = pytest.importorskip("torchinfo")
-    from resviz.core import zoo
+    from resviz.core.sources import zoo
 
     code, out, err = run(capsys, "summary", "resnet50", "--json", "--depth", "2")
     assert code == 0, err

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from resviz.cli import main
-from resviz.core import zoo
-from resviz.core.analysis import analyze
-from resviz.core.codegen import class_name, generate
-from resviz.core.spec import build, load_spec, parse_spec
+from resviz.core.analysis.pipeline import analyze
+from resviz.core.design.codegen import class_name, generate
+from resviz.core.sources import zoo
+from resviz.core.sources.spec import build, load_spec, parse_spec
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 

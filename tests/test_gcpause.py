@@ -103,7 +103,7 @@ def _collector_seen_by_forward(host_enabled: bool) -> tuple[list[bool], bool]:
     from torch import nn
 
     import resviz
-    from resviz.core import zoo
+    from resviz.core.sources import zoo
 
     seen = []
 

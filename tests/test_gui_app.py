@@ -12,7 +12,7 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtGui import QColor, QImage, QPalette  # noqa: E402
 
-from resviz.gui.qt_workers import QtWorker  # noqa: E402
+from resviz.gui.runtime.workers import QtWorker  # noqa: E402
 
 TIMEOUT = 30_000
 
@@ -151,7 +151,7 @@ def test_show_opens_a_live_module_without_blocking(qtbot):
 
 
 def test_dark_palette_gives_dark_scene(qapp):
-    from resviz.gui.qt_theme import is_dark_palette, scene_theme
+    from resviz.gui.window.theme import is_dark_palette, scene_theme
     from resviz.render.theme import DARK, LIGHT
 
     dark = QPalette()
@@ -163,7 +163,7 @@ def test_dark_palette_gives_dark_scene(qapp):
 
 
 def test_zoo_picker_searches_and_opens(qtbot):
-    from resviz.gui.qt_main_window import QtMainWindow
+    from resviz.gui.window.main_window import QtMainWindow
 
     w = QtMainWindow()
     qtbot.addWidget(w)
@@ -181,7 +181,7 @@ def test_zoo_picker_searches_and_opens(qtbot):
 
 
 def test_recent_files_are_remembered(qtbot, tmp_path):
-    from resviz.gui.qt_main_window import QtMainWindow
+    from resviz.gui.window.main_window import QtMainWindow
 
     spec = tmp_path / "r.toml"
     spec.write_text(
@@ -203,7 +203,7 @@ def test_cyclic_garbage_is_collected_on_the_ui_thread_only(qtbot):
     automatic collector is back once no worker is left."""
     import gc
 
-    from resviz.gui import qt_gc
+    from resviz.gui.runtime import ui_thread_gc as qt_gc
 
     where = []
 
@@ -239,7 +239,7 @@ def test_the_ui_thread_collector_gives_back_a_host_collector_that_was_off(qtbot)
     the collector is off again, as the program had it."""
     import gc
 
-    from resviz.gui import qt_gc
+    from resviz.gui.runtime import ui_thread_gc as qt_gc
 
     gc.disable()
     try:
@@ -280,8 +280,8 @@ def test_importing_the_window_and_its_tabs_changes_nothing_and_loads_no_torch():
     code = (
         "import sys\n"
         "before = [sys.getrefcount(o) for o in (None, True, False)]\n"
-        "import resviz.gui, resviz.gui.app, resviz.gui.qt_main_window\n"
-        "import resviz.gui.qt_training, resviz.gui.qt_training_buffer\n"
+        "import resviz.gui, resviz.gui.app, resviz.gui.window.main_window\n"
+        "import resviz.gui.training.tab, resviz.gui.training.run_model\n"
         "after = [sys.getrefcount(o) for o in (None, True, False)]\n"
         "print(all(a < b + 10**6 for a, b in zip(after, before)), 'torch' in sys.modules,"
         " 'pyqtgraph' in sys.modules)\n"
@@ -293,7 +293,7 @@ def test_importing_the_window_and_its_tabs_changes_nothing_and_loads_no_torch():
 def test_the_compatibility_step_acts_only_on_dropped_references():
     import ctypes
 
-    from resviz.gui import qt_compat
+    from resviz.gui.runtime import pyside_compat as qt_compat
 
     obj = object()
     held = [obj] * 1000  # references enough for the fake leak below to take some

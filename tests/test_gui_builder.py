@@ -10,10 +10,10 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from resviz.core import zoo  # noqa: E402
-from resviz.core.spec import load_spec  # noqa: E402
+from resviz.core.sources import zoo  # noqa: E402
+from resviz.core.sources.spec import load_spec  # noqa: E402
 from resviz.gui.builder import install  # noqa: E402
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 TIMEOUT = 30_000
 
@@ -181,7 +181,7 @@ def test_save_open_and_export_code(qtbot, win, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[[stages]]\nblocks = 0\nwidth = 8\n")
     shown = []
-    import resviz.gui.builder.qt_builder_panel as mod
+    import resviz.gui.builder.panel as mod
 
     mod.QMessageBox.warning, real = (lambda *a: shown.append(a[2])), mod.QMessageBox.warning
     try:

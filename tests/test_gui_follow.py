@@ -19,8 +19,8 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from resviz.core.training import RunState, RunWriter  # noqa: E402
 from resviz.core.training.runreport import report_json  # noqa: E402
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
-from resviz.gui.qt_training import install  # noqa: E402
+from resviz.gui.training.tab import install  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 TIMEOUT = 30_000
 
@@ -238,8 +238,8 @@ def test_file_open_run_opens_the_chosen_folder(qtbot, win, tmp_path, report, mon
 
 def test_without_change_notifications_the_poll_still_follows(qtbot, tmp_path, report):
     """A folder on shared storage written by another machine sends no inotify events: the timer reads."""
-    from resviz.gui.qt_run_follow import QtRunWatch
-    from resviz.gui.run_follow import RunFollower
+    from resviz.gui.training.follow import RunFollower
+    from resviz.gui.training.follow_timer import QtRunWatch
 
     w = new_run(tmp_path / "r", report, 2)
     watch = QtRunWatch(RunFollower.open(tmp_path / "r"), poll_ms=50)

@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("torch")
 
-from resviz.gui.qt_heap import settle_after_loads, settle_heap  # noqa: E402
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
+from resviz.gui.runtime.heap import settle_after_loads, settle_heap  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 TIMEOUT = 60_000
 

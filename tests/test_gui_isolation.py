@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 TIMEOUT = 60_000
 

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("PySide6")
 
 import resviz  # noqa: E402
-from resviz.core import zoo  # noqa: E402
+from resviz.core.sources import zoo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def test_summary_shows_whole_layer_names(qtbot, resnet18):
     from PySide6.QtCore import Qt
     from PySide6.QtGui import QFont, QFontMetricsF
 
-    from resviz.gui.qt_summary_table import QtSummaryTable
+    from resviz.gui.panels.summary import QtSummaryTable
 
     table = QtSummaryTable()
     qtbot.addWidget(table)
@@ -41,7 +41,7 @@ def test_summary_shows_whole_layer_names(qtbot, resnet18):
 
 
 def test_step_axes_tick_whole_steps_however_few():
-    from resviz.gui.qt_plot_base import integer_ticks
+    from resviz.gui.training.plot_base import integer_ticks
 
     for lo, hi in [(-0.05, 4.2), (0, 1), (0, 2), (-0.5, 9.5), (0, 37), (0, 10_000)]:
         for size in (80, 300, 900):
@@ -66,8 +66,8 @@ def _axis_texts(axis) -> list[str]:
 def test_training_plots_label_steps_as_integers_and_keep_the_first_block(qtbot):
     import numpy as np
 
-    from resviz.gui.qt_plot_base import Style
-    from resviz.gui.qt_training_plots import CurvePlot, HighwayPlot
+    from resviz.gui.training.plot_base import Style
+    from resviz.gui.training.plots import CurvePlot, HighwayPlot
 
     style = Style(dark=False)
     loss = CurvePlot(style, ylog=True, ylabel="loss")
@@ -96,7 +96,7 @@ def test_training_plots_label_steps_as_integers_and_keep_the_first_block(qtbot):
 def test_a_log_axis_writes_all_its_labels_one_way():
     import math
 
-    from resviz.gui.qt_plot_base import LogAxis, log_labels
+    from resviz.gui.training.plot_base import LogAxis, log_labels
 
     axis = LogAxis("left")
     axis.setLogMode(False, True)
@@ -111,8 +111,8 @@ def test_a_log_axis_writes_all_its_labels_one_way():
 
 
 def test_a_finished_run_offers_only_what_can_go_on(qtbot):
-    from resviz.gui.qt_main_window import QtMainWindow
-    from resviz.gui.qt_training import install
+    from resviz.gui.training.tab import install
+    from resviz.gui.window.main_window import QtMainWindow
     from tests.test_gui_training import panel_for, wait_state
 
     w = QtMainWindow()
@@ -137,8 +137,8 @@ def test_a_finished_run_offers_only_what_can_go_on(qtbot):
 
 def test_the_apps_export_refuses_an_unreadable_png_in_the_apps_words(qtbot, resnet18, tmp_path,
                                                                      monkeypatch):  # fmt: skip
-    from resviz.gui.export import export_scene
-    from resviz.gui.qt_graph_scene import QtGraphScene
+    from resviz.gui.graph.scene import QtGraphScene
+    from resviz.gui.graph.scene_export import export_scene
     from resviz.render import pages
     from resviz.render.view import build_view
 
@@ -156,7 +156,7 @@ def test_a_folded_tree_node_is_striped_in_its_callers_shortcut_colour(qtbot):
     from PySide6.QtGui import QColor, QImage, QPainter
     from PySide6.QtWidgets import QStyleOptionGraphicsItem
 
-    from resviz.gui.qt_graph_scene import QtGraphScene
+    from resviz.gui.graph.scene import QtGraphScene
     from resviz.render.view import build_view
     from tests.nets_wild import TreeNet
 

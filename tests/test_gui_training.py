@@ -17,8 +17,8 @@ from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
-from resviz.gui.qt_training import install  # noqa: E402
+from resviz.gui.training.tab import install  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 TIMEOUT = 60_000
 
@@ -375,10 +375,3 @@ def test_screenshot_after_training(qapp, tmp_path, capsys):
     assert "trained 5 steps for the screenshot" in err, err
     image = QImage(str(path))
     assert not image.isNull() and (image.width(), image.height()) == (1200, 800)
-
-
-def test_probe_names_match_the_core():
-    from resviz.core.training.records import EXPLODING, PROBES, VANISHING
-    from resviz.gui import qt_training_buffer as b
-
-    assert b.PROBES == PROBES and (VANISHING, EXPLODING) == (1e-7, 1e3)

@@ -11,11 +11,11 @@ pytest.importorskip("pyqtgraph")
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from resviz.gui import training_estimate as te  # noqa: E402
 from resviz.gui.app import _waiting_for  # noqa: E402
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
-from resviz.gui.qt_training import install  # noqa: E402
-from resviz.gui.qt_training_views import rate_text  # noqa: E402
+from resviz.gui.training import estimate as te  # noqa: E402
+from resviz.gui.training.tab import install  # noqa: E402
+from resviz.gui.training.views import rate_text  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 TIMEOUT = 60_000
 

@@ -11,8 +11,8 @@ pytest.importorskip("pyqtgraph")
 torch = pytest.importorskip("torch")
 
 from resviz.core.training import RunState, open_run  # noqa: E402
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
-from resviz.gui.qt_training import install  # noqa: E402
+from resviz.gui.training.tab import install  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 TIMEOUT = 60_000
 

@@ -11,8 +11,8 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from resviz.gui import qt_trust  # noqa: E402
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
+from resviz.gui.dialogs import trust as qt_trust  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

@@ -10,7 +10,7 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtGui import QFontInfo  # noqa: E402
 
-from resviz.gui.qt_main_window import QtMainWindow  # noqa: E402
+from resviz.gui.window.main_window import QtMainWindow  # noqa: E402
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -156,8 +156,8 @@ def test_opens_python_file_and_shows_class_source(qtbot, win, tmp_path):
 
 
 def test_python_picker_rejects_bad_kwargs(qtbot, win, tmp_path):
-    from resviz.core.loading import python_candidates
-    from resviz.gui.qt_open_dialogs import QtPythonPicker
+    from resviz.core.sources.loading import python_candidates
+    from resviz.gui.dialogs.open_model import QtPythonPicker
 
     path = tmp_path / "model.py"
     path.write_text(PY_MODEL)

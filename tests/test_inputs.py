@@ -52,8 +52,8 @@ def test_input_sizes_that_work_are_sizes_where_the_whole_net_traces_clean():
 
 
 def test_the_size_sweep_skips_sizes_that_cannot_be_traced_and_says_when_it_breaks():
-    from resviz.core import analysis
-    from resviz.core.trace import trace_module
+    from resviz.core.analysis import pipeline as analysis
+    from resviz.core.tracing.eager import trace_module
 
     model = _RefusesLargeInputs()
     report = resviz.analyze(model, (1, 3, 99, 99), suggest_sizes=False)
@@ -106,8 +106,8 @@ def test_a_shape_from_python_is_the_shape_given(model, shape):
 
 
 def test_a_live_module_opened_from_python_keeps_its_shape():
-    from resviz.core.loading import from_module
-    from resviz.core.session import analyze_session
+    from resviz.core.session.opened_model import analyze_session
+    from resviz.core.sources.loading import from_module
 
     session = analyze_session(from_module(TokenMixer(), input_shape=(2, 16, 100)))
     assert session.report.ok and session.input_shape == (2, 16, 100)
@@ -218,8 +218,8 @@ def test_cli_takes_several_typed_inputs(capsys, tmp_path):
 
 
 def test_a_session_without_input_guesses_token_ids_and_typed_float_gets_the_hint():
-    from resviz.core.loading import from_module
-    from resviz.core.session import analyze_session
+    from resviz.core.session.opened_model import analyze_session
+    from resviz.core.sources.loading import from_module
 
     loaded = from_module(TextNet())
     session = analyze_session(loaded)  # no --input: token ids are guessed, not 1x16 floats

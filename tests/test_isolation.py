@@ -17,10 +17,11 @@ import textwrap
 import pytest
 
 from resviz.cli import main
-from resviz.core import isolated_child, pyfile_errors
 from resviz.core.errors import LoadError
-from resviz.core.isolation import PlainModule, loads_records
-from resviz.core.loading import load_model
+from resviz.core.session import isolated_child
+from resviz.core.session.isolation import PlainModule, loads_records
+from resviz.core.sources import pyfile_errors
+from resviz.core.sources.loading import load_model
 
 NET = """
 import torch
@@ -279,7 +280,7 @@ def test_processes_the_code_starts_end_with_its_child(capfd, tmp_path, hang_guar
 
 
 def test_a_missing_file_is_said_without_starting_a_child(capfd, tmp_path, monkeypatch):
-    from resviz.core import isolation
+    from resviz.core.session import isolation
 
     monkeypatch.setattr(isolation, "_take_child", lambda: pytest.fail("a child was started"))
     code, _, err = check(capfd, str(tmp_path / "modle.py"))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import resviz
-from resviz.core import zoo
+from resviz.core.sources import zoo
 from resviz.render import layout as layout_mod
 from resviz.render.layout import auto_layout, chain_layout
 from resviz.render.view import ViewState, build_view

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import resviz
-from resviz.core import metacache
+from resviz.core.tracing import meta_cache as metacache
 from tests.nets import leaf_output_shapes
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from resviz.core.errors import LoadError, ResvizError
-from resviz.core.loading import (
+from resviz.core.sources.loading import (
     LoadedModel,
     from_module,
     load_model,
@@ -719,7 +719,7 @@ def test_state_dict_and_checkpoint_say_weights_only(tmp_path):
 
 
 def test_zoo_weights_are_recognised(tmp_path):
-    from resviz.core import zoo
+    from resviz.core.sources import zoo
 
     weights = zoo.build("resnet20", device="cpu").state_dict()
     path = tmp_path / "cifar.pth"
@@ -803,7 +803,7 @@ def test_empty_truncated_random_directory_and_missing(tmp_path):
 
 
 def test_permission_denied_is_a_load_error(tmp_path, monkeypatch):
-    from resviz.core import archives
+    from resviz.core.sources import archives
 
     path = tmp_path / "locked.pt"
     torch.save({"w": torch.zeros(1)}, path)
@@ -916,7 +916,7 @@ NET_BEFORE_ITS_BLOCK = (
 
 
 def test_the_network_is_offered_first_not_its_block_even_when_the_block_comes_last(tmp_path):
-    from resviz.core.pyfile import preferred_candidate
+    from resviz.core.sources.pyfile import preferred_candidate
 
     cands = python_candidates(write(tmp_path, "model.py", NET_BEFORE_ITS_BLOCK))
     assert [(c.name, c.used_by) for c in cands] == [("Net", ()), ("Block", ("Net",))]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import resviz
-from resviz.core.summary import layer_rows
+from resviz.core.analysis.layer_table import layer_rows
 from resviz.render.view import build_view
 
 

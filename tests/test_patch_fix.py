@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from resviz.core.analysis import analyze
+from resviz.core.analysis.pipeline import analyze
 from resviz.core.errors import ResvizError
-from resviz.core.patch_fix import build_expr, parse_fix, patch_for
+from resviz.core.fixes.python_patch import build_expr, parse_fix, patch_for
 
 
 class Block(nn.Module):

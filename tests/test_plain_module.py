@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pickle
 
-from resviz.core.isolation import PlainModule, loads_records
-from resviz.core.plain_module import plain_module
-from resviz.core.script_trace import hyper_object
+from resviz.core.session.isolation import PlainModule, loads_records
+from resviz.core.tracing.plain_module import plain_module
+from resviz.core.tracing.torchscript import hyper_object
 from resviz.core.training.runreport import report_from_json, report_json
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import resviz
 from resviz.cli import main
-from resviz.core import zoo
+from resviz.core.sources import zoo
 from resviz.render import layout as layout_mod
 from resviz.render import pages
 from resviz.render.layout import chain_layout
@@ -20,7 +20,7 @@ def resnet110():
 
 @pytest.fixture(scope="module")
 def broken():
-    from resviz.core.session import open_model
+    from resviz.core.session.opened_model import open_model
 
     return open_model("assets/broken_identity.toml").report
 

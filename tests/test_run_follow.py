@@ -15,8 +15,8 @@ import pytest
 from resviz.core.errors import ResvizError
 from resviz.core.training import RunState, RunStore, RunWriter
 from resviz.core.training.store import record_payload
-from resviz.gui import run_follow
-from resviz.gui.run_follow import RunFollower
+from resviz.gui.training import follow as run_follow
+from resviz.gui.training.follow import RunFollower
 
 BLOCKS = ["layer1.0", "layer1.1", "layer2.0"]
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import resviz
-from resviz.core import zoo
+from resviz.core.sources import zoo
 
 
 def _snapshot(obj, seen=None):

@@ -10,16 +10,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resviz.core import zoo
 from resviz.core.errors import LoadError, SpecError
-from resviz.core.spec import (
-    BLOCK_KINDS,
-    NetSpec,
-    build,
-    load_spec,
-    parse_spec,
-    spec_to_dict,
-)
+from resviz.core.sources import zoo
+from resviz.core.sources.spec import BLOCK_KINDS, NetSpec, build, load_spec, parse_spec, spec_to_dict
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ASSET_FILES = sorted(p for p in ASSETS.iterdir() if p.suffix in (".toml", ".json"))

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resviz.cli import main
-from resviz.core.analysis import analyze
-from resviz.core.session import open_model
-from resviz.core.spec import build, load_spec, parse_spec
-from resviz.core.spec_fix import REMOVE, SpecEdit, apply_edits, edit_text, edits_of, fix_all
+from resviz.core.analysis.pipeline import analyze
+from resviz.core.fixes.spec_edits import REMOVE, SpecEdit, apply_edits, edit_text, edits_of, fix_all
+from resviz.core.session.opened_model import open_model
+from resviz.core.sources.spec import build, load_spec, parse_spec
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -179,8 +179,8 @@ def test_every_spec_mismatch_gets_a_verified_spec_edit(spec):
 
 
 def _spec_session(spec):
-    from resviz.core.loading import LoadedModel
-    from resviz.core.session import analyze_session
+    from resviz.core.session.opened_model import analyze_session
+    from resviz.core.sources.loading import LoadedModel
 
     loaded = LoadedModel(module=build(spec, device="meta"), exported=None, name="x", source="x", kind="spec",
                          path=None, input_shape=spec.input_shape, rebuild=None, plain_twin=None, spec=spec)  # fmt: skip

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
 import resviz
-from resviz.core import spec as specmod
+from resviz.core.sources import spec as specmod
 
 ADDS = {torch.Tensor.add_, torch.Tensor.add, torch.add, torch.Tensor.__iadd__, torch.Tensor.__add__}
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from resviz.core.training.records import PROBES, StepRecord, flag_norms
 from resviz.core.training.rundir import STEPS_FILE, RunWriter
+from resviz.core.training.steps import PROBES, StepRecord, flag_norms
 from resviz.core.training.store import RunState
 from resviz.follow_cli import follow
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resviz.core.analysis import analyze
+from resviz.core.analysis.pipeline import analyze
 from resviz.core.training import TrainConfig, Trainer, is_plain_twin, plain_twin
 from resviz.core.training.data import SyntheticData
 from resviz.core.training.probes import BlockWatch, ProbeSet

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from resviz.core.errors import ResvizError
-from resviz.core.training.records import (
+from resviz.core.training.steps import (
     RecordWriter,
     StepRecord,
     csv_columns,
@@ -155,7 +155,7 @@ def test_history_keeps_everything_below_capacity():
 
 def test_the_one_run_store_has_one_name():
     import resviz.core.training as training
-    from resviz.core.training import records
+    from resviz.core.training import steps as records
 
     for module in (training, records):  # RunHistory (never used) was an alias of RunStore
         assert not hasattr(module, "RunHistory")

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from resviz.core.errors import ResvizError
-from resviz.core.training.records import PROBES, StepRecord
 from resviz.core.training.rundir import (
     RUN_FORMAT,
     STEPS_FILE,
@@ -21,6 +20,7 @@ from resviz.core.training.rundir import (
     default_run_dir,
     open_run,
 )
+from resviz.core.training.steps import PROBES, StepRecord
 from resviz.core.training.store import RunState, RunStore, natural_key, summarise_flags
 
 NAMES = ["layer1.0", "layer1.1", "layer2.0"]
@@ -30,7 +30,7 @@ def rec(step: int, *, nonfinite=False, scale=1.0, names=NAMES) -> StepRecord:
     blocks = {n: {p: scale * (step + 1) * (i + 1) for p in PROBES} for i, n in enumerate(names)}
     if nonfinite:
         blocks[names[-1]]["input_grad_norm"] = math.nan
-    from resviz.core.training.records import flag_norms
+    from resviz.core.training.steps import flag_norms
 
     return StepRecord(step=step, loss=1.0 / (step + 1), accuracy=0.5, lr=0.1, seconds=0.01, blocks=blocks,
                       flags=flag_norms(blocks), nonfinite=nonfinite, message="boom" if nonfinite else "")  # fmt: skip
@@ -192,7 +192,7 @@ def test_default_run_dir_is_under_the_user_data_dir(tmp_path, monkeypatch):
 def test_reading_runs_does_not_import_torch():
     code = (
         "import sys\nfrom resviz.core.training import open_run, RunStore, RunWriter\n"
-        "import resviz.gui.qt_training_buffer\nprint('torch' in sys.modules)"
+        "import resviz.gui.training.follow, resviz.gui.training.run_model\nprint('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
@@ -200,7 +200,7 @@ def test_reading_runs_does_not_import_torch():
 
 def test_export_run_writes_every_step_in_chunks_and_skips_a_torn_line(tmp_path, monkeypatch):
     from resviz.core.training import rundir
-    from resviz.core.training.records import write_csv, write_jsonl
+    from resviz.core.training.steps import write_csv, write_jsonl
 
     records = [rec(i, nonfinite=i == 7) for i in range(40)]
     w = RunWriter.create(tmp_path / "r", name="net", blocks=NAMES)

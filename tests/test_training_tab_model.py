@@ -7,7 +7,7 @@ import math
 
 from resviz.core.training import RunState
 from resviz.core.training.store import record_payload
-from resviz.gui.training_run import TabRun
+from resviz.gui.training.run_model import TabRun
 
 NAMES = ["layer1.0", "layer1.1", "layer1.2"]
 
@@ -80,7 +80,7 @@ def test_the_model_imports_neither_qt_nor_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import resviz.gui.training_run, resviz.gui.run_follow; "
+    code = ("import sys; import resviz.gui.training.run_model, resviz.gui.training.follow; "
             "print(sorted(m for m in ('torch', 'PySide6', 'pyqtgraph') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resviz.core.analysis import analyze
+from resviz.core.analysis.pipeline import analyze
 from resviz.core.errors import ResvizError
-from resviz.core.loading import from_module, load_model
+from resviz.core.sources.loading import from_module, load_model
 from resviz.core.training import (
     TrainConfig,
     Trainer,

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from resviz.cli import main
-from resviz.core.archives import sniff
-from resviz.core.loading import load_model
+from resviz.core.sources.archives import sniff
+from resviz.core.sources.loading import load_model
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.save's old-format magic number
 
@@ -207,7 +207,7 @@ def test_a_safetensors_header_nested_thousands_deep_is_one_message(tmp_path, cap
 
 
 def test_a_torch_save_zip_bomb_is_refused_before_it_is_inflated(tmp_path, capsys, monkeypatch):
-    from resviz.core import archives
+    from resviz.core.sources import archives
 
     path = tmp_path / "bomb.pt"
     torch.save({"w": torch.zeros(2)}, path)
@@ -232,6 +232,6 @@ def test_a_torch_save_zip_bomb_is_refused_before_it_is_inflated(tmp_path, capsys
     ("Pow(Pow(Integer(9), Integer(9)), Integer(9))", False),
 ])  # fmt: skip
 def test_only_arithmetic_on_shape_symbols_reaches_sympify(expr, safe):
-    from resviz.core.archive_export import _safe_expression
+    from resviz.core.sources.pt2_reader import _safe_expression
 
     assert _safe_expression(expr) is safe

@@ -7,7 +7,7 @@ import re
 from torch import nn
 
 import resviz
-from resviz.core.session import open_model
+from resviz.core.session.opened_model import open_model
 from resviz.render.text import Style, format_check, verdict
 from tests.nets import BodyShortcutBlock
 

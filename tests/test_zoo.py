@@ -13,9 +13,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from resviz.core import spec as specmod
-from resviz.core import zoo
-from resviz.core.blocks import (
+from resviz.core.errors import LoadError
+from resviz.core.sources import spec as specmod
+from resviz.core.sources import zoo
+from resviz.core.sources.blocks import (
     BasicBlock,
     Bottleneck,
     PreActBasicBlock,
@@ -23,8 +24,7 @@ from resviz.core.blocks import (
     ZeroPadShortcut,
     make_shortcut,
 )
-from resviz.core.errors import LoadError
-from resviz.core.spec import spec_to_dict
+from resviz.core.sources.spec import spec_to_dict
 
 # torchvision.models.<name>() parameter counts (torchvision cannot be installed here).
 TORCHVISION_PARAMS = {

@@ -13,7 +13,7 @@ the app); everywhere else :class:`gc_paused` does nothing.
 Where it acts, there is one pause state for the whole process: pauses nest and overlap across
 threads (the app may analyse one model while another is being built), and the collector comes back
 on only when the last pause ends, and only if it was on when the first began. The desktop app
-collects on its UI thread itself while it has worker threads (``resviz.gui.qt_gc``): it *holds*
+collects on its UI thread itself while it has worker threads (``resviz.gui.runtime.ui_thread_gc``): it *holds*
 automatic collection off, so no pause ending in a worker switches it back on, and it asks
 :func:`active` so that it does not collect in the middle of one. Pauses and the hold together
 restore what they found when the last of them ends.

@@ -40,7 +40,7 @@ def _application(offscreen: bool = False):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
-    from .qt_compat import keep_dropped_objects_alive
+    from .runtime.pyside_compat import keep_dropped_objects_alive
 
     found = keep_dropped_objects_alive()  # before the thousands of calls the window makes
     if found and not _warned_compat:
@@ -85,7 +85,8 @@ def _size(text: str | None) -> tuple[int, int] | None:
 
 def _install_tabs(window, args=None) -> None:
     """The tabs beside the graph: Training (which takes ``--train``) and Builder."""
-    from . import builder, qt_training
+    from . import builder
+    from .training import tab as qt_training
 
     qt_training.install(window, args)
     builder.install(window, args)
@@ -113,12 +114,12 @@ def run_app(args) -> int:
         parse_shape(args.input)  # a bad --input is an argument error (exit 2), before any window
     _check_display(bool(screenshot))
     app, _created = _application(offscreen=bool(screenshot))
-    from .qt_main_window import QtMainWindow
+    from .window.main_window import QtMainWindow
 
     window = QtMainWindow()
     window.t0 = _T_START
     _install_tabs(window, args)
-    from .qt_heap import settle_after_loads
+    from .runtime.heap import settle_after_loads
 
     settle_after_loads(window)  # this process is the app's: full collections stay short (qt_heap)
     if getattr(args, "tab", None) and not window.select_tab(args.tab):  # a bad argument: exit 2, no window
@@ -215,7 +216,7 @@ def _waiting_for(window) -> str:
 def _grab(window, path: str, result: dict, code: int) -> None:
     from PySide6.QtWidgets import QApplication
 
-    from .export import atomic_write
+    from .graph.scene_export import atomic_write
 
     QApplication.processEvents()
     pixmap = window.grab()
@@ -246,7 +247,7 @@ def show(model, input_shape=None, *, name: str | None = None, block: bool | None
     app, created = _application()
     if created and block is None and _in_ipython():
         block = not _ipython_qt_loop()
-    from .qt_main_window import QtMainWindow
+    from .window.main_window import QtMainWindow
 
     window = QtMainWindow()
     window.setAttribute(_delete_on_close(), True)

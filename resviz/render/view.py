@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core.describe import short_label
+from ..core.analysis.describe import short_label
 from ..core.shapes import human_shape
 from .text import plural
 

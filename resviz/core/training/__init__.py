@@ -14,16 +14,8 @@ from __future__ import annotations
 
 import importlib
 
-from .records import (
-    PROBES,
-    RecordWriter,
-    StepRecord,
-    read_csv,
-    read_jsonl,
-    write_csv,
-    write_jsonl,
-)
 from .rundir import RUN_FORMAT, Run, RunReader, RunWriter, default_run_dir, is_run_dir, open_run
+from .steps import PROBES, RecordWriter, StepRecord, read_csv, read_jsonl, write_csv, write_jsonl
 from .store import RunState, RunStore, natural_key, summarise_flags
 
 _LAZY = {

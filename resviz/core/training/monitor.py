@@ -15,7 +15,7 @@ wrapper off, leaving each module's ``__dict__`` exactly as it was.
 
 Per recorded step, ``mon.step(loss)`` reads the gradients already in ``p.grad`` (after
 ``backward``; ``optimizer.step`` does not clear them) and what the hooks measured during that
-step's forward/backward, and writes one :class:`~resviz.core.training.records.StepRecord` line to
+step's forward/backward, and writes one :class:`~resviz.core.training.steps.StepRecord` line to
 ``steps.jsonl`` of the run directory: ``{"step", "loss", "blocks": {block: {grad_norm,
 input_grad_norm, output_grad_norm, residual_ratio, gain}}, "flags", "nonfinite", ...}``. Steps count
 from 0 (the first ``mon.step`` call). ``every=N`` records steps 0, N, 2N, ...; on the other steps
@@ -45,8 +45,8 @@ from torch import nn
 
 from ..errors import ResvizError
 from .probes import IN, OUT, SLOTS, ProbeSet, ProbeSink, param_sq_norms
-from .records import StepRecord, flag_norms
 from .rundir import RunWriter, default_run_dir
+from .steps import StepRecord, flag_norms
 from .store import RunState
 
 MAX_LOGGED_ERRORS = 20  # per run: after that only a count (a failing probe must not flood the disk)
@@ -123,7 +123,7 @@ class Monitor:
         if report is None:
             if input_shape is None:
                 raise ResvizError("resviz.monitor needs input_shape (e.g. (1, 3, 32, 32)) to find the blocks")
-            from ..analysis import analyze
+            from ..analysis.pipeline import analyze
 
             report = analyze(model, input_shape, name=self.name, suggest_sizes=False)
         self.report = report

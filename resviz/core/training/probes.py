@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .. import rules
+from ..tracing import shape_rules as rules
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _CORE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # resviz/core

@@ -54,7 +54,7 @@ from pathlib import Path
 
 from ..errors import ResvizError
 from ..files import atomic_write_text
-from .records import RecordWriter, StepRecord
+from .steps import RecordWriter, StepRecord
 from .store import RunState, RunStore, record_payload
 
 RUN_FORMAT = 1

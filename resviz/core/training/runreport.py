@@ -3,7 +3,7 @@
 ``report_json(report)`` gives ``{"format": 1, "check": <exactly resviz check --json>, "graph":
 {...}}``; ``graph`` holds every record of the analysis (values, ops, calls, residual adds, blocks,
 stages, mismatches, errors and the totals) as plain JSON, without the traced ``nn.Module`` objects.
-:func:`report_from_json` rebuilds a :class:`~resviz.core.analysis.Report` from it, which the
+:func:`report_from_json` rebuilds a :class:`~resviz.core.analysis.pipeline.Report` from it, which the
 renderer and the app draw as they draw a freshly traced one (the inspector has no module to show).
 Writing needs no torch; rebuilding imports the analysis module (and so torch).
 """
@@ -26,7 +26,7 @@ _SCALARS = ("model_name", "input_shape", "complete", "total_params", "trainable_
 def _record(r) -> dict:
     d = {f.name: _plain(getattr(r, f.name)) for f in dataclasses.fields(r) if f.name != "module"}
     if getattr(r, "module", None) is not None and hasattr(r, "attrs"):  # a layer op: its hyper-parameters
-        from ..describe import hyperparams
+        from ..analysis.describe import hyperparams
 
         d["layer"] = _plain(hyperparams(r))
     return d
@@ -34,7 +34,7 @@ def _record(r) -> dict:
 
 def _stub(type_name: str, attrs: dict):
     """A layer read back from ``report.json``: its hyper-parameters, no code and no weights."""
-    from ..plain_module import plain_module
+    from ..tracing.plain_module import plain_module
 
     plain = {}
     for k, v in attrs.items():
@@ -61,9 +61,9 @@ _TUPLE_FIELDS = {"shape", "source", "input_shape", "output_shape", "residual_sha
 
 def report_from_json(d: dict):
     """A Report rebuilt from :func:`report_json`'s output (no modules attached)."""
-    from .. import records
-    from ..analysis import Report
+    from ..analysis.pipeline import Report
     from ..errors import ResvizError
+    from ..tracing import records
 
     graph = d.get("graph") if isinstance(d, dict) else None
     if not isinstance(graph, dict):

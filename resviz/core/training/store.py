@@ -26,7 +26,7 @@ series (a network, or its plain twin):
   A callback that raises is removed from nothing and does not stop the others; the error is kept
   in ``store.callback_errors`` (the training loop must never die of a viewer's bug).
 
-``append`` takes a :class:`~resviz.core.training.records.StepRecord` or its payload dict
+``append`` takes a :class:`~resviz.core.training.steps.StepRecord` or its payload dict
 (``StepRecord.to_dict()`` with an optional wall time ``"t"``; JSON ``null`` reads as NaN).
 Block names are fixed at construction, or (``block_names=None``) taken from the records as they
 arrive, new blocks growing the columns.
@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .records import EXPLODING, NORM_PROBES, PROBES, VANISHING, StepRecord, flag_norms
+from .steps import EXPLODING, NORM_PROBES, PROBES, VANISHING, StepRecord, flag_norms
 
 PROBE_INDEX = {p: i for i, p in enumerate(PROBES)}
 SCALARS = ("loss", "accuracy", "lr", "seconds")

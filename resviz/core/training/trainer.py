@@ -3,7 +3,7 @@
 :class:`Trainer` never touches the user's module: it trains a deep copy (or a fresh build from
 ``LoadedModel.rebuild``), so the user's weights, device, training flag and hooks stay as they
 were. Each :meth:`Trainer.step` runs one forward/backward/update and returns a
-:class:`~resviz.core.training.records.StepRecord` of plain numbers; a GUI worker thread calls it
+:class:`~resviz.core.training.steps.StepRecord` of plain numbers; a GUI worker thread calls it
 in a loop and may call :meth:`Trainer.set_lr` between steps. There is no global state: the probes
 are instance attributes of the copy, and the RNG state touched for a deterministic forward
 (dropout) is saved and restored around each step.
@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import ResvizError
 from .data import DataSource, open_data
 from .probes import ProbeSet, param_sq_norms, plain_twin, probe_blocks
-from .records import StepRecord, flag_norms
+from .steps import StepRecord, flag_norms
 from .store import RunStore
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -235,7 +235,7 @@ class Trainer:
         self.plain = plain
         self.notes: list[str] = []
         if report is None:
-            from ..analysis import analyze
+            from ..analysis.pipeline import analyze
 
             if input_shape is None:
                 raise ResvizError("Trainer needs input_shape (or a report) to know what the model takes")
@@ -309,7 +309,7 @@ class Trainer:
     @classmethod
     def from_loaded(cls, loaded, config: TrainConfig | None = None, *, report=None, input_shape=None,
                     data: DataSource | str | None = None, plain: bool = False) -> Trainer:  # fmt: skip
-        """Train a fresh copy of a :class:`~resviz.core.loading.LoadedModel` (``rebuild('cpu')``,
+        """Train a fresh copy of a :class:`~resviz.core.sources.loading.LoadedModel` (``rebuild('cpu')``,
         seeded; the plain twin from ``loaded.plain_twin`` where the source has one)."""
         cfg = (config or TrainConfig()).resolved()
         if getattr(loaded, "exported", None) is not None or isinstance(loaded.module, torch.jit.ScriptModule):
@@ -319,7 +319,7 @@ class Trainer:
                 "spec, or a whole-model torch.save"
             )
         if report is None:
-            from ..session import analyze_session
+            from ..session.opened_model import analyze_session
 
             s = analyze_session(loaded, input_shape)
             report = s.report
@@ -349,7 +349,7 @@ class Trainer:
     def from_session(
         cls, session, config: TrainConfig | None = None, *, data=None, plain: bool = False
     ) -> Trainer:
-        """From :func:`resviz.core.session.open_model`'s Session (its report and input shape)."""
+        """From :func:`resviz.core.session.opened_model.open_model`'s Session (its report and input shape)."""
         return cls.from_loaded(session.loaded, config, report=session.report, data=data, plain=plain)
 
     def _check_report(self, report) -> None:

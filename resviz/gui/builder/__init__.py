@@ -1,7 +1,7 @@
 """The Builder tab, plugged into the window by :func:`install` (``resviz.gui.app`` calls it).
 
 Importing this package is cheap (no torch): the tab's contents, a
-:class:`~resviz.gui.builder.qt_builder_panel.QtBuilderPanel`, are built the first time the tab is
+:class:`~resviz.gui.builder.panel.QtBuilderPanel`, are built the first time the tab is
 shown or a fix is applied, so the app opens as fast as before. Closing the window with unsaved
 builder edits asks first (``QtMainWindow.close_checks``).
 """
@@ -26,7 +26,7 @@ class BuilderTab(QWidget):
     @property
     def panel(self):
         if self._panel is None:
-            from .qt_builder_panel import QtBuilderPanel
+            from .panel import QtBuilderPanel
 
             self._panel = QtBuilderPanel(self.window_, self)
             self.layout().addWidget(self._panel)
@@ -74,7 +74,7 @@ def fix_tooltip(window, mismatch) -> str | None:
     if mismatch.spec_edits and getattr(session.loaded, "spec", None) is not None:
         return "Make this spec edit in the Builder tab (undo there with Ctrl+Z); the net is analysed again"
     if getattr(session.loaded, "kind", "") in ("python", "live") and mismatch.fix_edits:
-        from ...core.patch_fix import parse_fix
+        from ...core.fixes.python_patch import parse_fix
 
         if parse_fix("\n".join(mismatch.fix_edits), mismatch.block) is not None:
             return ("Fix a copy of the model in memory and analyse it again (your model and file are not "
@@ -84,7 +84,7 @@ def fix_tooltip(window, mismatch) -> str | None:
 
 def apply_fix(window, tab: BuilderTab, mismatch) -> None:
     """Apply the fix of ``mismatch`` to the model on screen."""
-    from ...core.spec_fix import edits_of
+    from ...core.fixes.spec_edits import edits_of
 
     session = window.session
     spec = getattr(session.loaded, "spec", None) if session is not None else None
@@ -101,7 +101,7 @@ def apply_fix(window, tab: BuilderTab, mismatch) -> None:
 def apply_patch(window, session, mismatch) -> None:
     """A Python or live model: open a patched copy (verified) and show the code to paste."""
     from ...core.errors import ResvizError
-    from ...core.patch_fix import patch_for
+    from ...core.fixes.python_patch import patch_for
 
     loaded = session.loaded
     try:

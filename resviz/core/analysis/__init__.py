@@ -1,0 +1,1 @@
+"""What a trace means (the third step): residual adds and their shortcuts, stage and block grouping, mismatch diagnosis with its cause and fix, the per-layer table. The report is :func:`resviz.core.analysis.pipeline.analyze`'s answer."""

@@ -1,0 +1,337 @@
+"""``analyze(model, input_shape) -> Report``: the passes that turn a trace into answers.
+
+Passes, in order: trace (``trace.py``) → residual adds (``residual.py``) → blocks and stages
+(``grouping.py``) → mismatch explanations (``diagnose.py``) → optional sweep of input sizes for
+size-dependent failures. Each writes plain records; :class:`Report` only holds and serialises them.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from torch import nn
+
+from ..errors import ResvizError
+from ..gcpause import gc_paused
+from ..inputs import Input, resolve_inputs
+from ..shapes import human_shape
+from ..tracing.eager import Trace, trace_module
+from ..tracing.records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Value
+from . import grouping
+from .blame import absorb_branch_errors, trace_blaming
+from .diagnose import explain
+from .residual import carrying_shortcut, find_residual_adds
+
+# Square sizes users commonly feed image models; tried when a failure depends on the input size.
+COMMON_SIZES = (32, 64, 96, 112, 128, 160, 192, 224, 256, 288, 299, 320, 384, 448, 512)
+
+
+@dataclass(repr=False)
+class Report:
+    """Everything resviz knows about one model at one input shape."""
+
+    model_name: str
+    input_shape: tuple[int, ...]
+    values: list[Value]
+    ops: list[Op]
+    calls: list[Call]
+    residual_adds: list[ResidualAdd]
+    blocks: list[Block]
+    stages: list[Stage]
+    mismatches: list[Mismatch]
+    errors: list[ShapeError]
+    complete: bool
+    total_params: int
+    trainable_params: int
+    output_shapes: list[tuple[int, ...]]
+    seconds: float = 0.0
+    suggested_sizes: list[int] = field(default_factory=list)
+    inputs: list[Input] = field(default_factory=list)  # every input, in call order
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches and not self.errors and self.complete
+
+    def __repr__(self) -> str:
+        # one line: the generated dataclass repr printed every op with its live module
+        shape = human_shape(self.input_shape) if self.input_shape else "?"
+        nb, nm, ne = len(self.blocks), len(self.mismatches), len(self.errors)
+        parts = [f"{nb} block{'s' if nb != 1 else ''}",
+                 f"{nm} mismatch{'es' if nm != 1 else ''}"]  # fmt: skip
+        if ne:
+            parts.append(f"{ne} error{'s' if ne != 1 else ''}")
+        if not self.complete:
+            parts.append("incomplete")
+        return f"<Report {self.model_name} {shape}: {', '.join(parts)}, {'ok' if self.ok else 'not ok'}>"
+
+    @cached_property
+    def macs(self) -> int:
+        return sum(op.macs for op in self.ops) + sum(c.macs for c in self.calls)
+
+    def block(self, name: str) -> Block | None:
+        return next((b for b in self.blocks if b.name == name), None)
+
+    def op_named(self, name: str) -> Op | None:
+        return next((o for o in self.ops if o.name == name), None)
+
+    @cached_property
+    def graph(self):
+        """The data-flow graph as a networkx MultiDiGraph: op ids as nodes, tensors as edges."""
+        from .dataflow import to_networkx
+
+        return to_networkx(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Exactly what ``resviz check --json`` prints."""
+        return {
+            "model": self.model_name,
+            "ok": self.ok,
+            "complete": self.complete,
+            "input_shape": list(self.input_shape),
+            "inputs": [i.to_dict() for i in self.inputs],
+            "output_shapes": [list(s) for s in self.output_shapes],
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "macs": self.macs,
+            "stages": [
+                {
+                    "name": s.name,
+                    "type": s.type,
+                    "blocks": list(s.blocks),
+                    "input_shape": _list(s.input_shape),
+                    "output_shape": _list(s.output_shape),
+                }
+                for s in self.stages
+            ],
+            "blocks": [
+                {
+                    "name": b.name,
+                    "type": b.type,
+                    "stage": b.stage,
+                    "shortcut": b.shortcut,
+                    "shortcut_detail": "; ".join(self.residual_adds[i].detail for i in b.adds),
+                    "input_shape": _list(b.input_shape),
+                    "output_shape": _list(b.output_shape),
+                    "params": b.params,
+                    "macs": b.macs,
+                    "broken": b.broken,
+                }
+                for b in self.blocks
+            ],
+            "mismatches": [
+                {
+                    "block": m.block,
+                    "residual_shape": list(m.residual_shape),
+                    "shortcut_shape": list(m.shortcut_shape),
+                    "broadcastable": m.broadcastable,
+                    "cause": m.cause,
+                    "fix": m.fix,
+                    "culprits": list(m.culprits),
+                    "input_sizes": list(m.input_sizes),
+                    "code_fix": m.code_fix or m.fix,
+                    "spec_edits": [dict(e) for e in m.spec_edits],
+                    "broken_path": m.broken_path,
+                    "fix_title": m.fix_title,
+                    "fix_where": m.fix_where,
+                }
+                for m in self.mismatches
+            ],
+            "errors": [
+                {
+                    "module": e.module,
+                    "type": e.type,
+                    "message": e.message,
+                    "input_shapes": [list(s) for s in e.input_shapes],
+                    "fatal": e.fatal,
+                    "suggestion": e.suggestion,
+                }
+                for e in self.errors
+            ],
+            "suggested_input_sizes": list(self.suggested_sizes),
+        }
+
+
+def _list(shape):
+    return None if shape is None else list(shape)
+
+
+def analyze(
+    model: nn.Module,
+    input_shape: Sequence[int] | str | None = None,
+    *,
+    inputs=None,
+    dtype=None,
+    name: str | None = None,
+    suggest_sizes: bool = True,
+    size_budget_s: float = 1.5,
+) -> Report:
+    """Trace ``model`` and report blocks, shapes, mismatches and errors.
+
+    The input is ``input_shape`` (taken exactly as given: ``(1, 16, 100)`` is 3-D) of ``dtype``
+    (float32 unless given), or ``inputs``: example tensors (only shapes and dtypes are used), a
+    sequence of them for several positional arguments, a mapping for keyword arguments, or
+    :class:`~resviz.core.inputs.Input` specs. See :mod:`resviz.core.inputs`.
+
+    The model is not modified: not its device, mode, parameters, buffers, plain attributes or
+    hooks. Shape problems never raise; they are in ``report.mismatches`` and ``report.errors``.
+    """
+    if not isinstance(model, nn.Module):
+        raise ResvizError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    specs = resolve_inputs(input_shape, inputs, dtype)
+    t0 = time.perf_counter()
+    with gc_paused():
+        trace, evidence = trace_blaming(lambda: trace_module(model, inputs=specs))
+        with carrying_shortcut(evidence):
+            report = build_report(trace, model, name or type(model).__name__)
+        _hint_integer_inputs(report)
+        if suggest_sizes and not report.ok and _one_image(specs):
+            _suggest_sizes(model, report, size_budget_s)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def analyze_any(obj, input_shape=None, *, inputs=None, dtype=None, name: str | None = None,
+                suggest_sizes: bool = True, size_budget_s: float = 1.5) -> Report:  # fmt: skip
+    """Like :func:`analyze`, for anything resviz can load: an eager module, a TorchScript module or
+    a ``torch.export`` program (those two take one float input)."""
+    import torch
+
+    if not (isinstance(obj, torch.jit.ScriptModule) or _is_exported(obj)):
+        return analyze(obj, input_shape, inputs=inputs, dtype=dtype, name=name,
+                       suggest_sizes=suggest_sizes, size_budget_s=size_budget_s)  # fmt: skip
+    from ..tracing.dispatch import trace_any
+
+    specs = resolve_inputs(input_shape, inputs, dtype)
+    if len(specs) != 1 or specs[0].name or specs[0].dtype != torch.float32:
+        raise ResvizError(
+            "TorchScript and torch.export archives are traced with one positional float32 input; "
+            f"got {', '.join(i.describe() for i in specs)}"
+        )
+    shape = specs[0].shape
+    t0 = time.perf_counter()
+    with gc_paused():
+        trace, evidence = trace_blaming(lambda: trace_any(obj, shape))
+        with carrying_shortcut(evidence):
+            report = build_report(trace, None, name or "model")
+        if _is_exported(obj):
+            names = set(obj.graph_signature.parameters)
+            params = [v for k, v in obj.state_dict.items() if k in names]
+        else:
+            params = list(obj.parameters())
+        report.total_params = sum(p.numel() for p in params)
+        report.trainable_params = sum(p.numel() for p in params if p.requires_grad)
+        if suggest_sizes and not report.ok and len(shape) == 4:
+            _suggest_sizes(obj, report, size_budget_s, tracer=trace_any)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _one_image(specs: list[Input]) -> bool:
+    return len(specs) == 1 and len(specs[0].shape) == 4 and specs[0].dtype.is_floating_point
+
+
+def _hint_integer_inputs(report: Report) -> None:
+    """A float input stopped at a layer that looks up integer indices (an Embedding): say how to
+    give integer inputs rather than leave PyTorch's "expected Long" message alone."""
+    if report.complete or not report.inputs or not report.inputs[0].dtype.is_floating_point:
+        return
+    fatal = next((e for e in report.errors if e.fatal), None)
+    op = report.op_named(fatal.module) if fatal else None
+    if op is None or op.attrs.get("layer") != "embedding":
+        return
+    shape = report.inputs[0].shape
+    fatal.suggestion = (
+        f"{op.name} ({op.type}) looks up integer indices, and the input was "
+        f"{str(report.inputs[0].dtype).removeprefix('torch.')}: give integer inputs, e.g. "
+        f"--input {'x'.join(map(str, shape))}:int64 on the command line, or from Python "
+        f"analyze(model, {shape!r}, dtype=torch.int64)"
+    )
+
+
+def _is_exported(obj) -> bool:
+    return type(obj).__name__ == "ExportedProgram"
+
+
+def build_report(trace: Trace, model: nn.Module | None, name: str) -> Report:
+    adds = find_residual_adds(trace)
+    blocks, stages = grouping.group(trace, adds)
+    mismatches = []
+    errors = list(trace.errors)
+    for i, add in enumerate(adds):
+        if not add.shapes_match:
+            mismatches.append(explain(trace, add))
+            errors = absorb_branch_errors(trace, add, mismatches[-1], errors)
+            for b in blocks:
+                if i in b.adds:
+                    b.broken = True
+    total, trainable = _count_params(model)
+    return Report(
+        model_name=name, input_shape=trace.input_shape, values=trace.values, ops=trace.ops,
+        calls=trace.calls, residual_adds=adds, blocks=blocks, stages=stages,
+        mismatches=mismatches, errors=errors, complete=trace.complete,
+        total_params=total, trainable_params=trainable,
+        output_shapes=[trace.values[v].shape for v in trace.output_values],
+        inputs=list(getattr(trace, "inputs", [])),
+    )  # fmt: skip
+
+
+def _count_params(model: nn.Module | None) -> tuple[int, int]:
+    if model is None:
+        return 0, 0
+    total = trainable = 0
+    for p in model.parameters():  # parameters() already counts a shared tensor once
+        n = p.numel()
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return total, trainable
+
+
+def _signature(report: Report) -> tuple[set[str], bool]:
+    return {m.block for m in report.mismatches}, bool(report.errors) or not report.complete
+
+
+def _suggest_sizes(model, report: Report, budget_s: float, tracer=trace_module) -> None:
+    """Re-trace at common square sizes; say which sizes work, globally and per broken block."""
+    n, c, h, w = report.input_shape
+    start = time.perf_counter()
+    broken_blocks = {m.block for m in report.mismatches}
+    works_for: dict[str, list[int]] = {b: [] for b in broken_blocks}
+    good: list[int] = []
+    for size in COMMON_SIZES:
+        if (size, size) == (h, w):
+            continue
+        if time.perf_counter() - start > budget_s:
+            break
+        try:
+            t = tracer(model, (n, c, size, size))
+        except ResvizError:  # the model cannot be traced at this size: it does not work there
+            continue
+        except Exception as e:  # noqa: BLE001 - a bug: say so, and keep the report the user asked for
+            warnings.warn(
+                f"resviz: trying input size {size}×{size} for {report.model_name} failed "
+                f"({type(e).__name__}: {e}); this is a bug in resviz, please report it. The report "
+                "is complete, with the sizes found to work before it.",
+                RuntimeWarning, stacklevel=2,
+            )  # fmt: skip
+            break
+        r = build_report(t, None, report.model_name)
+        # Only a size at which the whole net traces clean "works": a trace that stopped early
+        # never reached the block, so its absence from r.mismatches says nothing.
+        if r.ok:
+            good.append(size)
+            for b in broken_blocks:
+                works_for[b].append(size)
+    report.suggested_sizes = good
+    for m in report.mismatches:
+        m.input_sizes = works_for.get(m.block, [])
+    if good:
+        sizes = ", ".join(str(s) for s in good[:6])
+        for e in report.errors:
+            e.suggestion = f"the model runs at input sizes {sizes} (as {n}x{c}xSxS)"
+

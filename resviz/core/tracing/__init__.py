@@ -1,0 +1,1 @@
+"""Running a model once on shapes only and recording its data-flow (the second step): one recorder, three front-ends (eager modules, torch.export programs, TorchScript), and the shape rules they share."""

@@ -1,0 +1,373 @@
+"""The interpreter proper: runs a compiled method graph node by node — prim nodes, control flow,
+attribute reads, module and function calls — over an environment of value id -> value.
+
+A ``prim::CallMethod`` on a submodule is where the module tree shows: a leaf layer becomes one op
+(``leaves.py``), any other submodule a :class:`~resviz.core.tracing.records.Call` whose graph is run
+recursively, exactly the calls the eager tracer records. Control flow runs on Python values only:
+a condition that depends on a tensor's *values* cannot be decided by shape analysis and ends the
+trace with that said. Aten ops are recorded by ``recording.py``; graphs come from ``graphs.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..eager import Trace
+from ..records import Call
+from .common import _DTYPE_INT, _META, _T, _TENSORS, _Abort, _clean, _flat_tensors, _Quiet, _shape_of
+from .graphs import _Block, _Fn, _GraphCompiler
+from .leaves import _LeafLayers, _Mod
+from .recording import _Recorder
+
+
+def _missing():
+    # A cache sentinel no attribute can be: None and False are values an attribute can have.
+    return None
+
+
+def _inplace_call(fname: str, args) -> bool:
+    # A library function that modifies its input returns that very tensor, yet is an op to record.
+    return fname.endswith("_") or any(a is True for a in args[1:] if isinstance(a, bool))
+
+
+class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
+    """Interprets the graphs of one ScriptModule into one trace.
+
+    Split over mixins along what each part needs: compiling graphs, recording aten ops, calling
+    leaf layers; this class holds the state they share and runs nodes and calls.
+    """
+
+    def __init__(self, trace: Trace, cache: dict):
+        self.trace = trace
+        self.graphs = cache  # (qualname, method, inlined) -> _Block, shared by traces of one module
+        self.quiet = 0
+        self.const_vids: dict[int, int] = {}
+        self.keep: list[Any] = []  # constants given value ids, kept alive so ids stay unique
+        self.hypers: dict[str, dict] = cache.setdefault("__hyper__", {})
+        self.handlers = _HANDLERS
+        self.entered: set[str] = set()  # non-leaf module paths already called
+
+    # ------------------------------------------------------------------ running graphs
+
+    def run_method(self, mod: _Mod, method: str, args: list, inlined: bool = False):
+        g = self._graph(mod, method, inlined)
+        env: dict[int, Any] = {g.ins[0]: mod, -1: mod}  # -1: the module whose method this is
+        for k, a in zip(g.ins[1:], args):
+            env[k] = a
+        self._block(g, env)
+        outs = [env[k] for k in g.outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _block(self, block: _Block, env: dict) -> None:
+        for node in block.nodes:
+            node.run(self, node, env)
+
+    # ------------------------------------------------------------------ prim nodes
+
+    def _constant(self, node, env):
+        v = node.value
+        env[node.outs[0]] = list(v) if type(v) is list else v  # code may append to it
+
+    def _passthrough(self, node, env):
+        env[node.outs[0]] = env[node.ins[0]]
+
+    def _none(self, node, env):
+        for o in node.outs:
+            env[o] = None
+
+    def _nothing(self, node, env):
+        for o in node.outs:
+            env[o] = None
+
+    def _false(self, node, env):
+        env[node.outs[0]] = False
+
+    def _layout(self, node, env):
+        env[node.outs[0]] = 0  # torch.strided
+
+    def _dtype(self, node, env):
+        x = env[node.ins[0]]
+        env[node.outs[0]] = _DTYPE_INT.get(x.dtype, 6)
+
+    def _device(self, node, env):
+        x = env[node.ins[0]]
+        env[node.outs[0]] = x.device if isinstance(x, torch.Tensor) else _META
+
+    def _shape(self, node, env):
+        env[node.outs[0]] = list(_shape_of(env[node.ins[0]]))
+
+    def _numtotensor(self, node, env):
+        v = env[node.ins[0]]
+        env[node.outs[0]] = v if isinstance(v, _TENSORS) else torch.tensor(v)
+
+    def _list(self, node, env):
+        env[node.outs[0]] = [env[i] for i in node.ins]
+
+    def _tuple(self, node, env):
+        env[node.outs[0]] = tuple(env[i] for i in node.ins)
+
+    def _dict(self, node, env):
+        vals = [env[i] for i in node.ins]
+        env[node.outs[0]] = dict(zip(vals[0::2], vals[1::2]))
+
+    def _unpack(self, node, env):
+        seq = env[node.ins[0]]
+        if len(seq) != len(node.outs):
+            self._fail(f"cannot unpack {len(seq)} values into {len(node.outs)}")
+        for o, v in zip(node.outs, seq):
+            env[o] = v
+
+    def _tupleindex(self, node, env):
+        env[node.outs[0]] = env[node.ins[0]][env[node.ins[1]]]
+
+    def _tupleslice(self, node, env):
+        env[node.outs[0]] = tuple(env[node.ins[0]])
+
+    def _isinstance(self, node, env):
+        v = env[node.ins[0]]
+        ok = False
+        for t in node.attr:
+            if t.startswith("Tensor"):
+                ok |= isinstance(v, _TENSORS)
+            elif t == "NoneType":
+                ok |= v is None
+            elif t == "int":
+                ok |= isinstance(v, int) and not isinstance(v, bool)
+            elif t == "float":
+                ok |= isinstance(v, float)
+            elif t == "bool":
+                ok |= isinstance(v, bool)
+            elif t == "str":
+                ok |= isinstance(v, str)
+            elif t.endswith("[]") or t.startswith("List"):
+                ok |= isinstance(v, list)
+            elif t.startswith("Tuple") or t.startswith("("):
+                ok |= isinstance(v, tuple)
+            elif t.startswith("Dict"):
+                ok |= isinstance(v, dict)
+        env[node.outs[0]] = ok
+
+    def _if(self, node, env):
+        cond = env[node.ins[0]]
+        if isinstance(cond, _TENSORS):
+            self._fail("a condition depends on tensor values, which shape analysis cannot know")
+        block = node.blocks[0] if cond else node.blocks[1]
+        self._block(block, env)
+        for o, k in zip(node.outs, block.outs):
+            env[o] = env[k]
+
+    def _loop(self, node, env):
+        max_trip = env[node.ins[0]]
+        cond = env[node.ins[1]]
+        carried = [env[i] for i in node.ins[2:]]
+        body = node.blocks[0]
+        i = 0
+        while cond and i < max_trip:
+            env[body.ins[0]] = i
+            for k, v in zip(body.ins[1:], carried):
+                env[k] = v
+            self._block(body, env)
+            cond = env[body.outs[0]]
+            if isinstance(cond, _TENSORS):
+                self._fail("a loop condition depends on tensor values")
+            carried = [env[k] for k in body.outs[1:]]
+            i += 1
+        for o, v in zip(node.outs, carried):
+            env[o] = v
+
+    def _getattr(self, node, env):
+        obj = env[node.ins[0]]
+        name = node.attr
+        if not isinstance(obj, _Mod):
+            env[node.outs[0]] = getattr(obj, name)
+            return
+        if name in obj.overlay:
+            env[node.outs[0]] = obj.overlay[name]
+            return
+        hit = obj.cache.get(name, _missing)
+        if hit is _missing:
+            if name == "training":
+                hit = False  # shapes are analysed in eval mode, like the eager tracer
+            else:
+                v = obj.c.getattr(name)
+                if isinstance(v, torch._C.ScriptModule):
+                    hit = obj.child(name, v)
+                elif isinstance(v, torch.Tensor):
+                    hit = v if v.device.type == "meta" else torch.empty_like(v, device=_META)
+                else:
+                    hit = v
+            obj.cache[name] = hit
+        env[node.outs[0]] = hit
+
+    def _setattr(self, node, env):
+        obj = env[node.ins[0]]
+        if isinstance(obj, _Mod):
+            obj.overlay[node.attr] = env[node.ins[1]]
+
+    def _raise(self, node, env):
+        vals = [env[i] for i in node.ins]
+        msg = str(vals[0]) if vals else "exception"
+        kind = str(vals[1]) if len(vals) > 1 and vals[1] else ""
+        kind = kind.rsplit(".", 1)[-1]
+        if kind and kind not in ("RuntimeError", "Exception"):
+            msg = f"{kind}: {msg}"
+        self._fail(msg)
+
+    def _unsupported(self, node, env):
+        self._fail(node.attr)
+
+    def _fail(self, message: str):
+        if self.quiet:
+            raise _Quiet(message)
+        t = self.trace
+        scope = t._stack[-1] if t._stack else 0
+        call = t.calls[scope] if t.calls else None
+        where = call.path if call and call.path else "(model)"
+        shapes = [t.values[v].shape for v in call.inputs] if call else []
+        t._error(where, None, call.type if call else "", message, shapes, fatal=True)
+        raise _Abort
+
+    # ------------------------------------------------------------------ python-level ops
+
+    def _pyop(self, node, env):
+        fn = node.value
+        args = [env[i] for i in node.ins]
+        try:
+            if fn is None:
+                raise RuntimeError(f"unsupported operator {node.kind}")
+            out = fn(*args)
+        except (_Abort, _Quiet):
+            raise
+        except Exception as e:
+            self._fail(f"{node.attr or node.kind}: {_clean(e)}")
+        if len(node.outs) == 1:
+            env[node.outs[0]] = out
+        else:
+            for o, v in zip(node.outs, out):
+                env[o] = v
+
+    # ------------------------------------------------------------------ calls
+
+    def _callmethod(self, node, env):
+        target = env[node.ins[0]]
+        args = [env[i] for i in node.ins[1:]]
+        if not isinstance(target, _Mod):
+            out = getattr(target, node.attr)(*args)
+        else:
+            out = self.call_module(target, node.attr, args, same=target is env.get(-1))
+        if len(node.outs) == 1:
+            env[node.outs[0]] = out
+        else:
+            for o, v in zip(node.outs, out):
+                env[o] = v
+
+    def _own_params(self, mod: _Mod) -> int:
+        """Parameters a non-leaf module holds itself (a layer-scale gamma), at its first call."""
+        if mod.py is None or mod.path in self.entered:
+            return 0
+        self.entered.add(mod.path)
+        try:
+            return sum(p.numel() for p in mod.py._parameters.values() if p is not None)
+        except Exception:  # a compiled module without a readable parameter table
+            return 0
+
+    def call_module(self, mod: _Mod, method: str, args: list, same: bool = False):
+        if self.quiet:
+            return self.run_method(mod, method, args, True)
+        if same:  # a helper method of the module running: same scope
+            return self.run_method(mod, method, args)
+        if mod.leaf:
+            return self.call_leaf(mod, method, args)
+        t = self.trace
+        inputs = [self._vid(a) for a in _flat_tensors(args, [])]
+        cid = len(t.calls)
+        parent = t._stack[-1] if t._stack else None
+        t.calls.append(Call(cid, mod.path, mod.type, parent, inputs, first_op=len(t.ops), module=mod.py,
+                            params=self._own_params(mod)))  # fmt: skip
+        t._stack.append(cid)
+        out = self.run_method(mod, method, args)
+        outs = _flat_tensors(out, [])
+        t.calls[cid].outputs = [self._vid(o) for o in outs]
+        t.calls[cid].last_op = len(t.ops) - 1
+        t._stack.pop()
+        return out
+
+    def _callfunction(self, node, env):
+        fn = env[node.ins[0]]
+        args = [env[i] for i in node.ins[1:]]
+        if not isinstance(fn, _Fn):
+            self._fail("call of an unknown function")
+        g = self._function_graph(fn, node)
+        if self.quiet:
+            out = self._run_function(g, args)
+        elif fn.is_library:
+            out = self._library_function(fn, g, args, node.source)
+        else:
+            out = self._run_function(g, args)  # the user's own function: record its ops
+        if len(node.outs) == 1:
+            env[node.outs[0]] = out
+        else:
+            for o, v in zip(node.outs, out):
+                env[o] = v
+
+    def _run_function(self, g: _Block, args):
+        env: dict[int, Any] = {}
+        for k, a in zip(g.ins, args):
+            env[k] = a
+        self._block(g, env)
+        outs = [env[k] for k in g.outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _library_function(self, fn: _Fn, g: _Block, args, source):
+        """``F.batch_norm``, ``F.dropout``...: ONE op, as under the eager tracer's function mode."""
+        tensors = _flat_tensors(args, [])
+        out, err = self._quietly(self._run_function, g, args)
+        if not any(isinstance(x, _T) for x in tensors):
+            if err is not None:
+                self._fail(err)
+            return out
+        fname = fn.name.lstrip("_") or fn.name
+        if err is not None:
+            op = self._record(fname, tensors, source)
+            self.trace._error(op.name, op.id, fname, err, [_shape_of(x) for x in tensors], True)
+            raise _Abort
+        outs = _flat_tensors(out, [])
+        if len(outs) == 1 and tensors and outs[0] is tensors[0] and not _inplace_call(fname, args):
+            return out
+        op = self._record(fname, tensors, source)
+        op.outputs = [self._as_output(o, op.id) for o in outs]
+        return out
+
+    def _quietly(self, fn, *args):
+        """Run without recording; returns (result, None) or (None, error message)."""
+        self.quiet += 1
+        try:
+            return fn(*args), None
+        except _Abort:
+            raise
+        except Exception as e:
+            return None, _clean(e)
+        finally:
+            self.quiet -= 1
+
+
+_HANDLERS = {
+    "prim::Constant": _Interp._constant, "prim::GetAttr": _Interp._getattr,
+    "prim::SetAttr": _Interp._setattr, "prim::CallMethod": _Interp._callmethod,
+    "prim::CallFunction": _Interp._callfunction, "prim::ListConstruct": _Interp._list,
+    "prim::TupleConstruct": _Interp._tuple, "prim::ListUnpack": _Interp._unpack,
+    "prim::TupleUnpack": _Interp._unpack, "prim::TupleIndex": _Interp._tupleindex,
+    "prim::DictConstruct": _Interp._dict, "prim::If": _Interp._if, "prim::Loop": _Interp._loop,
+    "prim::RaiseException": _Interp._raise, "prim::unchecked_cast": _Interp._passthrough,
+    "prim::unchecked_unwrap_optional": _Interp._passthrough, "prim::data": _Interp._passthrough,
+    "prim::isinstance": _Interp._isinstance, "prim::NumToTensor": _Interp._numtotensor,
+    "prim::dtype": _Interp._dtype, "prim::device": _Interp._device,
+    "prim::Uninitialized": _Interp._none, "prim::Print": _Interp._nothing,
+    "prim::Enter": _Interp._nothing, "prim::Exit": _Interp._nothing,
+    "prim::requires_grad": _Interp._false, "prim::is_cuda": _Interp._false,
+    "prim::layout": _Interp._layout, "prim::TupleSlice": _Interp._tupleslice,
+    "prim::shape": _Interp._shape, "prim::grad": _Interp._none,
+}  # fmt: skip
+

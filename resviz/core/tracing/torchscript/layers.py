@@ -1,0 +1,223 @@
+"""A layer's shape rule and hyper-parameters, read from what a ScriptModule or an exported graph
+keeps of it.
+
+The eager tracer gets both from the live ``nn.Module``: ``rules.module_rule(m)`` by its class and
+``m.stride``, ``m.in_channels``... by attribute. An archive has no such object. Here the rule is
+found by class *name* (restricted to ``torch.nn``'s own classes), and the attributes come from the
+module's constants (scripted modules keep them) or, for traced and exported graphs that keep none,
+from the constant arguments of the layer's principal aten call and its weight's shape. They are
+handed to the rules and to ``describe.py`` as a :class:`_Hyper` object that reads like the layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .. import shape_rules as rules
+from .aten import ATEN_RULES, _same, _same_inplace
+from .common import _T, _TENSORS, _shape_of
+
+# ---------------------------------------------------------------------- layers by class name
+
+
+def _nn_rules() -> dict[str, Any]:
+    out = {}
+    for name in dir(torch.nn):
+        cls = getattr(torch.nn, name)
+        if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
+            rule = rules.MODULE_RULES.get(cls.forward)
+            if rule is not None:
+                out[name] = rule
+    return out
+
+
+_RULES_BY_NAME = _nn_rules()
+
+
+def module_rule_by_name(type_name: str, qualname: str | None = None):
+    """The eager tracer's shape rule for a layer of ``torch.nn`` by class name ('Conv2d'), or None.
+
+    ``qualname`` (``torch.nn.modules.conv.Conv2d``, or TorchScript's ``__torch__.torch.nn...``)
+    keeps a user's own class that happens to be called ``Linear`` from getting nn.Linear's rule.
+    """
+    if qualname is not None and not qualname.startswith(("torch.nn.", "__torch__.torch.nn.")):
+        return None
+    return _RULES_BY_NAME.get(type_name)
+
+
+# Attributes a rule (or describe.py) reads, per rule.
+_RULE_ATTRS = {
+    rules._conv: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                  "groups", "padding_mode"),
+    rules._conv_transpose: ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                            "dilation", "groups", "output_padding"),
+    rules._batchnorm: ("num_features", "eps", "momentum"),
+    rules._groupnorm: ("num_groups", "num_channels", "eps"),
+    rules._layernorm: ("normalized_shape", "eps"),
+    rules._pool: ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    rules._adaptive_pool: ("output_size", "return_indices"),
+    rules._linear: ("in_features", "out_features"),
+    rules._flatten: ("start_dim", "end_dim"),
+    rules._upsample: ("size", "scale_factor", "mode"),
+    rules._zero_pad: ("padding",),
+    rules._same: ("inplace", "p"),
+}  # fmt: skip
+
+
+def _has_required(rule, attrs) -> bool:
+    # Without these the rule cannot run: such a layer's graph is interpreted instead.
+    need = {
+        rules._conv: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation"),
+        rules._conv_transpose: ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                                "dilation", "output_padding"),
+        rules._batchnorm: ("num_features",), rules._groupnorm: ("num_channels",),
+        rules._layernorm: ("normalized_shape",),
+        rules._pool: ("kernel_size", "stride", "padding", "ceil_mode"),
+        rules._adaptive_pool: ("output_size",), rules._linear: ("in_features", "out_features"),
+        rules._flatten: ("start_dim", "end_dim"), rules._upsample: ("size", "scale_factor"),
+        rules._zero_pad: ("padding",),
+    }.get(rule, ())  # fmt: skip
+    return all(k in attrs for k in need)
+
+
+# ---------------------------------------------------------------------- hyper-parameters
+
+
+def hyper_object(type_name: str, attrs: dict[str, Any]):
+    """A layer's hyper-parameters as attributes, named like the layer class (rules and describe.py
+    read ``m.kernel_size``, ``m.stride``...): the same stand-in a child process's report holds."""
+    from ..plain_module import plain_module
+
+    return plain_module(type_name, "", attrs)
+
+
+def _plain(v):
+    # TorchScript gives back lists where nn layers keep tuples (kernel_size, stride...).
+    if isinstance(v, list):
+        return tuple(v)
+    return v
+
+
+# ---------------------------------------------------------------------- from an aten call
+
+
+def _pool_attrs(args, nd, dilation):
+    k = list(args[1])
+    s = list(args[2]) if args[2] else k
+    out = {"kernel_size": _one(k, nd), "stride": _one(s, nd), "padding": _one(list(args[3]), nd)}
+    if dilation:
+        out["dilation"] = _one(list(args[4]), nd)
+        out["ceil_mode"] = bool(args[5])
+    else:
+        out["ceil_mode"] = bool(args[4])
+    return out
+
+
+def _one(v, nd):
+    """Pooling layers keep ints where the user gave ints: 3 rather than (3, 3)."""
+    v = list(v)
+    if len(v) == 1:
+        v = v * nd
+    return v[0] if len(set(v)) == 1 else tuple(v)
+
+
+def hyper_from_aten(base: str, args: Sequence, inplace_name: bool) -> dict[str, Any] | None:
+    """Layer attributes from the principal aten call of a layer (traced and exported graphs keep
+    no constants): convolution, pooling, linear, batch norm, flatten, activation."""
+    try:
+        if base in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution"):
+            w = _shape_of(args[1])
+            nd = len(w) - 2
+            if base.startswith("conv") and base[-2:] in ("1d", "2d", "3d"):
+                transposed, out_pad, groups = False, (0,) * nd, int(args[6])
+            else:
+                transposed, out_pad, groups = bool(args[6]), tuple(args[7]), int(args[8])
+            pad = args[4]
+            attrs = {
+                "kernel_size": tuple(w[2:]), "stride": rules._tuple(tuple(args[3]), nd),
+                "padding": pad if isinstance(pad, str) else rules._tuple(tuple(pad), nd),
+                "dilation": rules._tuple(tuple(args[5]), nd), "groups": groups,
+                "bias": True if args[2] is not None else None, "padding_mode": "zeros",
+            }  # fmt: skip
+            if transposed:
+                attrs.update(in_channels=w[0], out_channels=w[1] * groups,
+                             output_padding=rules._tuple(out_pad, nd))  # fmt: skip
+            else:
+                attrs.update(in_channels=w[1] * groups, out_channels=w[0])
+            return attrs
+        if base in ("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices"):
+            nd = 2 if "2d" in base else int(base[-2]) if base[-1] == "d" else 2
+            return {**_pool_attrs(args, nd, True), "return_indices": base.endswith("indices")}
+        if base in ("avg_pool1d", "avg_pool2d", "avg_pool3d"):
+            return _pool_attrs(args, int(base[-2]), False)
+        if base.startswith(("adaptive_avg_pool", "adaptive_max_pool", "_adaptive_avg_pool")):
+            size = list(args[1])
+            return {"output_size": size[0] if len(set(size)) == 1 else tuple(size),
+                    "return_indices": False}  # fmt: skip
+        if base in ("linear", "addmm"):
+            w = _shape_of(args[1] if base == "linear" else args[2])
+            if base == "addmm":  # addmm(bias, input, weight.t())
+                return {"in_features": w[0], "out_features": w[1], "bias": True}
+            return {"in_features": w[1], "out_features": w[0],
+                    "bias": True if args[2] is not None else None}  # fmt: skip
+        if base in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm",
+                    "_native_batch_norm_legit", "cudnn_batch_norm"):  # fmt: skip
+            for t in args[1:5]:
+                if isinstance(t, _TENSORS):
+                    return {"num_features": _shape_of(t)[0]}
+            return None
+        if base == "flatten":
+            return {"start_dim": int(args[1]), "end_dim": int(args[2])}
+        if base in ATEN_RULES and ATEN_RULES[base] in (_same, _same_inplace):
+            return {"inplace": inplace_name}
+    except (IndexError, TypeError, ValueError):
+        return None
+    return None
+
+
+# ---------------------------------------------------------------------- traced layers' graphs
+
+
+_LAYER_OPS = frozenset(
+    {"conv1d", "conv2d", "conv3d", "convolution", "_convolution", "max_pool1d", "max_pool2d",
+     "max_pool3d", "max_pool2d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+     "adaptive_max_pool2d", "adaptive_max_pool3d", "linear", "batch_norm", "flatten"}
+    | {k for k, v in ATEN_RULES.items() if v in (_same, _same_inplace)}
+)  # fmt: skip
+
+
+def _scan_layer_graph(graph):
+    """(aten op name, [(kind, value)]) for the first layer op of a traced layer's graph; kind is
+    'const' for constant arguments, 'attr' for the module's own tensors, 'input' otherwise."""
+    consts: dict[int, Any] = {}
+    attrs: dict[int, str] = {}
+    self_id = next(iter(graph.inputs())).unique()
+    for n in graph.nodes():
+        kind = n.kind()
+        if kind == "prim::Constant":
+            if n.output().type().kind() != "FunctionType":
+                consts[n.output().unique()] = n.output().toIValue()
+        elif kind == "prim::ListConstruct":
+            ins = [v.unique() for v in n.inputs()]
+            if all(i in consts for i in ins):
+                consts[n.output().unique()] = [consts[i] for i in ins]
+        elif kind == "prim::GetAttr":
+            ins = list(n.inputs())
+            if ins[0].unique() == self_id:
+                attrs[n.output().unique()] = n.s("name")
+        elif kind.startswith("aten::") and kind[6:] in _LAYER_OPS:
+            spec = []
+            for v in n.inputs():
+                u = v.unique()
+                if u in consts:
+                    spec.append(("const", consts[u]))
+                elif u in attrs:
+                    spec.append(("attr", attrs[u]))
+                else:
+                    spec.append(("input", _T((), torch.float32)))
+            return kind[6:], spec
+    return None

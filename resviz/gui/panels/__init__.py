@@ -1,0 +1,1 @@
+"""The report's tabs beside the graph: Inspector, Issues and Summary."""

@@ -1,0 +1,1 @@
+"""The Training tab: its controls, worker thread, plots and graph tint, and following a run directory. Modules without Qt (the run model, the run directory record, the estimate, following) are kept Qt-free by an import-linter contract."""
