@@ -94,13 +94,22 @@ def resolve_inputs(input_shape=None, inputs=None, dtype: torch.dtype | None = No
     """The inputs of one analysis, from :func:`resviz.analyze`'s ``input_shape``/``dtype`` or its
     ``inputs`` (a tensor, a sequence of tensors or :class:`Input`, or a mapping name → tensor)."""
     if inputs is None:
-        if input_shape is None:
-            raise ResvizError("give the input: analyze(model, input_shape) or analyze(model, inputs=...)")
-        if isinstance(input_shape, Input):
-            return [input_shape]
-        return [Input(parse_shape(input_shape, batch=False), dtype or torch.float32)]
+        return [_input_from_shape(input_shape, dtype)]
     if input_shape is not None:
         raise ResvizError("give either input_shape or inputs, not both")
+    return _args_before_kwargs(_checked_names(_inputs_from_values(inputs, dtype)))
+
+
+def _input_from_shape(input_shape, dtype: torch.dtype | None) -> Input:
+    if input_shape is None:
+        raise ResvizError("give the input: analyze(model, input_shape) or analyze(model, inputs=...)")
+    if isinstance(input_shape, Input):
+        return input_shape
+    return Input(parse_shape(input_shape, batch=False), dtype or torch.float32)
+
+
+def _inputs_from_values(inputs, dtype: torch.dtype | None) -> list[Input]:
+    """One :class:`Input` per value of ``inputs`` (keyword inputs named by a mapping's keys)."""
     if isinstance(inputs, (torch.Tensor, Input)):
         inputs = [inputs]
     if isinstance(inputs, Mapping):
@@ -114,13 +123,20 @@ def resolve_inputs(input_shape=None, inputs=None, dtype: torch.dtype | None = No
         )
     if not out:
         raise ResvizError("inputs is empty: the model needs at least one input")
-    names = [i.name for i in out if i.name]
+    return out
+
+
+def _checked_names(inputs: list[Input]) -> list[Input]:
+    names = [i.name for i in inputs if i.name]
     if len(set(names)) != len(names):
         raise ResvizError(f"inputs name an argument twice: {', '.join(names)}")
-    positional = [i.name is None for i in out]
-    if positional != sorted(positional, reverse=True):
-        out = [i for i in out if i.name is None] + [i for i in out if i.name]  # args, then kwargs
-    return out
+    return inputs
+
+
+def _args_before_kwargs(inputs: list[Input]) -> list[Input]:
+    """Positional inputs first, in their order, then the named ones, in theirs (``forward`` can
+    only be called that way)."""
+    return [i for i in inputs if i.name is None] + [i for i in inputs if i.name]
 
 
 def _one(v, name: str | None, dtype) -> Input:
