@@ -17,15 +17,21 @@ from resviz.core.shapes import MAX_DIM, _check_dims, _dims_from_sequence, _dims_
 
 @pytest.mark.parametrize(
     ("text", "dims"),
-    [("1x3x32x32", (1, 3, 32, 32)), ("(3, 32, 32)", (3, 32, 32)), ("2 × 4", (2, 4)), ("[7]", (7,)),
-     ("0x-1", (0, -1))],
+    [
+        ("1x3x32x32", (1, 3, 32, 32)),
+        ("(3, 32, 32)", (3, 32, 32)),
+        ("2 × 4", (2, 4)),
+        ("[7]", (7,)),
+        ("0x-1", (0, -1)),
+    ],
 )
 def test_typed_dims_are_read_without_range_checks(text, dims):
     assert _dims_from_text(text) == dims
 
 
-@pytest.mark.parametrize(("text", "words"), [("  ", "empty"), ("3xa", "not a list of integers"),
-                                             ("1" * 20, "more than 19 digits")])
+@pytest.mark.parametrize(
+    ("text", "words"), [("  ", "empty"), ("3xa", "not a list of integers"), ("1" * 20, "more than 19 digits")]
+)
 def test_typed_dims_that_are_not_integers_say_so(text, words):
     with pytest.raises(ShapeSyntaxError, match=words):
         _dims_from_text(text)
@@ -41,8 +47,13 @@ def test_sequence_dims_take_ints_and_reject_the_rest():
 
 @pytest.mark.parametrize(
     ("dims", "words"),
-    [((), "1 to 5 dimensions"), ((1,) * 6, "1 to 5 dimensions"), ((1, 0), "not positive"),
-     ((MAX_DIM + 1,), "past the limit"), ((2**20, 2**21), "elements")],
+    [
+        ((), "1 to 5 dimensions"),
+        ((1,) * 6, "1 to 5 dimensions"),
+        ((1, 0), "not positive"),
+        ((MAX_DIM + 1,), "past the limit"),
+        ((2**20, 2**21), "elements"),
+    ],
 )
 def test_dims_out_of_range_are_refused(dims, words):
     with pytest.raises(ShapeSyntaxError, match=words):
@@ -67,7 +78,9 @@ def test_values_become_inputs_named_by_mapping_keys():
     ids = torch.zeros(1, 4, dtype=torch.long)
     assert _inputs_from_values(ids, None) == [Input((1, 4), torch.int64)]
     assert _inputs_from_values({"ids": ids, "n": (2,)}, torch.int32) == [
-        Input((1, 4), torch.int64, "ids"), Input((2,), torch.int32, "n")]
+        Input((1, 4), torch.int64, "ids"),
+        Input((2,), torch.int32, "n"),
+    ]
     with pytest.raises(ResvizError, match="empty"):
         _inputs_from_values([], None)
     with pytest.raises(ResvizError, match="got a str"):

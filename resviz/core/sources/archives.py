@@ -73,13 +73,30 @@ def sniff(path: str | os.PathLike[str], given: str | None = None) -> str:
     'safetensors', 'hdf5', 'onnx' — or a :class:`LoadError` saying why it is none of them."""
     path = Path(path)
     name = _display(path, given)
+    head, size = _read_head(path, name)
+    if size == 0:
+        raise LoadError(f"{name} is empty (0 bytes); expected a model file: {READS}.")
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_EMPTY_ZIP_MAGIC):
+        return _sniff_zip(path, name)
+    kind = _kind_of_head(head, size) or ("onnx" if path.suffix.lower() == ".onnx" else None)
+    if kind is None:
+        raise LoadError(
+            f"{name} is not a model file resviz can read: it is not a zip archive (the format of "
+            f"torch.save, torch.jit.save and torch.export.save) nor any other known format "
+            f"(it starts with {_show_bytes(head[:12])}). Expected: {READS}."
+        )
+    return kind
+
+
+def _read_head(path: Path, name: str) -> tuple[bytes, int]:
+    """The first 64 bytes of the file and its size; a :class:`LoadError` in words when it is a
+    directory, missing, unreadable or not a regular file."""
     try:
         if path.is_dir():
             raise LoadError(_directory_message(path, name))
         check_readable_file(path, name)  # never open a FIFO (it blocks) or a device
         with open(path, "rb") as fh:
-            head = fh.read(64)
-            size = os.fstat(fh.fileno()).st_size
+            return fh.read(64), os.fstat(fh.fileno()).st_size
     except FileNotFoundError:
         raise LoadError(f"no such file: {name}.") from None
     except PermissionError:
@@ -90,10 +107,11 @@ def sniff(path: str | os.PathLike[str], given: str | None = None) -> str:
         raise LoadError(f"cannot read {name}: {exc.strerror or exc}.") from None
     except ResvizError as exc:
         raise LoadError(str(exc)) from None
-    if size == 0:
-        raise LoadError(f"{name} is empty (0 bytes); expected a model file: {READS}.")
-    if head.startswith(_ZIP_MAGIC) or head.startswith(_EMPTY_ZIP_MAGIC):
-        return _sniff_zip(path, name)
+
+
+def _kind_of_head(head: bytes, size: int) -> str | None:
+    """The kind of a file that is not a zip archive, by its first bytes: 'legacy' (torch.save's
+    old format), 'pickle', 'safetensors', 'hdf5'; None when none of them."""
     if head.startswith(_LEGACY_MAGIC):
         return "legacy"
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
@@ -102,13 +120,7 @@ def sniff(path: str | os.PathLike[str], given: str | None = None) -> str:
         return "safetensors"
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "hdf5"
-    if path.suffix.lower() == ".onnx":
-        return "onnx"
-    raise LoadError(
-        f"{name} is not a model file resviz can read: it is not a zip archive (the format of "
-        f"torch.save, torch.jit.save and torch.export.save) nor any other known format "
-        f"(it starts with {_show_bytes(head[:12])}). Expected: {READS}."
-    )
+    return None
 
 
 def _show_bytes(data: bytes) -> str:
@@ -213,12 +225,21 @@ def _load_torchscript(path: Path, name: str) -> ArchiveResult:
 
     try:
         module = load()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.jit.load of a damaged or newer archive raises anything; the user gets a LoadError naming the file and the error
         raise LoadError(
             f"{name} is a TorchScript archive (torch.jit.save) but torch {torch.__version__} could "
             f"not load it: {_short_error(exc)}"
         ) from None
-    return ArchiveResult("torchscript", module, None, _traced_input_shape(path), load)
+    notes: list[str] = []
+    try:
+        shape = _traced_input_shape(path)
+    except Exception as exc:  # noqa: BLE001 - a crafted traced_inputs.pkl can raise anything; the model still loads and the note says the input shape must be given
+        shape = None
+        notes.append(
+            f"the example input saved in {name} could not be read ({type(exc).__name__}: "
+            f"{_short_error(exc)}); give the input shape yourself (--input)."
+        )
+    return ArchiveResult("torchscript", module, None, shape, load, notes)
 
 
 class _ShapeOnlyUnpickler(pickle.Unpickler):
@@ -245,18 +266,17 @@ class _ShapeOnlyUnpickler(pickle.Unpickler):
 
 
 def _traced_input_shape(path: Path) -> tuple[int, ...] | None:
-    """The example input of a ``torch.jit.trace``-d archive, when it holds a single tensor."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            member = next((n for n in zf.namelist() if n.endswith("/traced_inputs.pkl")), None)
-            if member is None:
-                return None
-            if zf.getinfo(member).file_size > _MAX_PICKLE_BYTES:
-                return None  # a crafted archive that would inflate without bound: no hint
-            data = zf.read(member)
-        inputs = _ShapeOnlyUnpickler(__import__("io").BytesIO(data)).load()
-    except Exception:
-        return None
+    """The example input of a ``torch.jit.trace``-d archive, when it holds a single tensor.
+
+    Raises what reading its ``traced_inputs.pkl`` raises (the pickle can be damaged or crafted)."""
+    with zipfile.ZipFile(path) as zf:
+        member = next((n for n in zf.namelist() if n.endswith("/traced_inputs.pkl")), None)
+        if member is None:
+            return None
+        if zf.getinfo(member).file_size > _MAX_PICKLE_BYTES:
+            return None  # a crafted archive that would inflate without bound: no hint
+        data = zf.read(member)
+    inputs = _ShapeOnlyUnpickler(__import__("io").BytesIO(data)).load()
     forward = inputs.get("forward") if isinstance(inputs, Mapping) else None
     if isinstance(forward, (list, tuple)) and len(forward) == 1 and isinstance(forward[0], torch.Size):
         return tuple(int(d) for d in forward[0])
@@ -276,7 +296,7 @@ def _load_export(path: Path, name: str, *, trust: bool) -> ArchiveResult:
             program, notes = load_export_untrusted(path, name)
     except LoadError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.export.load of a damaged or newer archive raises anything; the user gets a LoadError naming the file and the error
         raise LoadError(
             f"{name} is a torch.export archive (torch.export.save) but torch {torch.__version__} "
             f"could not load it: {_short_error(exc)}"
@@ -343,7 +363,7 @@ def _load_torch_save(path: Path, name: str, *, trust: bool, device: str) -> Arch
             raise _needs_trust(path, name, "legacy" if _is_legacy(path) else "torch.save") from None
         return _trusted(path, name, device, lambda: torch.load(str(path), map_location="cpu",
                                                                 weights_only=False))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load of a truncated or damaged file raises anything; the user gets a LoadError naming the file and the error
         raise LoadError(
             f"{name} looks like a torch.save file but it is truncated or corrupt: {_short_error(exc)}"
         ) from None
@@ -442,7 +462,7 @@ def _pickle_globals(path: Path, kind: str) -> list[str]:
                 if kind == "legacy":  # magic number, protocol version and system info come first
                     for _ in range(3):  # read as inertly as the main pickle: any can be crafted
                         _RecordingUnpickler(stream).load()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a crafted or damaged pickle raises anything; the trust message is still given, only without the class names
             return []
         unpickler = _RecordingUnpickler(stream)
         with contextlib.suppress(Exception, RecursionError):
@@ -521,7 +541,7 @@ def _trusted(path: Path, name: str, device: str, load: Callable[[], object]) -> 
                 raise LoadError(
                     f"{name} holds a pickled model whose class cannot be found: {text}.{extra}"
                 ) from None
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - unpickling a trusted file runs the user's code, which can raise anything; the user gets a LoadError with the error
                 raise LoadError(f"{name} could not be unpickled: {type(exc).__name__}: {_short_error(exc)}") from None
         module = _module_in(obj)
         if module is None:
@@ -647,12 +667,9 @@ def _normalise(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ..
 
 def _zoo_candidates() -> list[tuple[str, tuple[int, ...]]]:
     """The zoo's residual models with their blocks per stage (plain twins are not worth naming)."""
-    try:
-        from . import zoo
+    from . import zoo  # resviz's own specs: an error here is a bug, and must show
 
-        return [(e.name, tuple(s.blocks for s in e.spec.stages)) for e in zoo.entries() if e.kind != "plain"]
-    except Exception:
-        return []
+    return [(e.name, tuple(s.blocks for s in e.spec.stages)) for e in zoo.entries() if e.kind != "plain"]
 
 
 _STAGE_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
@@ -670,13 +687,10 @@ def _stage_blocks(keys) -> tuple[int, ...] | None:
 
 
 @cache
-def _zoo_shapes(name: str) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
-    try:
-        from . import zoo
+def _zoo_shapes(name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    from . import zoo  # resviz's own specs: an error here is a bug, and must show
 
-        model = zoo.build(name, device="meta")
-    except Exception:
-        return None
+    model = zoo.build(name, device="meta")
     return tuple(_normalise({k: tuple(v.shape) for k, v in model.state_dict().items()}).items())
 
 
@@ -690,27 +704,12 @@ def zoo_match(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     if not wanted:
         return None
     near: tuple[str, int] | None = None
-    blocks = _stage_blocks(wanted)
-    candidates = _zoo_candidates()
-    if blocks is None and candidates:
-        first = _zoo_shapes(candidates[0][0])
-        if first is not None and _stage_blocks(dict(first)) is not None:
-            return None  # the zoo names its blocks layerN.M; weights without such names cannot match
-    for zname, zblocks in candidates:
-        if blocks is not None and zblocks != blocks:
-            continue  # cheap: no need to build a model that cannot match
-        entry = _zoo_shapes(zname)
-        if entry is None:
-            continue
-        have = dict(entry)
-        if have.keys() != wanted.keys():
-            continue
-        differ = [k for k in have if have[k] != wanted[k]]
-        if not differ:
+    for zname in _zoo_names_to_compare(_stage_blocks(wanted), _zoo_candidates()):
+        fit = _zoo_fit(dict(_zoo_shapes(zname)), wanted)
+        if fit == "exact":
             return f"These look like the weights of resviz's (and torchvision's) {zname}: try `resviz check {zname}`."
-        classes = _classifier_change(have, wanted, differ)
-        if classes is not None and near is None:
-            near = (zname, classes)
+        if isinstance(fit, int) and near is None:
+            near = (zname, fit)
     if near is not None:
         zname, classes = near
         return (
@@ -718,6 +717,27 @@ def zoo_match(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
             f"{classes} classes: try `resviz check {zname} --kwargs '{{\"num_classes\": {classes}}}'`."
         )
     return None
+
+
+def _zoo_names_to_compare(blocks: tuple[int, ...] | None,
+                          candidates: list[tuple[str, tuple[int, ...]]]) -> list[str]:
+    """The zoo models worth building to compare with weights of ``blocks`` per stage (None: the
+    weights do not name their blocks ``layerN.M``)."""
+    if blocks is None and candidates and _stage_blocks(dict(_zoo_shapes(candidates[0][0]))) is not None:
+        return []  # the zoo names its blocks layerN.M; weights without such names cannot match
+    # cheap: no need to build a model whose blocks per stage differ
+    return [zname for zname, zblocks in candidates if blocks is None or zblocks == blocks]
+
+
+def _zoo_fit(have: Mapping[str, tuple[int, ...]], wanted: Mapping[str, tuple[int, ...]]) -> str | int | None:
+    """How the weights ``wanted`` fit a zoo model's ``have``: 'exact', the number of classes when
+    only the classifier's size differs, or None."""
+    if have.keys() != wanted.keys():
+        return None
+    differ = [k for k in have if have[k] != wanted[k]]
+    if not differ:
+        return "exact"
+    return _classifier_change(dict(have), dict(wanted), differ)
 
 
 def _classifier_change(have: dict, wanted: dict, differ: list[str]) -> int | None:

@@ -1,0 +1,120 @@
+"""The phases of model sources (sniffing, zoo matching, user files), each on its own, and the
+broad excepts that used to hide what went wrong (issue 11)."""
+
+import zipfile
+
+import pytest
+import torch
+from torch import nn
+
+from resviz.core.errors import LoadError
+from resviz.core.sources import archives, zoo
+from resviz.core.sources.archives import (
+    _kind_of_head,
+    _read_head,
+    _zoo_fit,
+    _zoo_names_to_compare,
+    zoo_match,
+)
+
+# --- sniffing -------------------------------------------------------------------------------
+
+
+def test_the_head_is_read_with_the_size(tmp_path):
+    f = tmp_path / "m.pt"
+    f.write_bytes(b"x" * 100)
+    head, size = _read_head(f, "m.pt")
+    assert (head, size) == (b"x" * 64, 100)
+
+
+def test_reading_the_head_names_what_is_wrong_with_the_path(tmp_path):
+    with pytest.raises(LoadError, match="no such file: gone.pt"):
+        _read_head(tmp_path / "gone.pt", "gone.pt")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "model.py").write_text("")
+    with pytest.raises(LoadError, match=r"is a directory.*model\.py"):
+        _read_head(tmp_path / "d", str(tmp_path / "d"))
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (archives._LEGACY_MAGIC + b"\0" * 10, "legacy"),
+        (b"\x80\x04\x95" + b"\0" * 10, "pickle"),
+        ((2).to_bytes(8, "little") + b"{}" + b"\0" * 4, "safetensors"),
+        (b"\x89HDF\r\n\x1a\n" + b"\0" * 8, "hdf5"),
+        (b"hello world, not a model", None),
+        (b"\x80\x09" + b"\0" * 10, None),
+    ],
+)
+def test_the_kind_of_a_file_is_read_off_its_first_bytes(head, kind):
+    assert _kind_of_head(head, 1000) == kind
+
+
+# --- zoo matching ---------------------------------------------------------------------------
+
+
+def _zoo_weights(name: str) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in zoo.build(name, device="meta").state_dict().items()}
+
+
+def test_a_zoo_fit_is_exact_a_number_of_classes_or_none():
+    have = {"fc.weight": (1000, 512), "fc.bias": (1000,), "conv.weight": (64, 3, 7, 7)}
+    assert _zoo_fit(have, dict(have)) == "exact"
+    assert _zoo_fit(have, {**have, "fc.weight": (10, 512), "fc.bias": (10,)}) == 10
+    assert _zoo_fit(have, {**have, "conv.weight": (64, 3, 3, 3)}) is None
+    assert _zoo_fit(have, {"fc.weight": (1000, 512)}) is None
+
+
+def test_only_zoo_models_with_the_same_blocks_per_stage_are_compared():
+    candidates = [("resnet18", (2, 2, 2, 2)), ("resnet34", (3, 4, 6, 3)), ("resnet50", (3, 4, 6, 3))]
+    assert _zoo_names_to_compare((3, 4, 6, 3), candidates) == ["resnet34", "resnet50"]
+    assert _zoo_names_to_compare((1, 1), candidates) == []
+    # weights that do not name their blocks layerN.M cannot be any zoo model (which all do)
+    assert _zoo_names_to_compare(None, candidates) == []
+
+
+def test_zoo_weights_are_named_even_with_another_classifier_size():
+    weights = _zoo_weights("resnet18")
+    assert "try `resviz check resnet18`" in zoo_match(weights)
+    weights.update({"fc.weight": (7, 512), "fc.bias": (7,)})
+    assert '{"num_classes": 7}' in zoo_match(weights)
+
+
+def test_a_broken_zoo_is_a_bug_that_shows_not_a_silent_no_match(monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("stages")
+
+    monkeypatch.setattr(zoo, "entries", broken)
+    with pytest.raises(KeyError):
+        zoo_match(_zoo_weights("resnet18"))
+
+
+# --- TorchScript example inputs -------------------------------------------------------------
+
+
+def _traced_archive(tmp_path, traced_inputs: bytes | None):
+    good = tmp_path / "traced.pt"
+    torch.jit.save(torch.jit.trace(nn.Conv2d(3, 4, 3), torch.zeros(1, 3, 8, 8)), str(good))
+    if traced_inputs is None:
+        return good
+    bad = tmp_path / "damaged.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, traced_inputs if info.filename.endswith("/traced_inputs.pkl") else data)
+    return bad
+
+
+def test_a_traced_archive_gives_its_example_input_shape(tmp_path):
+    result = archives.load_archive(_traced_archive(tmp_path, None))
+    assert result.input_shape == (1, 3, 8, 8)
+    assert result.notes == []
+
+
+def test_an_unreadable_example_input_is_said_not_silently_dropped(tmp_path):
+    result = archives.load_archive(_traced_archive(tmp_path, b"\x80\x02garbage"))
+    assert result.input_shape is None
+    assert result.module is not None
+    (note,) = result.notes
+    assert "example input saved in" in note and "could not be read" in note and "--input" in note
