@@ -118,3 +118,75 @@ def test_an_unreadable_example_input_is_said_not_silently_dropped(tmp_path):
     assert result.module is not None
     (note,) = result.notes
     assert "example input saved in" in note and "could not be read" in note and "--input" in note
+
+
+# --- torch.export archives read without trust -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pt2(tmp_path_factory):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    path = tmp_path_factory.mktemp("pt2") / "net.pt2"
+    torch.export.save(torch.export.export(net, (torch.randn(1, 3, 8, 8),)), path)
+    return path
+
+
+def _archive(path):
+    from resviz.core.sources.pt2_reader import _Archive
+
+    return _Archive(zipfile.ZipFile(path), "net.pt2")
+
+
+def test_each_weight_of_a_pt2_is_a_meta_tensor_of_its_recorded_shape(pt2):
+    from resviz.core.sources.pt2_reader import _payload, _payload_config
+
+    reader = _archive(pt2)
+    config = _payload_config(reader, "weights")
+    weights = {fqn: _payload(reader, "weights", fqn, meta) for fqn, meta in config.config.items()}
+    assert weights["0.weight"].shape == (4, 3, 3, 3) and weights["0.weight"].is_meta
+    assert isinstance(weights["0.weight"], nn.Parameter)
+    assert weights["1.running_mean"].shape == (4,)
+
+
+def test_a_pt2_payload_list_that_is_missing_or_bad_is_said(pt2, tmp_path):
+    from resviz.core.sources.pt2_reader import _payload_config
+
+    bad = tmp_path / "bad.pt2"
+    with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            if info.filename.endswith("model_constants_config.json"):
+                continue
+            data = src.read(info)
+            dst.writestr(info, b"[1, 2" if info.filename.endswith("model_weights_config.json") else data)
+    reader = _archive(bad)
+    assert _payload_config(reader, "constants") is None  # a program may have no constants
+    with pytest.raises(LoadError, match="model_weights_config.json is not a valid payload list"):
+        _payload_config(reader, "weights")
+
+
+def test_a_payload_without_a_shape_or_a_pickled_constant_is_refused(pt2):
+    from types import SimpleNamespace
+
+    from resviz.core.errors import NeedsTrust
+    from resviz.core.sources.pt2_reader import _payload
+
+    reader = _archive(pt2)
+    no_shape = SimpleNamespace(path_name="weight_9", use_pickle=False, tensor_meta=None, is_param=True)
+    with pytest.raises(LoadError, match="its weight fc.w has no recorded shape"):
+        _payload(reader, "weights", "fc.w", no_shape)
+    obj = SimpleNamespace(path_name="custom_obj_0", use_pickle=True, tensor_meta=None, is_param=False)
+    with pytest.raises(NeedsTrust, match="constant c is a pickled Python object"):
+        _payload(reader, "constants", "c", obj)
+
+
+def test_skipped_sample_inputs_say_why(pt2, tmp_path):
+    from resviz.core.sources.pt2_reader import load_export_untrusted
+
+    bad = tmp_path / "inputs.pt2"
+    with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, b"not a pickle" if info.filename.endswith("sample_inputs/model.pt") else data)
+    _, notes = load_export_untrusted(bad, "inputs.pt2")
+    (note,) = notes
+    assert "sample inputs" in note and "refused them: " in note

@@ -87,7 +87,7 @@ def load_export_untrusted(path, name: str) -> tuple[object, list[str]]:
             )
     except LoadError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch's deserializer fed a damaged or newer program raises anything; the user gets a LoadError naming the file and the error
         raise LoadError(
             f"{name} is a torch.export archive (torch.export.save) but torch {torch.__version__} could "
             f"not read its program: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -216,7 +216,7 @@ def _restricted_load(data: bytes, what: str, reader: _Archive):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(io.BytesIO(data), map_location="meta", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the restricted loader refuses or fails on a crafted pickle with anything; the user is told why and that trusting the file would load it
         raise _needs_trust(
             f"{reader.name} is a torch.export archive whose {what} is a pickle that the restricted "
             f"loader refuses ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
@@ -245,48 +245,67 @@ def _int(sym) -> int:
 
 def _payloads(reader: _Archive, kind: str, notes: list[str]) -> dict:
     """Weights (``kind='weights'``) or constants, as meta tensors or restricted unpickles."""
+    legacy = f"data/{kind}/{_MODEL}.pt"
+    if reader.has(legacy):
+        return _legacy_payloads(reader, kind, legacy)
+    config = _payload_config(reader, kind)
+    if config is None:
+        return {}
+    return {fqn: _payload(reader, kind, fqn, meta) for fqn, meta in config.config.items()}
+
+
+def _legacy_payloads(reader: _Archive, kind: str, member: str) -> dict:
+    """The dict of tensors of torch 2.7's single ``data/<kind>/model.pt`` pickle."""
+    loaded = _restricted_load(reader.read(member), f"{kind} file ({member})", reader)
+    if not isinstance(loaded, dict):
+        raise LoadError(f"{reader.name}: its {kind} file ({member}) does not hold a dict of tensors.")
+    return loaded
+
+
+def _payload_config(reader: _Archive, kind: str):
+    """The archive's list of ``kind`` payloads (a ``PayloadConfig``); None for no constants."""
     from torch._export.serde import schema
     from torch._export.serde.serialize import _dict_to_dataclass
 
-    legacy = f"data/{kind}/{_MODEL}.pt"
-    if reader.has(legacy):
-        loaded = _restricted_load(reader.read(legacy), f"{kind} file ({legacy})", reader)
-        if not isinstance(loaded, dict):
-            raise LoadError(f"{reader.name}: its {kind} file ({legacy}) does not hold a dict of tensors.")
-        return loaded
     config_name = f"data/{kind}/{_MODEL}_{kind}_config.json"
     if not reader.has(config_name):
         if kind == "constants":
-            return {}
+            return None
         raise LoadError(f"{reader.name} is not a complete torch.export archive: it has no {config_name}.")
     try:
-        config = _dict_to_dataclass(schema.PayloadConfig, json.loads(reader.read(config_name)))
+        return _dict_to_dataclass(schema.PayloadConfig, json.loads(reader.read(config_name)))
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise LoadError(f"{reader.name}: {config_name} is not a valid payload list ({exc}).") from None
-    out: dict = {}
-    for fqn, meta in config.config.items():
-        member = f"data/{kind}/{meta.path_name}"
-        if kind == "constants" and not meta.path_name.startswith("tensor"):
-            raise _needs_trust(
-                f"{reader.name} is a torch.export archive whose constant {fqn} is a pickled Python "
-                f"object ({member}); loading it could run code the file names.", reader.zf.filename
+
+
+def _payload(reader: _Archive, kind: str, fqn: str, meta):
+    """One weight or constant: a restricted unpickle of a tensor, or a meta tensor of the
+    recorded shape. A constant that is a pickled Python object needs trust."""
+    member = f"data/{kind}/{meta.path_name}"
+    one = kind[:-1]
+    if kind == "constants" and not meta.path_name.startswith("tensor"):
+        raise _needs_trust(
+            f"{reader.name} is a torch.export archive whose constant {fqn} is a pickled Python "
+            f"object ({member}); loading it could run code the file names.", reader.zf.filename
+        )
+    if meta.use_pickle:
+        value = _restricted_load(reader.read(member), f"{one} {fqn} ({member})", reader)
+        if not isinstance(value, torch.Tensor):
+            raise LoadError(
+                f"{reader.name}: its {one} {fqn} ({member}) holds a {type(value).__name__}, not a tensor."
             )
-        if meta.use_pickle:
-            value = _restricted_load(reader.read(member), f"{kind[:-1]} {fqn} ({member})", reader)
-            if not isinstance(value, torch.Tensor):
-                raise LoadError(
-                    f"{reader.name}: its {kind[:-1]} {fqn} ({member}) holds a {type(value).__name__}, "
-                    "not a tensor."
-                )
-            out[fqn] = value
-        else:
-            if meta.tensor_meta is None:
-                raise LoadError(f"{reader.name}: its {kind[:-1]} {fqn} has no recorded shape.")
-            try:
-                out[fqn] = _meta_tensor(meta.tensor_meta, bool(meta.is_param) and kind == "weights")
-            except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-                raise LoadError(f"{reader.name}: its {kind[:-1]} {fqn} has an unreadable shape ({exc}).") from None
-    return out
+        return value
+    if meta.tensor_meta is None:
+        raise LoadError(f"{reader.name}: its {one} {fqn} has no recorded shape.")
+    try:
+        return _meta_tensor(meta.tensor_meta, bool(meta.is_param) and kind == "weights")
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        raise LoadError(f"{reader.name}: its {one} {fqn} has an unreadable shape ({exc}).") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def _sample_inputs(reader: _Archive, notes: list[str]):
@@ -300,12 +319,14 @@ def _sample_inputs(reader: _Archive, notes: list[str]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             value = torch.load(io.BytesIO(data), map_location="meta", weights_only=True)
-    except Exception:
-        value = None
+    except Exception as exc:  # noqa: BLE001 - sample inputs are optional and may be a crafted pickle; the note below says they were skipped and why
+        value, why = None, f": {type(exc).__name__}: {_first_line(exc)}"
+    else:
+        why = ""
     if not isinstance(value, tuple):
         notes.append(
             f"{reader.name}: its sample inputs are not plain tensors (the restricted loader refused "
-            "them), so they were not loaded; the input shape comes from the program's graph."
+            f"them{why}), so they were not loaded; the input shape comes from the program's graph."
         )
         return None
     return value
