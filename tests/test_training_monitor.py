@@ -139,6 +139,85 @@ def test_probes_equal_an_independent_computation_and_the_model_is_left_as_it_was
     assert open_run(tmp_path / "r1").state.value == "finished"
 
 
+class SwitchBlock(Block):
+    """A block whose path through its children can change between steps: with `twice` its bn2 runs
+    twice and the add takes the second output."""
+
+    twice = False
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.twice:
+            out = self.bn2(out)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ScaledBlock(Block):
+    """A residual operand that no child module returns (a functional op makes it)."""
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) * 1.0
+        return self.relu(out + identity)
+
+
+class MixedNet(Net):
+    def __init__(self):
+        super().__init__()
+        self.layer1 = nn.Sequential(Block(8, 8), SwitchBlock(8, 8))
+        self.layer2 = nn.Sequential(ScaledBlock(8, 16, 2))
+
+
+def test_the_residual_adds_are_watched_once_then_measured_where_their_operands_are_made(tmp_path):
+    """The add-watching TorchFunctionMode (~10 us per torch call) runs on the first recorded step
+    only: from then on each block's plan (which child's output or input each operand is) takes the
+    norms. The numbers stay those of an independent computation at every step; a block whose path
+    through its children changes measures no ratio on that step (never a wrong one) and relearns;
+    a block whose operand no child returns keeps the mode, exact."""
+    torch.manual_seed(0)
+    model = MixedNet()
+    model.layer1[1].twice = False
+    reference = copy.deepcopy(model)
+    before = module_state(model)
+    modes = []  # TorchFunctionModes active inside layer1.0's bn2, per forward
+    probe = model.layer1[0].bn2.register_forward_pre_hook(
+        lambda m, a: modes.append(torch._C._len_torch_function_stack())
+    )
+    twice = [False, False, True, True, False, False]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    opt_ref = torch.optim.SGD(reference.parameters(), lr=0.05)
+    with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE) as mon:
+        watches = {model.get_submodule(b): w for b, w in zip(mon.block_names, mon.probes.watches)}
+        for k, (x, y) in enumerate(batches(len(twice))):
+            model.layer1[1].twice = reference.layer1[1].twice = twice[k]
+            x = x.clone().requires_grad_(True)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rec = mon.step(loss)
+            _, want = reference_probes(reference, x.detach(), y)
+            opt_ref.step()
+            switched = k > 0 and twice[k] != twice[k - 1]
+            for b in BLOCKS:
+                for p, v in want[b].items():
+                    got = rec.blocks[b][p]
+                    if switched and b == "layer1.1" and p == "residual_ratio":
+                        assert math.isnan(got), (k, got)  # not measured rather than measured wrong
+                    else:
+                        assert got == pytest.approx(v, rel=1e-5), (k, b, p)
+        assert watches[model.layer1[0]].plan and watches[model.layer1[1]].plan
+        assert watches[model.layer2[0]].plan is False  # `bn2(...) * 1.0`: the mode, every step
+    probe.remove()
+    assert modes == [1, 0, 0, 0, 0, 0]
+    assert module_state(model) == before
+
+
 def test_every_n_records_every_nth_step_and_registers_nothing_between(tmp_path):
     model = net()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

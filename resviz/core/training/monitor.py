@@ -78,6 +78,13 @@ class _SafeSink(ProbeSink):
         except Exception as e:
             self._monitor._fail("gradient hook", e)
 
+    def measure(self, t):
+        try:
+            return super().measure(t)
+        except Exception as e:
+            self._monitor._fail("residual probe", e)
+            return None
+
     def add_norms(self, slot_res, res, sc):
         if not torch.is_grad_enabled():  # an evaluation forward inside the step: not training
             return

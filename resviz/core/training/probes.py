@@ -13,7 +13,11 @@ arrives as ``Tensor.add_``, ``a + b`` as ``Tensor.add``) and picks the block's r
 * the shortcut is the operand at the position the trace found it (``ops[add.op].inputs``).
 
 At the matched add the watch takes ``‖F(x)‖`` and ``‖x‖`` (before an in-place add mutates
-``out``), or, for a plain twin, returns the residual operand alone. Around the call it registers
+``out``), or, for a plain twin, returns the residual operand alone. The mode costs ~10 µs per torch
+call inside the block, so a probing watch uses it only to learn the block's *plan*: on the first
+measured call it notes which direct child's output (a :class:`ChildTap` on each child sees them) or
+the block's input each operand is, unchanged since; later calls take the norms there, without the
+mode, and commit them when the children were called as in the learned call. Around the call it registers
 tensor hooks on the block input and output; a hook registered before a later in-place change of
 the tensor still receives the gradient of the version it was registered on, so ``x`` and ``H``
 are measured correctly under ``ReLU(inplace=True)`` and ``out += identity``.
@@ -222,6 +226,17 @@ class ProbeSink:
         self.vals += (_sq_norm(res), _sq_norm(sc))
         self.slots += (slot_res, slot_res + 1)
 
+    def measure(self, t: torch.Tensor):
+        """Squared norm of one residual-add operand, taken where a learned plan finds it (see
+        :class:`BlockWatch`); committed with :meth:`commit` once the block's call matched its plan.
+        None when it cannot be measured."""
+        return _sq_norm(t)
+
+    def commit(self, pending: list) -> None:
+        for slot, v in pending:
+            self.vals.append(v)
+            self.slots.append(slot)
+
     def reduce(self, device) -> tuple[torch.Tensor, set[int], dict[int, int]]:
         """Sum of squared norms per slot (a float64 device tensor), the set of slots measured and
         the slot aliases (host side)."""
@@ -260,12 +275,101 @@ class _AddMode(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+INPUT = (-1, 0)  # a plan's source: the block's first tensor argument, at entry
+# A learned plan is checked by the children's call counts on every call; control flow that changes
+# only functional ops would not show there, so the plan is learned afresh (one watched call) after
+# this many calls: a stale plan lasts at most that long.
+RELEARN_CALLS = 100
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Where a block's residual-add operands come from, learned on one watched call: each source
+    is ``(child index, call ordinal)`` (the ordinal-th output of that direct child in the block's
+    call) or :data:`INPUT`; the value at the add is that tensor at the version it had then."""
+
+    slots: dict  # source -> [slot, ...]: the RES and SC slots its norm goes to
+    n_values: int  # values one call contributes
+    signature: list  # calls of each direct child in the learned call
+    calls: int = 0  # calls measured by this plan
+
+
+class _Call:
+    """The state of one call of a watched block: direct-child calls counted so far, and either what
+    was seen (learning) or the norms measured for the plan (pending until the call matches it)."""
+
+    __slots__ = ("counts", "learning", "caps", "found", "bad", "pending", "failed")
+
+    def __init__(self, n_children: int, learning: bool):
+        self.counts = [0] * n_children
+        self.learning = learning
+        self.caps: list = []  # learning: (source, tensor, version)
+        self.found: list = []  # learning: (residual source, shortcut source) per matched add
+        self.bad = False  # learning: an operand that no direct child or the input gave
+        self.pending: list = []  # plan: (slot, squared norm)
+        self.failed = False  # plan: a norm could not be taken
+
+
+class ChildTap:
+    """Replaces ``forward`` on a direct child of a watched block (an instance attribute, as
+    :class:`BlockWatch`): counts the child's calls inside the block's call and hands its output to
+    the block's plan. One tap serves every watched block the module is a child of."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.prev_forward = module.__dict__.get("forward")
+        self.owners: list = []  # (BlockWatch, index of this child in it)
+
+    def install(self) -> ChildTap:
+        self.module.__dict__["forward"] = self
+        return self
+
+    def uninstall(self) -> None:
+        if self.module.__dict__.get("forward") is self:
+            if self.prev_forward is None:
+                del self.module.__dict__["forward"]
+            else:
+                self.module.__dict__["forward"] = self.prev_forward
+
+    def __deepcopy__(self, memo):  # a copy calls through and serves no block
+        new = object.__new__(ChildTap)
+        memo[id(self)] = new
+        new.module = copy.deepcopy(self.module, memo)
+        new.prev_forward = copy.deepcopy(self.prev_forward, memo)
+        new.owners = []
+        return new
+
+    def __getstate__(self):
+        return {"module": self.module, "prev_forward": self.prev_forward, "owners": []}
+
+    def __call__(self, *args, **kwargs):
+        fwd = self.prev_forward
+        if fwd is not None:
+            out = fwd(*args, **kwargs)
+        else:
+            out = type(self.module).forward(self.module, *args, **kwargs)
+        for watch, index in self.owners:
+            if watch._calls:
+                watch._child_out(index, out)
+        return out
+
+
 class BlockWatch:
     """Replaces ``module.forward`` on one block of a training copy (an instance attribute).
 
     ``drop_shortcut``: return only the residual operand at the block's residual adds (plain twin).
     ``sink``/``block_index``: record input/output gradient norms and the residual ratio.
     Deep copies of the module carry a copy of the watch bound to the new module (without a sink).
+
+    The residual ratio is found by watching the adds (a ``TorchFunctionMode``, ~10 µs per torch
+    call inside the block) only until the block's plan is learned: on the first measured call the
+    watch notes which tensor each operand of its residual add(s) was — a direct child's output
+    (seen by a :class:`ChildTap`) or the block's input, at the same version (not changed in place
+    since). From then on the norms are taken there, where the tensor is made, and the mode is not
+    entered. A call whose children are not called as in the learned call (another path through
+    the block) measures no ratio and the plan is learned again on the next measured call; a block
+    whose operand no child gives (``out * scale + x``) keeps the mode. Every
+    :data:`RELEARN_CALLS` calls the plan is learned afresh.
     """
 
     def __init__(self, module: nn.Module, sites: BlockSites | None, *, drop_shortcut: bool = False):
@@ -279,6 +383,9 @@ class BlockWatch:
         self.prev_forward = module.__dict__.get("forward")  # an instance forward we wrap, if any
         self._frames: list = []
         self._counts: list = []
+        self._calls: list[_Call] = []
+        self.taps: list[ChildTap] = []  # on the direct children, in order (see ProbeSet.tap_children)
+        self.plan: _Plan | None | bool = None  # None: not learned yet; False: keeps the mode
         self.matched = 0  # residual adds recognised so far (for diagnostics)
         self.missed = 0  # calls where an expected residual add was not found
 
@@ -295,57 +402,147 @@ class BlockWatch:
             else:
                 self.module.__dict__["forward"] = self.prev_forward
 
+    def _fresh(self) -> None:
+        self.sink = None
+        self.block_index = -1
+        self._frames = []
+        self._counts = []
+        self._calls = []
+        self.taps = []
+        self.plan = None
+
     def __deepcopy__(self, memo):
         new = object.__new__(BlockWatch)
         memo[id(self)] = new
         new.__dict__.update(self.__dict__)
         new.module = copy.deepcopy(self.module, memo)
         new.prev_forward = copy.deepcopy(self.prev_forward, memo)
-        new.sink = None
-        new.block_index = -1
-        new._frames = []
-        new._counts = []
+        new._fresh()
         return new
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(sink=None, block_index=-1, _frames=[], _counts=[])
+        state.update(sink=None, block_index=-1, _frames=[], _counts=[], _calls=[], taps=[], plan=None)
         return state
 
     # the call -----------------------------------------------------------------------------
 
+    def _forward(self, args, kwargs):
+        fwd = self.prev_forward
+        if fwd is not None:
+            return fwd(*args, **kwargs)
+        return type(self.module).forward(self.module, *args, **kwargs)
+
     def __call__(self, *args, **kwargs):
         sink = self.sink if self.sink is not None and self.sink.active else None
-        if sink is not None and torch.is_grad_enabled():
+        grad = sink is not None and torch.is_grad_enabled()
+        x = None
+        if grad:
             x = _first_tensor(args) if args else _first_tensor(kwargs)
             if x is not None and x.requires_grad:
                 sink.hook_input(x, self.block_index * SLOTS + IN)
-        fwd = self.prev_forward
-        if self._lookup and (self.drop_shortcut or sink is not None):
-            self._frames.append(sys._getframe())
-            self._counts.append([0, {}, 0])  # direct adds seen, per-source counts, matched
-            try:
-                with _AddMode(self):
-                    out = (
-                        fwd(*args, **kwargs)
-                        if fwd is not None
-                        else type(self.module).forward(self.module, *args, **kwargs)
-                    )
-            finally:
-                self._frames.pop()
-                if self._counts.pop()[2] < len(self._lookup):
-                    self.missed += 1
+        if not self._lookup or not (self.drop_shortcut or sink is not None):
+            out = self._forward(args, kwargs)
+        elif grad and self.plan and not self.drop_shortcut:
+            out = self._call_planned(sink, x, args, kwargs)
         else:
-            out = (
-                fwd(*args, **kwargs)
-                if fwd is not None
-                else type(self.module).forward(self.module, *args, **kwargs)
-            )
-        if sink is not None and torch.is_grad_enabled():
+            learn = grad and self.plan is None and not self.drop_shortcut and bool(self.taps)
+            out = self._call_watched(x if learn else None, learn, args, kwargs)
+        if grad:
             y = _first_tensor(out)
             if y is not None and y.requires_grad:
                 sink.hook_output(y, self.block_index * SLOTS + OUT)
         return out
+
+    def _call_watched(self, x, learn: bool, args, kwargs):
+        """The call under the add-watching mode; ``learn``: also learn the plan from it."""
+        call = None
+        if learn:
+            call = _Call(len(self.taps), True)
+            if x is not None:
+                call.caps.append((INPUT, x, x._version))
+            self._calls.append(call)
+        self._frames.append(sys._getframe())
+        self._counts.append([0, {}, 0, call])  # direct adds seen, per-source counts, matched, learning
+        try:
+            with _AddMode(self):
+                out = self._forward(args, kwargs)
+        finally:
+            self._frames.pop()
+            matched = self._counts.pop()[2]
+            if matched < len(self._lookup):
+                self.missed += 1
+            if call is not None:
+                self._calls.pop()
+        if call is not None and matched == len(self._lookup):
+            self._learn(call)
+        return out
+
+    def _learn(self, call: _Call) -> None:
+        if call.bad or len(call.found) != len(self._lookup):
+            self.plan = False
+            return
+        base = self.block_index * SLOTS
+        slots: dict = {}
+        for res_src, sc_src in call.found:
+            slots.setdefault(res_src, []).append(base + RES)
+            slots.setdefault(sc_src, []).append(base + SC)
+        self.plan = _Plan(slots, 2 * len(call.found), list(call.counts))
+
+    def _source(self, call: _Call, t: torch.Tensor):
+        """Which capture of this call ``t`` is, unchanged since (the latest such), or None."""
+        version = t._version
+        for src, c, v in reversed(call.caps):
+            if c is t and v == version:
+                return src
+        return None
+
+    def _call_planned(self, sink: ProbeSink, x, args, kwargs):
+        plan = self.plan
+        call = _Call(len(self.taps), False)
+        slots = plan.slots.get(INPUT)
+        if slots is not None:
+            self._measure(sink, call, x, slots)
+        self._calls.append(call)
+        try:
+            out = self._forward(args, kwargs)
+        finally:
+            self._calls.pop()
+        if call.failed:
+            return out
+        if call.counts == plan.signature and len(call.pending) == plan.n_values:
+            sink.commit(call.pending)
+            self.matched += plan.n_values // 2
+            plan.calls += 1
+            if plan.calls >= RELEARN_CALLS:
+                self.plan = None
+        else:  # another path through the block: no ratio this call; learn again next time
+            self.missed += 1
+            self.plan = None
+        return out
+
+    def _measure(self, sink: ProbeSink, call: _Call, t, slots) -> None:
+        if not (isinstance(t, torch.Tensor) and t.is_floating_point()):
+            return
+        v = sink.measure(t)
+        if v is None:
+            call.failed = True
+            return
+        for slot in slots:
+            call.pending.append((slot, v))
+
+    def _child_out(self, index: int, out) -> None:
+        """A direct child returned ``out`` inside this block's current call (from its tap)."""
+        call = self._calls[-1]
+        n = call.counts[index]
+        call.counts[index] = n + 1
+        if call.learning:
+            if isinstance(out, torch.Tensor):
+                call.caps.append(((index, n), out, out._version))
+            return
+        slots = self.plan.slots.get((index, n))
+        if slots is not None:
+            self._measure(self.sink, call, out, slots)
 
     def _scope_source(self):
         """(in the block's own call?, source line of the add) by walking up the frames."""
@@ -392,6 +589,12 @@ class BlockWatch:
         if self.drop_shortcut:
             return _residual_only(func, args, kwargs, res, site.shortcut_pos)
         if sink is not None:
+            call = counts[3]
+            if call is not None:
+                srcs = (self._source(call, res), self._source(call, sc))
+                if None in srcs or not (res.is_floating_point() and sc.is_floating_point()):
+                    call.bad = True
+                call.found.append(srcs)
             sink.add_norms(self.block_index * SLOTS + RES, res, sc)  # before an in-place add
         return func(*args, **kwargs)
 
@@ -464,6 +667,9 @@ class ProbeSet:
             w.sink = self.sink
             w.block_index = i
             self.watches.append(w)
+        for w in self.watches:
+            if w._lookup and not w.drop_shortcut:
+                _tap_children(w)
         self.params = [p for p in model.parameters() if p.requires_grad]
         pid = {id(p): i for i, p in enumerate(self.params)}
         pi, bi = [], []
@@ -478,6 +684,13 @@ class ProbeSet:
         self.ratio_blocks = {w.block_index for w in self.watches if w._lookup and not w.drop_shortcut}
 
     def remove(self) -> None:
+        for w in self.watches:  # the taps first: a watch is never under a tap
+            for tap in w.taps:
+                tap.owners = [(o, i) for o, i in tap.owners if o is not w]
+                if not tap.owners:
+                    tap.uninstall()
+            w.taps = []
+            w.plan = None
         for w in self.watches:
             w.sink = None
             if not w.drop_shortcut:
@@ -537,6 +750,29 @@ class ProbeSet:
             if bad(i, IN, "input_grad_norm") or not math.isfinite(d.get("grad_norm", 0.0)):
                 return self.names[i], "inside"
         return None
+
+
+def _tap_children(watch: BlockWatch) -> None:
+    """A :class:`ChildTap` on each direct child of the watched block. A child with an instance
+    ``forward`` of its own (a probed block, the user's) is left alone: it cannot be a plan's source
+    and that block keeps watching its adds with the mode."""
+    for child in watch.module.children():
+        fwd = child.__dict__.get("forward")
+        if fwd is None:
+            fwd = ChildTap(child).install()
+        elif not isinstance(fwd, ChildTap):
+            continue
+        fwd.owners.append((watch, len(watch.taps)))
+        watch.taps.append(fwd)
+
+
+def strip_probes(model: nn.Module) -> None:
+    """Take every probe wrapper (watch and tap) off ``model``, e.g. a deep copy of a probed
+    training copy; a plain twin's watches, which make it plain, stay."""
+    for sub in model.modules():
+        w = sub.__dict__.get("forward")
+        if isinstance(w, ChildTap) or (isinstance(w, BlockWatch) and not w.drop_shortcut):
+            w.uninstall()
 
 
 def param_sq_norms(grads: list[torch.Tensor], exact: bool = False) -> torch.Tensor:

@@ -430,13 +430,10 @@ class Trainer:
     def trained_model(self) -> nn.Module:
         """A CPU deep copy of the network as trained, without the probe wrappers (a plain twin
         built by :func:`plain_twin` keeps the wrappers that drop its shortcuts)."""
-        from .probes import BlockWatch
+        from .probes import strip_probes
 
         m = copy.deepcopy(self.model).cpu()
-        for sub in m.modules():
-            w = sub.__dict__.get("forward")
-            if isinstance(w, BlockWatch) and not w.drop_shortcut:
-                w.uninstall()
+        strip_probes(m)
         return m
 
     def remove_probes(self) -> None:
