@@ -190,3 +190,148 @@ def test_skipped_sample_inputs_say_why(pt2, tmp_path):
     _, notes = load_export_untrusted(bad, "inputs.pt2")
     (note,) = notes
     assert "sample inputs" in note and "refused them: " in note
+
+
+# --- the user's Python file -----------------------------------------------------------------
+
+
+def _site(code_line: str, message: str, qualname: str = "Block.__init__"):
+    import sys
+
+    from resviz.core.sources.pyfile_errors import _enclosing_class, _Site
+
+    return _Site(
+        filename="/proj/model.py",
+        lineno=7,
+        qualname=qualname,
+        frame=sys._getframe(1),  # the calling test: its locals are the "defined names"
+        where="model.py:7",
+        scope=f"in {qualname}",
+        code_line=code_line,
+        shown=f"\n    {code_line}",
+        message=message,
+        cls=_enclosing_class(qualname),
+    )
+
+
+def _user(tmp_path):
+    from resviz.core.sources.pyfile_import import _UserFile
+
+    return _UserFile(tmp_path / "model.py")
+
+
+def test_a_super_call_naming_another_class_is_explained(tmp_path):
+    from resviz.core.sources.pyfile_errors import _wrong_super
+
+    line = "super(Basic, self).__init__()"
+    site = _site(line, "super(type, obj): obj must be an instance or subtype of type", "Bottle.__init__")
+    text = _wrong_super(TypeError(site.message), site, _user(tmp_path))
+    assert "`super(Basic, self)` names the class Basic, but it is inside class Bottle" in text
+    assert "super(Bottle, self).__init__()" in text
+    assert _wrong_super(TypeError("other"), _site(line, "other"), _user(tmp_path)) is None
+    assert _wrong_super(ValueError(site.message), site, _user(tmp_path)) is None
+
+
+def test_a_forgotten_super_init_is_explained():
+    from resviz.core.sources.pyfile_errors import _module_not_initialised
+
+    msg = "cannot assign module before Module.__init__() call"
+    text = _module_not_initialised(AttributeError(msg), _site("self.conv = nn.Conv2d(3, 4, 3)", msg), None)
+    assert "Add `super().__init__()` as the first line of Block.__init__" in text
+    assert _module_not_initialised(AttributeError("x"), _site("", "x"), None) is None
+
+
+def test_import_problems_are_told_apart(tmp_path):
+    from resviz.core.sources.pyfile_errors import _import_problem
+
+    user = _user(tmp_path)
+    relative = "attempted relative import with no known parent package"
+    text = _import_problem(ImportError(relative), _site("from .blocks import B", relative), user)
+    assert "relative import, which works only inside a package" in text
+    missing = ModuleNotFoundError("No module named 'timm'", name="timm")
+    text = _import_problem(missing, _site("x = load()", str(missing)), user)
+    assert "imports timm, which is not installed" in text and "pip install timm" in text
+    assert _import_problem(NameError("x"), _site("", "x"), user) is None
+
+
+def test_an_undefined_name_suggests_the_closest_defined_one():
+    from resviz.core.sources.pyfile_errors import _undefined_name
+
+    BasicBlock = object()  # noqa: F841 - the name the suggestion should find in the frame
+    exc = NameError("name 'BasicBlok' is not defined", name="BasicBlok")
+    text = _undefined_name(exc, _site("b = BasicBlok()", str(exc)), None)
+    assert "the name 'BasicBlok' is not defined (did you mean 'BasicBlock'?)" in text
+    assert _undefined_name(TypeError("x"), _site("", "x"), None) is None
+
+
+def test_a_call_missing_arguments_is_explained():
+    from resviz.core.sources.pyfile_errors import _missing_arguments
+
+    msg = "Block.__init__() missing 2 required positional arguments: 'cin' and 'cout'"
+    text = _missing_arguments(TypeError(msg), _site("b = Block()", msg), None)
+    assert "Block.__init__() is called without 2 required arguments ('cin' and 'cout')" in text
+    assert _missing_arguments(ValueError(msg), _site("", msg), None) is None
+
+
+def test_the_source_is_read_as_utf8_and_says_where_it_is_not(tmp_path):
+    from resviz.core.sources.pyfile_import import _compile_source, _read_source
+
+    user = _user(tmp_path)
+    with pytest.raises(LoadError, match="no such file"):
+        _read_source(user)
+    (tmp_path / "model.py").write_bytes(b"x = 1\ny = '\xff'\n")
+    with pytest.raises(LoadError, match=r"line 2 is not valid UTF-8 text \(byte 0xff\)"):
+        _read_source(user)
+    (tmp_path / "model.py").write_bytes("\ufeffx = 'é'\n".encode())
+    assert _read_source(user) == "x = 'é'\n"
+    tree, code = _compile_source(user, "x = 1\n")
+    assert tree.body and code.co_filename == str(user.real)
+    with pytest.raises(LoadError, match="syntax error"):
+        _compile_source(user, "def f(:\n")
+    with pytest.raises(LoadError, match="null bytes"):  # a SyntaxError or ValueError by Python version
+        _compile_source(user, "x = 1\0\n")
+
+
+def test_candidates_are_models_and_public_model_functions_defined_in_the_file():
+    import ast
+    import types
+
+    from resviz.core.sources.pyfile import _candidate_kind
+
+    module = types.ModuleType("usermod")
+    source = (
+        "import torch.nn as nn\nclass Net(nn.Module): pass\nclass Cfg: pass\n"
+        "def build(): return Net()\ndef _helper(): return 1\ndef setup(): pass\n"
+        "def config() -> int: return 1\n"
+    )
+    exec(compile(source, "usermod.py", "exec"), module.__dict__)
+    kinds = {
+        n.name: _candidate_kind(n, module.__dict__[n.name], module)
+        for n in ast.parse(source).body
+        if isinstance(n, (ast.ClassDef, ast.FunctionDef))
+    }
+    assert kinds == {
+        "Net": "class",
+        "Cfg": None,
+        "build": "function",
+        "_helper": None,
+        "setup": None,
+        "config": None,
+    }
+
+
+def test_each_candidate_knows_which_others_use_it():
+    import ast
+
+    from resviz.core.sources.pyfile import Candidate, _Found, _with_users
+
+    tree = ast.parse("class Block: pass\nclass Net:\n    def __init__(self): self.b = Block()\n")
+    found = [
+        _Found(
+            Candidate(name=n.name, kind="class", signature="()", builds_without_args=True, line=n.lineno),
+            None,
+            n,
+        )
+        for n in tree.body
+    ]
+    assert [f.candidate.used_by for f in _with_users(found)] == [("Net",), ()]

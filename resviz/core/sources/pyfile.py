@@ -138,7 +138,7 @@ def _annotation_excludes(func: Callable, module: types.ModuleType) -> bool:
     if isinstance(ann, str):
         try:
             ann = eval(ann, dict(vars(module)))  # noqa: S307 - the user's own file, already executed
-        except Exception:
+        except Exception:  # noqa: BLE001 - an annotation's text can name anything and raise anything when evaluated; unknown means the function stays in the list of candidates the user sees
             return False
     if ann is None:
         return True
@@ -190,37 +190,43 @@ def _find_candidates(module: types.ModuleType, tree: ast.Module, kwargs: dict) -
     found: list[_Found] = []
     seen: set[str] = set()
     for node in _top_level_defs(tree):
-        if node.name in seen:
-            continue
         obj = module.__dict__.get(node.name)
-        if obj is None:
+        kind = None if node.name in seen or obj is None else _candidate_kind(node, obj, module)
+        if kind is None:
             continue
-        if isinstance(node, ast.ClassDef):
-            if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-                continue
-            if obj.__module__ != module.__name__:
-                continue
-            kind = "class"
-        else:
-            if node.name.startswith("_") or not inspect.isfunction(obj):
-                continue
-            if obj.__module__ != module.__name__:
-                continue
-            if not _returns_value(node) or _annotation_excludes(obj, module):
-                continue
-            kind = "function"
         seen.add(node.name)
-        sig = _signature(obj)
-        missing, unexpected = _missing_and_unexpected(sig, kwargs)
-        cand = Candidate(
-            name=node.name,
-            kind=kind,
-            signature=str(sig) if sig is not None else "(...)",
-            builds_without_args=sig is not None and not missing and not unexpected,
-            line=node.lineno,
-        )
-        found.append(_Found(cand, obj, node))
+        found.append(_Found(_candidate(node, obj, kind, kwargs), obj, node))
     found.sort(key=lambda f: f.candidate.line)
+    return _with_users(found)
+
+
+def _candidate_kind(node: ast.ClassDef | ast.FunctionDef, obj: object, module: types.ModuleType) -> str | None:
+    """'class' for an nn.Module subclass defined in the file, 'function' for a public function
+    defined there that returns something that may be a model; None for anything else."""
+    if isinstance(node, ast.ClassDef):
+        is_model = isinstance(obj, type) and issubclass(obj, nn.Module)
+        return "class" if is_model and obj.__module__ == module.__name__ else None
+    if node.name.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != module.__name__:
+        return None
+    if not _returns_value(node) or _annotation_excludes(obj, module):
+        return None
+    return "function"
+
+
+def _candidate(node: ast.ClassDef | ast.FunctionDef, obj: object, kind: str, kwargs: dict) -> Candidate:
+    sig = _signature(obj)
+    missing, unexpected = _missing_and_unexpected(sig, kwargs)
+    return Candidate(
+        name=node.name,
+        kind=kind,
+        signature=str(sig) if sig is not None else "(...)",
+        builds_without_args=sig is not None and not missing and not unexpected,
+        line=node.lineno,
+    )
+
+
+def _with_users(found: list[_Found]) -> list[_Found]:
+    """Each candidate's ``used_by``: the other candidates whose code names it."""
     used = {id(f): _names_used(f.node) - {f.candidate.name} for f in found}
     for f in found:
         users = tuple(g.candidate.name for g in found if g is not f and f.candidate.name in used[id(g)])
@@ -417,12 +423,12 @@ def _build_once(user: _UserFile, target: str, obj: object, kwargs: dict, device:
     stage(doing)
     try:
         result = _call(factory, kwargs, device)
-    except Exception as first:
+    except Exception as first:  # noqa: BLE001 - the user's code can raise anything; on the meta device it is retried on the CPU (with a note saying why), else reported by user_failure
         if device == "cpu":
             raise user_failure(first, user, doing) from None
         try:
             result = _call(factory, kwargs, "cpu")
-        except BaseException as exc:  # SystemExit, GeneratorExit, ...: see user_failure
+        except BaseException as exc:  # noqa: BLE001 - SystemExit, GeneratorExit, ...: user_failure reports it (and re-raises a real Ctrl-C)
             raise user_failure(exc, user, doing) from None
         notes.append(
             f"{user.ref(target)} could not be built on the {device} device "
@@ -431,12 +437,12 @@ def _build_once(user: _UserFile, target: str, obj: object, kwargs: dict, device:
         if device != "meta" and isinstance(result, nn.Module):
             try:
                 result = result.to(device)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the user's module's .to() can raise anything; the LoadError says it was built but cannot be moved
                 raise LoadError(
                     f"{user.ref(target)} was built on the CPU but cannot be moved to {device}: "
                     f"{type(exc).__name__}: {_first_line(str(exc))}"
                 ) from None
-    except BaseException as exc:  # SystemExit, GeneratorExit, ...: see user_failure
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, GeneratorExit, ...: user_failure reports it (and re-raises a real Ctrl-C)
         raise user_failure(exc, user, doing) from None
     if not isinstance(result, nn.Module):
         kind = "function" if inspect.isfunction(obj) else "callable"

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import types
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import LoadError
@@ -189,107 +190,161 @@ def _explain(exc: BaseException, user: _UserFile, *, doing: str) -> str:
     frame = _user_frame(exc, user)
     if frame is None:
         return _explain_without_frame(exc, user, doing)
-    filename, lineno, qualname, frame_obj = frame
-    where = f"{user.display(filename)}:{lineno}"
-    scope = "at module level" if qualname == "<module>" else f"in {qualname}"
-    code_line = _source_line(filename, lineno).strip()
-    shown = f"\n    {code_line}" if code_line else ""
-    message = str(exc)
-    cls = _enclosing_class(qualname)
+    site = _site(exc, user, frame)
+    for explain in _MISTAKES:  # the mistakes ResNet authors make, most specific first
+        text = explain(exc, site, user)
+        if text is not None:
+            return text
+    if not isinstance(exc, Exception):  # GeneratorExit, KeyboardInterrupt, a BaseException subclass
+        return f"{site.where} {site.scope}: {_base_exception_text(exc, doing)}{site.shown}"
+    return (
+        f"{site.where} {site.scope}: {type(exc).__name__}: {_clip(site.message)}{_raised_in(exc, user)}"
+        f"{_reached_from(exc, user, site.filename, site.qualname)}{site.shown}"
+    )
 
-    # super(OtherBlock, self).__init__() inside the wrong class
-    m = _SUPER_CALL.search(code_line)
-    if m and (
-        (isinstance(exc, TypeError) and "super(type, obj)" in message)
+
+@dataclass(frozen=True)
+class _Site:
+    """Where in the user's code an error was raised, and its words, as messages quote them."""
+
+    filename: str
+    lineno: int
+    qualname: str
+    frame: types.FrameType
+    where: str  # model.py:12
+    scope: str  # "at module level" / "in Block.__init__"
+    code_line: str  # the line, stripped
+    shown: str  # the line as a message ends with it ("" when unreadable)
+    message: str  # str(exc)
+    cls: str | None  # the class the function is defined in
+
+
+def _site(exc: BaseException, user: _UserFile, frame: tuple[str, int, str, types.FrameType]) -> _Site:
+    filename, lineno, qualname, frame_obj = frame
+    code_line = _source_line(filename, lineno).strip()
+    return _Site(
+        filename=filename, lineno=lineno, qualname=qualname, frame=frame_obj,
+        where=f"{user.display(filename)}:{lineno}",
+        scope="at module level" if qualname == "<module>" else f"in {qualname}",
+        code_line=code_line, shown=f"\n    {code_line}" if code_line else "", message=str(exc),
+        cls=_enclosing_class(qualname),
+    )
+
+
+def _wrong_super(exc: BaseException, site: _Site, user: _UserFile) -> str | None:
+    """``super(OtherBlock, self).__init__()`` inside the wrong class (a copied block)."""
+    m = _SUPER_CALL.search(site.code_line)
+    if not m or not (
+        (isinstance(exc, TypeError) and "super(type, obj)" in site.message)
         or (isinstance(exc, NameError) and getattr(exc, "name", None) == m.group(1))
     ):
-        named = m.group(1)
-        inside = f"inside class {cls}" if cls else f"in {qualname}"
-        if isinstance(exc, NameError):
-            problem = f"names the class {named}, which does not exist in {user.display(filename)}"
-        else:
-            problem = f"names the class {named}, but it is {inside}"
-        fix_class = f"super({cls}, self).__init__()" if cls else None
-        return (
-            f"{where} {scope}: `super({named}, self)` {problem}. super() must name the class it is "
-            f"written in{f' ({cls})' if cls else ''}; this happens when a block is copied from another "
-            f"one and renamed. Write `super().__init__()`"
-            + (f" (or `{fix_class}`)" if fix_class else "")
-            + f" instead.{shown}"
-        )
+        return None
+    named, cls = m.group(1), site.cls
+    inside = f"inside class {cls}" if cls else f"in {site.qualname}"
+    if isinstance(exc, NameError):
+        problem = f"names the class {named}, which does not exist in {user.display(site.filename)}"
+    else:
+        problem = f"names the class {named}, but it is {inside}"
+    fix_class = f"super({cls}, self).__init__()" if cls else None
+    return (
+        f"{site.where} {site.scope}: `super({named}, self)` {problem}. super() must name the class it "
+        f"is written in{f' ({cls})' if cls else ''}; this happens when a block is copied from another "
+        f"one and renamed. Write `super().__init__()`"
+        + (f" (or `{fix_class}`)" if fix_class else "")
+        + f" instead.{site.shown}"
+    )
 
-    # Forgetting super().__init__()
-    if isinstance(exc, AttributeError) and (
-        "before Module.__init__() call" in message or _UNINITIALISED.search(message)
+
+def _module_not_initialised(exc: BaseException, site: _Site, user: _UserFile) -> str | None:
+    """A forgotten ``super().__init__()``: the module is used before nn.Module set it up."""
+    if not isinstance(exc, AttributeError) or not (
+        "before Module.__init__() call" in site.message or _UNINITIALISED.search(site.message)
     ):
-        owner = cls or "the class"
-        return (
-            f"{where} {scope}: nn.Module.__init__() has not run yet when this line uses the module "
-            f"({message}). Add `super().__init__()` as the first line of {owner}.__init__.{shown}"
-        )
+        return None
+    owner = site.cls or "the class"
+    return (
+        f"{site.where} {site.scope}: nn.Module.__init__() has not run yet when this line uses the "
+        f"module ({site.message}). Add `super().__init__()` as the first line of "
+        f"{owner}.__init__.{site.shown}"
+    )
 
-    if isinstance(exc, ModuleNotFoundError) and _is_import(code_line):
-        return _module_not_found_message(exc, user, filename, lineno, code_line)
-    if isinstance(exc, ImportError) and "no known parent package" in message:
+
+def _import_problem(exc: BaseException, site: _Site, user: _UserFile) -> str | None:
+    """A missing package, a sibling module not found, a relative import outside a package, or a
+    name the imported module does not have."""
+    if not isinstance(exc, ImportError):
+        return None
+    filename, lineno, shown = site.filename, site.lineno, site.shown
+    if isinstance(exc, ModuleNotFoundError) and _is_import(site.code_line):
+        return _module_not_found_message(exc, user, filename, lineno, site.code_line)
+    if "no known parent package" in site.message:
         base = os.path.basename(filename)
         return (
             f"{user.display(filename)} line {lineno} uses a relative import, which works only inside "
             f"a package: add an empty __init__.py next to {base}, or import without the leading "
             f"dot (e.g. `from blocks import ...`).{shown}"
         )
-    if isinstance(exc, ImportError) and not isinstance(exc, ModuleNotFoundError) and _is_import(code_line):
-        return (
-            f"{user.display(filename)} line {lineno}: {_import_error_text(exc)}.{shown}"
-        )
+    if not isinstance(exc, ModuleNotFoundError) and _is_import(site.code_line):
+        return f"{user.display(filename)} line {lineno}: {_import_error_text(exc)}.{shown}"
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         return (
-            f"{where} {scope} imports {exc.name}, which is not installed in this environment "
+            f"{site.where} {site.scope} imports {exc.name}, which is not installed in this environment "
             f"(pip install {exc.name.split('.')[0]}).{shown}"
         )
+    return None
 
-    if isinstance(exc, NameError):
-        name = getattr(exc, "name", None) or _name_from_message(message)
-        hint = ""
-        if name:
-            pool = set(frame_obj.f_locals) | set(frame_obj.f_globals) | set(dir(builtins))
-            close = difflib.get_close_matches(name, sorted(pool), n=1)
-            if close:
-                hint = f" (did you mean '{close[0]}'?)"
-            what = f"the name '{name}' is not defined{hint}"
-        else:
-            what = message
-        return f"{where} {scope}: {what} (NameError).{shown}"
 
-    if isinstance(exc, RecursionError):
-        counts: dict[tuple[str, int], int] = {}
-        for f, n in _frames(exc):
-            if user.owns(f.f_code.co_filename):
-                key = (f.f_code.co_filename, n)
-                counts[key] = counts.get(key, 0) + 1
-        if counts:
-            (rfile, rline), times = max(counts.items(), key=lambda kv: kv[1])
-            if times > 10:
-                rcode = _source_line(rfile, rline).strip()
-                return (
-                    f"{user.display(rfile)}:{rline}: endless recursion (RecursionError): this line "
-                    f"runs again before it finishes, {times} times deep, so building never ends "
-                    f"(does a class create an instance of itself?).\n    {rcode}"
-                )
+def _undefined_name(exc: BaseException, site: _Site, user: _UserFile) -> str | None:
+    """A NameError, with the closest name that is defined where it was raised."""
+    if not isinstance(exc, NameError):
+        return None
+    name = getattr(exc, "name", None) or _name_from_message(site.message)
+    if name:
+        pool = set(site.frame.f_locals) | set(site.frame.f_globals) | set(dir(builtins))
+        close = difflib.get_close_matches(name, sorted(pool), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        what = f"the name '{name}' is not defined{hint}"
+    else:
+        what = site.message
+    return f"{site.where} {site.scope}: {what} (NameError).{site.shown}"
 
-    if isinstance(exc, TypeError):
-        mm = _MISSING_ARGS.search(message)
-        if mm:
-            return (
-                f"{where} {scope}: {mm.group(1)}() is called without {mm.group(2)} required "
-                f"argument{'s' if mm.group(2) != '1' else ''} ({mm.group(3)}).{shown}"
-            )
 
-    if not isinstance(exc, Exception):  # GeneratorExit, KeyboardInterrupt, a BaseException subclass
-        return f"{where} {scope}: {_base_exception_text(exc, doing)}{shown}"
+def _endless_recursion(exc: BaseException, site: _Site, user: _UserFile) -> str | None:
+    """A RecursionError whose deepest repeated line is in the user's code (a class that builds
+    an instance of itself)."""
+    if not isinstance(exc, RecursionError):
+        return None
+    counts: dict[tuple[str, int], int] = {}
+    for f, n in _frames(exc):
+        if user.owns(f.f_code.co_filename):
+            key = (f.f_code.co_filename, n)
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return None
+    (rfile, rline), times = max(counts.items(), key=lambda kv: kv[1])
+    if times <= 10:
+        return None
+    rcode = _source_line(rfile, rline).strip()
     return (
-        f"{where} {scope}: {type(exc).__name__}: {_clip(message)}{_raised_in(exc, user)}"
-        f"{_reached_from(exc, user, filename, qualname)}{shown}"
+        f"{user.display(rfile)}:{rline}: endless recursion (RecursionError): this line "
+        f"runs again before it finishes, {times} times deep, so building never ends "
+        f"(does a class create an instance of itself?).\n    {rcode}"
     )
+
+
+def _missing_arguments(exc: BaseException, site: _Site, user: _UserFile) -> str | None:
+    """A call without its required arguments (a block built with too few)."""
+    mm = _MISSING_ARGS.search(site.message) if isinstance(exc, TypeError) else None
+    if not mm:
+        return None
+    return (
+        f"{site.where} {site.scope}: {mm.group(1)}() is called without {mm.group(2)} required "
+        f"argument{'s' if mm.group(2) != '1' else ''} ({mm.group(3)}).{site.shown}"
+    )
+
+
+_MISTAKES = (_wrong_super, _module_not_initialised, _import_problem, _undefined_name,
+             _endless_recursion, _missing_arguments)
 
 
 def _reached_from(exc: BaseException, user: _UserFile, filename: str, qualname: str) -> str:

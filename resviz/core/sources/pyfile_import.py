@@ -230,6 +230,21 @@ def _module_name(user: _UserFile) -> str:
 
 def _import_user_file(user: _UserFile) -> tuple[types.ModuleType, ast.Module, str]:
     """Import the user's file as a fresh module. Must be called inside :func:`_user_code`."""
+    text = _read_source(user)
+    tree, code = _compile_source(user, text)
+    module = _fresh_module(user, tree)
+    stage(f"importing {user.given}")
+    try:
+        exec(code, module.__dict__)
+    except BaseException as exc:  # noqa: BLE001 - the user's code can raise anything (SystemExit, GeneratorExit, ...); user_failure turns it into a LoadError naming their line, and re-raises a real Ctrl-C
+        sys.modules.pop(module.__name__, None)
+        raise user_failure(exc, user, f"importing {user.given}") from None
+    return module, tree, text
+
+
+def _read_source(user: _UserFile) -> str:
+    """The text of the user's file; a :class:`LoadError` in words when it cannot be read or is
+    not UTF-8."""
     try:
         if user.path.is_dir():
             raise LoadError(f"{user.given} is a directory, not a Python file.")
@@ -241,21 +256,30 @@ def _import_user_file(user: _UserFile) -> tuple[types.ModuleType, ast.Module, st
     except OSError as exc:
         raise LoadError(f"cannot read {user.given}: {exc.strerror or exc}.") from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise LoadError(
             f"{user.given} line {line} is not valid UTF-8 text (byte {raw[exc.start]:#04x}): "
             "is this really a Python file?"
         ) from None
+
+
+def _compile_source(user: _UserFile, text: str) -> tuple[ast.Module, types.CodeType]:
+    """The file's syntax tree and code object; a syntax error becomes a :class:`LoadError` that
+    points at the line."""
     try:
         tree = ast.parse(text, filename=str(user.real))
-        code = compile(tree, str(user.real), "exec", dont_inherit=True)
+        return tree, compile(tree, str(user.real), "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise LoadError(_syntax_error_message(exc, user, text)) from None
     except ValueError as exc:  # e.g. source code string cannot contain null bytes
         raise LoadError(f"{user.given} cannot be compiled: {exc}.") from None
 
+
+def _fresh_module(user: _UserFile, tree: ast.Module) -> types.ModuleType:
+    """The empty module the file's code will run in, registered in ``sys.modules``: inside its
+    package (whose ``__init__`` files are imported first) when it uses relative imports."""
     package = _package_for(user, tree)
     if package is not None:
         top, user.package = package
@@ -268,7 +292,7 @@ def _import_user_file(user: _UserFile) -> tuple[types.ModuleType, ast.Module, st
         parent = name.rpartition(".")[0]
         try:
             importlib.import_module(parent)  # runs the packages' __init__.py files
-        except BaseException as exc:  # SystemExit, GeneratorExit, ...: see user_failure
+        except BaseException as exc:  # noqa: BLE001 - the user's __init__.py can raise anything; user_failure turns it into a LoadError naming their line, and re-raises a real Ctrl-C
             raise user_failure(exc, user, f"importing the package {parent}") from None
     else:
         name = _module_name(user)
@@ -280,13 +304,7 @@ def _import_user_file(user: _UserFile) -> tuple[types.ModuleType, ast.Module, st
     module.__spec__.has_location = True
     module.__builtins__ = builtins
     sys.modules[name] = module
-    stage(f"importing {user.given}")
-    try:
-        exec(code, module.__dict__)
-    except BaseException as exc:  # SystemExit, GeneratorExit, ...: see user_failure
-        sys.modules.pop(name, None)
-        raise user_failure(exc, user, f"importing {user.given}") from None
-    return module, tree, text
+    return module
 
 
 def _missing_file_message(user: _UserFile) -> str:
