@@ -9,7 +9,14 @@ Lightning is an optional extra (``pip install 'resviz[lightning]'``); the ``ligh
 used, or ``pytorch_lightning`` when only that one is installed. The callback attaches
 :func:`resviz.monitor` to the LightningModule at the first training batch (the input shape comes
 from ``input_shape=``, the module's ``example_input_array``, or that first batch) and records each
-training step after the optimizer step, with the learning rate of the first optimizer. Under a DDP
+optimizer step, after it, with the learning rate of the first optimizer.
+
+With ``Trainer(accumulate_grad_batches=k)`` a record is one optimizer step, not one micro-batch:
+the probes stay armed across the k forward/backward passes, so the parameter-gradient norms are
+those of the accumulated gradient that the optimizer applied, and the activation-gradient and
+residual norms are those of the whole accumulated batch (sums of squares over the micro-batches,
+whose losses Lightning already divides by k); the loss is the mean of the micro-batches' losses.
+With a mixed-precision ``GradScaler`` the activation gradients are measured unscaled. Under a DDP
 strategy the norms are the global batch's and only rank 0 writes (see
 :mod:`resviz.core.training.monitor`). The run directory is closed at the end of fitting, or marked
 stopped when fitting fails.
@@ -56,6 +63,10 @@ class ResvizCallback(Callback):
         self.every = every
         self.tensorboard = tensorboard
         self.monitor = None
+        self._optimizer_steps = 0  # trainer.global_step when the last record was made
+        self._loss_sum = None  # the micro-batches' losses since then, as Lightning scaled them
+        self._micro_batches = 0
+        self._grad_scale = None
 
     def _shape(self, pl_module, batch):
         if self.input_shape is not None:
@@ -84,17 +95,45 @@ class ResvizCallback(Callback):
                                    tensorboard=self.tensorboard)  # fmt: skip
             if self.monitor.run_dir is not None:
                 self.run_dir = self.monitor.run_dir
+            self._optimizer_steps = trainer.global_step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        # A GradScaler's scale of this step (after the backward passes, before scaler.update()).
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        if self.monitor is not None and scaler is not None and self._recording():
+            try:
+                self._grad_scale = float(scaler.get_scale())
+            except Exception:
+                self._grad_scale = None
+
+    def _recording(self) -> bool:
+        mon = self.monitor
+        return mon.step_index % mon.every == 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.monitor is None:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and self._recording():
+            loss = loss.detach()
+            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            self._micro_batches += 1
+        if trainer.global_step == self._optimizer_steps:
+            return  # accumulating: no optimizer step after this micro-batch
+        self._optimizer_steps = trainer.global_step
+        loss = None
+        if self._loss_sum is not None:
+            # automatic optimization divides each micro-batch's loss by accumulate_grad_batches
+            k = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
+            loss = self._loss_sum * (k / self._micro_batches)
         lr = None
         try:
             lr = trainer.optimizers[0].param_groups[0]["lr"]
         except (IndexError, KeyError, AttributeError):
             pass
-        self.monitor.step(loss, lr=lr)
+        scale, self._grad_scale = self._grad_scale, None
+        self._loss_sum, self._micro_batches = None, 0
+        self.monitor.step(loss, lr=lr, grad_scale=scale)
 
     def _close(self, state=None, message=""):
         if self.monitor is not None:

@@ -53,43 +53,55 @@ def batches(n, seed=1):
 
 def reference_probes(model, x, y):
     """One step's probes computed independently: module hooks + tensor hooks, float64 sums."""
-    got = {b: {} for b in BLOCKS}
-    handles = []
+    return accumulated_reference(model, [(x, y)])
+
+
+def accumulated_reference(model, micro_batches):
+    """The probes of one optimizer step over micro-batches whose losses are divided by their count
+    (as Lightning's accumulate_grad_batches does): the squared norms are summed over the passes."""
+    total = {b: {} for b in BLOCKS}
+    model.zero_grad()
+    losses = []
 
     def sq(t):
         return float(t.detach().double().pow(2).sum())
 
-    for name in BLOCKS:
-        blk = model.get_submodule(name)
+    for x, y in micro_batches:
+        got = {b: {} for b in BLOCKS}  # this pass (a later call of a hooked module wins)
+        handles = []
+        for name in BLOCKS:
+            blk = model.get_submodule(name)
 
-        def pre(mod, args, name=name):
-            args[0].register_hook(lambda g: got[name].__setitem__("in", sq(g)))
-            if mod.downsample is None:
-                got[name]["sc"] = sq(args[0])
+            def pre(mod, args, name=name):
+                args[0].register_hook(lambda g: got[name].__setitem__("in", sq(g)))
+                if mod.downsample is None:
+                    got[name]["sc"] = sq(args[0])
 
-        def post(mod, args, out, name=name):
-            out.register_hook(lambda g: got[name].__setitem__("out", sq(g)))
+            def post(mod, args, out, name=name):
+                out.register_hook(lambda g: got[name].__setitem__("out", sq(g)))
 
-        handles += [blk.register_forward_pre_hook(pre), blk.register_forward_hook(post),
-                    blk.bn2.register_forward_hook(lambda m, a, o, name=name: got[name].__setitem__("res", sq(o)))]  # fmt: skip
-        if blk.downsample is not None:
-            handles.append(
-                blk.downsample.register_forward_hook(lambda m, a, o, name=name: got[name].__setitem__("sc", sq(o)))
-            )
-    x = x.clone().requires_grad_(True)  # the first block's input gradient exists
-    loss = F.cross_entropy(model(x), y)
-    model.zero_grad()
-    loss.backward()
-    for h in handles:
-        h.remove()
+            handles += [blk.register_forward_pre_hook(pre), blk.register_forward_hook(post),
+                        blk.bn2.register_forward_hook(lambda m, a, o, name=name: got[name].__setitem__("res", sq(o)))]  # fmt: skip
+            if blk.downsample is not None:
+                handles.append(blk.downsample.register_forward_hook(
+                    lambda m, a, o, name=name: got[name].__setitem__("sc", sq(o))))  # fmt: skip
+        x = x.clone().requires_grad_(True)  # the first block's input gradient exists
+        loss = F.cross_entropy(model(x), y)
+        (loss / len(micro_batches)).backward()
+        losses.append(float(loss.detach()))
+        for h in handles:
+            h.remove()
+        for name in BLOCKS:
+            for k, v in got[name].items():
+                total[name][k] = total[name].get(k, 0.0) + v
     out = {}
     for name in BLOCKS:
-        d = got[name]
+        d = total[name]
         gp = sum(float(p.grad.double().pow(2).sum()) for p in model.get_submodule(name).parameters())
         out[name] = {"grad_norm": math.sqrt(gp), "input_grad_norm": math.sqrt(d["in"]),
                      "output_grad_norm": math.sqrt(d["out"]), "residual_ratio": math.sqrt(d["res"] / d["sc"]),
                      "gain": math.sqrt(d["in"] / d["out"])}  # fmt: skip
-    return float(loss), out
+    return sum(losses) / len(losses), out
 
 
 def module_state(model):
@@ -365,6 +377,54 @@ def test_lightning_callback_writes_the_run_directory(tmp_path):
     assert set(recs[0].blocks) == {f"net.{b}" for b in BLOCKS}
     assert all(recs[0].blocks[f"net.{b}"]["grad_norm"] > 0 for b in BLOCKS) and recs[0].lr == 0.05
     assert "forward" not in module.net.layer1[0].__dict__
+
+
+def test_lightning_with_accumulated_gradients_records_once_per_optimizer_step(tmp_path):
+    """accumulate_grad_batches=2 over 4 micro-batches: 2 records (not 4), each with the norms of the
+    accumulated gradient and of the whole accumulated batch, equal to an independent computation."""
+    L = pytest.importorskip(
+        "lightning", reason="Lightning is not installed (pip install 'resviz[lightning]')"
+    )
+    from resviz.lightning import ResvizCallback
+
+    data = batches(4)
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = net()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+        def train_dataloader(self):
+            xs, ys = zip(*data)
+            ds = torch.utils.data.TensorDataset(torch.cat(xs), torch.cat(ys))
+            return torch.utils.data.DataLoader(ds, batch_size=8)
+
+    module = Module()
+    reference = copy.deepcopy(module.net)
+    trainer = L.Trainer(max_steps=2, accumulate_grad_batches=2, callbacks=[ResvizCallback(run_dir=tmp_path / "r")],
+                        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False)  # fmt: skip
+    trainer.fit(module)
+    recs = open_run(tmp_path / "r").records()
+    assert [r.step for r in recs] == [0, 1]
+    opt = torch.optim.SGD(reference.parameters(), lr=0.05)
+    for rec, micro in zip(recs, (data[:2], data[2:])):
+        want_loss, want = accumulated_reference(reference, micro)
+        opt.step()
+        assert rec.loss == pytest.approx(want_loss, rel=1e-5)
+        for b in BLOCKS:
+            for p, v in want[b].items():
+                assert rec.blocks[f"net.{b}"][p] == pytest.approx(v, rel=1e-5), (rec.step, b, p)
 
 
 def test_tensorboard_scalars_or_a_note_when_it_is_not_installed(tmp_path):
