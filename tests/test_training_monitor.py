@@ -66,8 +66,10 @@ def accumulated_reference(model, micro_batches):
     def sq(t):
         return float(t.detach().double().pow(2).sum())
 
+    got = {b: {} for b in BLOCKS}  # one pass's squares (a later call of a hooked module wins)
     for x, y in micro_batches:
-        got = {b: {} for b in BLOCKS}  # this pass (a later call of a hooked module wins)
+        for d in got.values():
+            d.clear()
         handles = []
         for name in BLOCKS:
             blk = model.get_submodule(name)
