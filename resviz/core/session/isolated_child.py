@@ -144,7 +144,7 @@ def _open(request: dict) -> dict:
         session = analyze_session(loaded, request["input_shape"])
     except Exception:
         raise
-    except BaseException as exc:  # SystemExit, GeneratorExit, ... from forward: see user_failure
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, GeneratorExit, ... from the user's forward; user_failure turns it into a LoadError naming their line
         raise user_failure(exc, _UserFile(file), doing) from None
     return {
         "report": plain_report(session.report),
@@ -175,8 +175,9 @@ def _warm_up() -> None:
 
     try:
         analyze(build("resnet20"), (1, 3, 32, 32))
-    except Exception:  # noqa: BLE001 - a warm-up only; the request will say what is wrong
-        pass
+    except Exception as exc:  # noqa: BLE001 - a warm-up only: the spare child stays usable, and a zoo model that fails to trace is a resviz bug, said on stderr
+        print(f"resviz: warming up the child process failed ({type(exc).__name__}: {exc}); "
+              "this is a bug in resviz", file=sys.stderr)
 
 
 def main() -> None:

@@ -241,7 +241,7 @@ def run_in_child(request: dict, *, file: str, timeout: float | None = None,
     proc = _take_child()
     if cancel is not None:
         cancel._attach(proc)
-    stage = f"starting Python for {file}"
+    waiting = _Waiting(file, timeout)
     try:
         write_frame(proc.stdin, request)  # stdin stays open: the child exits when it closes
         answers: queue.Queue = queue.Queue()
@@ -250,43 +250,13 @@ def run_in_child(request: dict, *, file: str, timeout: float | None = None,
         reader.start()
         if prepare is not None:
             prepare()
-        # the clock starts when the child is ready to run the user's code (its first stage):
-        # starting Python and importing torch are not the user's code's fault
-        deadline = None if timeout is None else time.monotonic() + timeout + _STARTUP_GRACE_S
-        started = False
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                kind, payload = answers.get(timeout=left)
-            except queue.Empty:
-                raise LoadError(
-                    f"{file} did not finish within {timeout:g} s (resviz was {stage}), so resviz "
-                    "stopped it. Does its code loop forever or wait for something at import, in "
-                    "__init__ or in forward? If it is only slow, give more time with --timeout."
-                ) from None
-            if kind == "ready":  # imports done; the user's code comes next
-                continue
-            if kind == "stage":
-                stage = payload
-                if on_stage is not None:
-                    on_stage(stage)
-                if not started and timeout is not None:
-                    started, deadline = True, time.monotonic() + timeout
-            elif kind == "ok":
-                return payload
-            elif kind == "error":
-                if payload.get("user", True):
-                    raise LoadError(payload["message"])
-                raise ResvizError(f"internal error while checking {file}: {payload['message']}"
-                                  + (f"\n{payload['details']}" if os.environ.get("RESVIZ_DEBUG") else ""))
-            else:  # eof: the child ended without an answer
-                if cancel is not None and cancel.cancelled:
-                    raise Cancelled(_cancelled_message(file, stage))
-                raise LoadError(_death_message(file, stage, _wait(proc)))
+        waiting.start_grace()
+        answer = _await_answer(answers, waiting, on_stage)
+        if answer is _ENDED:
+            raise _ended_error(file, waiting.stage, cancel, lambda: _wait(proc))
+        return answer
     except OSError as exc:  # BrokenPipeError: it died before reading the request
-        if cancel is not None and cancel.cancelled:
-            raise Cancelled(_cancelled_message(file, stage)) from None
-        raise LoadError(_death_message(file, stage, _wait(proc), str(exc))) from None
+        raise _ended_error(file, waiting.stage, cancel, lambda: _wait(proc), str(exc)) from None
     finally:
         if cancel is not None:
             cancel._attach(None)
@@ -297,6 +267,87 @@ def run_in_child(request: dict, *, file: str, timeout: float | None = None,
         _end(proc)
         if warm:
             keep_spare()
+
+
+class _Waiting:
+    """What the parent knows while it waits for the child: the stage the child reported last and
+    when it must be done.
+
+    The clock (``timeout``) starts when the child is ready to run the user's code (its first
+    stage): starting Python and importing torch are not the user's code's fault, and get
+    :data:`_STARTUP_GRACE_S` on top."""
+
+    def __init__(self, file: str, timeout: float | None):
+        self.file = file
+        self.timeout = timeout
+        self.stage = f"starting Python for {file}"
+        self.deadline: float | None = None
+        self.started = False
+
+    def start_grace(self) -> None:
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout + _STARTUP_GRACE_S
+
+    def enter(self, stage: str) -> None:
+        """The child reports a new stage; the first one starts the clock."""
+        self.stage = stage
+        if not self.started and self.timeout is not None:
+            self.started, self.deadline = True, time.monotonic() + self.timeout
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def timed_out(self) -> LoadError:
+        return LoadError(
+            f"{self.file} did not finish within {self.timeout:g} s (resviz was {self.stage}), so resviz "
+            "stopped it. Does its code loop forever or wait for something at import, in "
+            "__init__ or in forward? If it is only slow, give more time with --timeout."
+        )
+
+
+_ENDED = object()  # the child's output ended without an answer
+
+
+def _await_answer(answers: queue.Queue, waiting: _Waiting,
+                  on_stage: Callable[[str], None] | None) -> object:
+    """The child's answer, read off ``answers`` as it reports its stages; :data:`_ENDED` when its
+    output ends first. Raises its error, or :meth:`_Waiting.timed_out` past the deadline."""
+    while True:
+        try:
+            kind, payload = answers.get(timeout=waiting.seconds_left())
+        except queue.Empty:
+            raise waiting.timed_out() from None
+        if kind == "ready":  # imports done; the user's code comes next
+            continue
+        if kind == "stage":
+            waiting.stage = payload
+            if on_stage is not None:
+                on_stage(payload)
+            waiting.enter(payload)
+        elif kind == "ok":
+            return payload
+        elif kind == "error":
+            raise _child_error(payload, waiting.file)
+        else:  # eof
+            return _ENDED
+
+
+def _child_error(payload: dict, file: str) -> ResvizError:
+    """The child's error as raised here: a :class:`LoadError` when it is about the user's file,
+    else an internal error (with the child's traceback under ``RESVIZ_DEBUG``)."""
+    if payload.get("user", True):
+        return LoadError(payload["message"])
+    return ResvizError(f"internal error while checking {file}: {payload['message']}"
+                       + (f"\n{payload['details']}" if os.environ.get("RESVIZ_DEBUG") else ""))
+
+
+def _ended_error(file: str, stage: str, cancel: CancelToken | None, exit_code: Callable[[], int],
+                 detail: str = "") -> ResvizError:
+    """Why the child ended without an answer: the user cancelled, or its code ended the process
+    (with ``exit_code()``, waited for only then)."""
+    if cancel is not None and cancel.cancelled:
+        return Cancelled(_cancelled_message(file, stage))
+    return LoadError(_death_message(file, stage, exit_code(), detail))
 
 
 def _wait(proc: subprocess.Popen) -> int:
