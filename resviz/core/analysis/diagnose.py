@@ -19,6 +19,8 @@ re-checked by recomputing both paths with the fix applied before it is offered.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from torch import nn
 
 from ..shapes import human_shape
@@ -268,122 +270,191 @@ def _changes(trace, op: Op, channels: bool) -> bool:
     return before[1] != after[1] if channels else before[2:] != after[2:]
 
 
+@dataclass
+class _Finding:
+    """What one step of the pencil diagnosis found: why, which layers, and the settings that fix it."""
+
+    causes: list[str] = field(default_factory=list)
+    culprits: list[str] = field(default_factory=list)
+    over: dict[int, dict] = field(default_factory=dict)  # op id -> the settings the fix gives it
+    whole_projection: bool = False  # the shortcut is replaced by a projection instead
+
+    def then(self, later: _Finding) -> _Finding:
+        """This finding followed by ``later``: causes and culprits in order, settings merged."""
+        return _Finding(
+            self.causes + later.causes, self.culprits + later.culprits, _merged(self.over, later.over),
+            self.whole_projection or later.whole_projection,
+        )  # fmt: skip
+
+
+def _merged(over: dict[int, dict], more: dict[int, dict]) -> dict[int, dict]:
+    """Layer settings ``over`` with ``more`` applied on top (a new copy; neither is changed)."""
+    out = {k: dict(v) for k, v in over.items()}
+    for k, v in more.items():
+        out.setdefault(k, {}).update(v)
+    return out
+
+
 def _explain_layers(trace, add: ResidualAdd, mm: Mismatch, both: str) -> None:
     res_ops = [trace.ops[i] for i in add.residual_ops]
     sc_ops = [trace.ops[i] for i in add.shortcut_ops]
     fork, res, sc = trace.values[add.fork].shape, mm.residual_shape, mm.shortcut_shape
-    nd = len(res) - 2
-    over: dict[int, dict] = {}
-    causes: list[str] = []
-    culprits: list[str] = []
-    whole_projection = False
+    found = _padding_finding(trace, res_ops + sc_ops)
+    found = found.then(_downsampling_finding(trace, res_ops, sc_ops, fork, found.over))
+    found = found.then(_channel_finding(trace, res_ops, sc_ops, res[1], sc[1]))
+    if not found.causes:
+        _explain_generic(trace, add, mm, both)
+        return
+    mm.cause = "; ".join(found.causes) + f" ({both})"
+    mm.culprits = list(dict.fromkeys(found.culprits))
+    mm.fix = _layers_fix(trace, add, res_ops, sc_ops, found, fork[1], res[1], len(res) - 2)
 
-    # 1. missing padding, on either path
-    for op in res_ops + sc_ops:
+
+def _padding_finding(trace, ops: list[Op]) -> _Finding:
+    """Step 1: convs on either path that lack 'same' padding, and the padding each needs."""
+    found = _Finding()
+    for op in ops:
         if _is_unpadded(trace, op):
             g = conv_geometry(op)
             before, after = _in_out(trace, op)
             k, s, p = g["kernel"][0], g["stride"][0], g["padding"][0]
             extra = f" with stride {s}" if s > 1 else ""
-            causes.append(f"{_name(op)} is a {k}×{k} conv{extra} with padding {p}: it shrinks "
-                          f"{before[2]} to {after[2]}")  # fmt: skip
-            culprits.append(op.name)
-            over[op.id] = {"padding": _need_padding(g)}
+            found.causes.append(f"{_name(op)} is a {k}×{k} conv{extra} with padding {p}: it shrinks "
+                                f"{before[2]} to {after[2]}")  # fmt: skip
+            found.culprits.append(op.name)
+            found.over[op.id] = {"padding": _need_padding(g)}
+    return found
 
-    # 2. downsampling, with the padding fixed
-    def sizes():
-        r = [_simulate(trace, res_ops, fork[d], d, over) for d in range(2, len(fork))]
-        s = [_simulate(trace, sc_ops, fork[d], d, over) for d in range(2, len(fork))]
-        return r, s
 
-    r_sp, s_sp = sizes()
-    if r_sp != s_sp and None not in r_sp + s_sp:
-        rs, ss = _stride_product(res_ops, over), _stride_product(sc_ops, over)
-        strided_res = [o for o in res_ops if _stride(o, over) > 1]
-        strided_sc = [o for o in sc_ops if _stride(o, over) > 1]
-        if rs == ss and rs > 1:
-            lo_op = (strided_sc if s_sp[0] < r_sp[0] else strided_res)[-1:]
-            hi_op = (strided_res if s_sp[0] < r_sp[0] else strided_sc)[-1:]
-            h = fork[2]
-            causes.append(
-                f"{_name(lo_op[0]) if lo_op else 'one path'} rounds {h} down to "
-                f"{min(r_sp[0], s_sp[0])} while {_name(hi_op[0]) if hi_op else 'the other'} rounds "
-                f"up to {max(r_sp[0], s_sp[0])}: the size entering the block is odd ({h})"
-            )
-            culprits += [o.name for o in lo_op + hi_op]
-            for o in sc_ops + res_ops:
-                pg = pool_geometry(o)
-                if pg is not None and not pg["ceil_mode"] and _stride(o, over) > 1:
-                    over.setdefault(o.id, {})["ceil_mode"] = True
-                    break
-        elif ss < rs:
-            causes.append(
-                f"{_strides_text(strided_res, over)}: the residual branch downsamples by {rs} but "
-                f"the shortcut by {ss}"
-            )
-            culprits += [o.name for o in strided_res]
-            conv = next((o for o in sc_ops if conv_geometry(o)), None)
-            if conv is not None and rs % ss == 0:
-                over.setdefault(conv.id, {})["stride"] = _stride(conv, over) * rs // ss
-                culprits.append(conv.name)
-            else:
-                whole_projection = True
-        else:
-            causes.append(
-                f"{_strides_text(strided_sc, over)}: the shortcut downsamples by {ss} but the "
-                f"residual branch by {rs}"
-            )
-            culprits += [o.name for o in strided_sc]
-            for o in reversed(strided_sc):
-                if ss % rs:
-                    break
-                new = _stride(o, over) * rs // ss
-                if new >= 1 and pool_geometry(o) is not None and new == 1:
-                    over.setdefault(o.id, {})["remove"] = True
-                    break
-                if new >= 1 and _stride(o, over) % (ss // rs) == 0:
-                    over.setdefault(o.id, {})["stride"] = _stride(o, over) // (ss // rs)
-                    break
-        r_sp, s_sp = sizes()
-        if r_sp != s_sp and not whole_projection:
-            whole_projection = True
+def _path_sizes(trace, res_ops: list[Op], sc_ops: list[Op], fork, over: dict) -> tuple[list, list]:
+    """Each spatial size at the end of the residual branch and of the shortcut, with ``over`` applied."""
+    r = [_simulate(trace, res_ops, fork[d], d, over) for d in range(2, len(fork))]
+    s = [_simulate(trace, sc_ops, fork[d], d, over) for d in range(2, len(fork))]
+    return r, s
 
-    # 3. channels
+
+def _downsampling_finding(trace, res_ops: list[Op], sc_ops: list[Op], fork, over: dict) -> _Finding:
+    """Step 2: with the padding in ``over`` fixed, do the paths still end at different sizes?
+
+    Different downsampling factors bring the shortcut in line with the residual branch; equal
+    factors that still differ round differently at an odd size. When the settings found do not make
+    the sizes agree, the shortcut gets a whole projection."""
+    r_sp, s_sp = _path_sizes(trace, res_ops, sc_ops, fork, over)
+    if r_sp == s_sp or None in r_sp + s_sp:
+        return _Finding()
+    rs, ss = _stride_product(res_ops, over), _stride_product(sc_ops, over)
+    if rs == ss and rs > 1:
+        found = _rounding_finding(res_ops, sc_ops, fork[2], r_sp[0], s_sp[0], over)
+    elif ss < rs:
+        found = _shortcut_strides_less(res_ops, sc_ops, rs, ss, over)
+    else:
+        found = _shortcut_strides_more(res_ops, sc_ops, rs, ss, over)
+    if not found.whole_projection:
+        r_sp, s_sp = _path_sizes(trace, res_ops, sc_ops, fork, _merged(over, found.over))
+        found.whole_projection = r_sp != s_sp
+    return found
+
+
+def _rounding_finding(res_ops: list[Op], sc_ops: list[Op], h: int, r: int, s: int, over: dict) -> _Finding:
+    """Both paths downsample by the same factor but round the odd size ``h`` differently (to ``r``
+    and ``s``): the first pool that rounds down is set to ``ceil_mode``."""
+    strided_res = [o for o in res_ops if _stride(o, over) > 1]
+    strided_sc = [o for o in sc_ops if _stride(o, over) > 1]
+    lo_op = (strided_sc if s < r else strided_res)[-1:]
+    hi_op = (strided_res if s < r else strided_sc)[-1:]
+    found = _Finding()
+    found.causes.append(
+        f"{_name(lo_op[0]) if lo_op else 'one path'} rounds {h} down to "
+        f"{min(r, s)} while {_name(hi_op[0]) if hi_op else 'the other'} rounds "
+        f"up to {max(r, s)}: the size entering the block is odd ({h})"
+    )
+    found.culprits += [o.name for o in lo_op + hi_op]
+    for o in sc_ops + res_ops:
+        pg = pool_geometry(o)
+        if pg is not None and not pg["ceil_mode"] and _stride(o, over) > 1:
+            found.over[o.id] = {"ceil_mode": True}
+            break
+    return found
+
+
+def _shortcut_strides_less(res_ops: list[Op], sc_ops: list[Op], rs: int, ss: int, over: dict) -> _Finding:
+    """The residual branch downsamples by ``rs``, the shortcut by less (``ss``): the shortcut's
+    conv takes the missing stride, or the shortcut gets a whole projection."""
+    strided_res = [o for o in res_ops if _stride(o, over) > 1]
+    found = _Finding()
+    found.causes.append(f"{_strides_text(strided_res, over)}: the residual branch downsamples by {rs} "
+                        f"but the shortcut by {ss}")  # fmt: skip
+    found.culprits += [o.name for o in strided_res]
+    conv = next((o for o in sc_ops if conv_geometry(o)), None)
+    if conv is not None and rs % ss == 0:
+        found.over[conv.id] = {"stride": _stride(conv, over) * rs // ss}
+        found.culprits.append(conv.name)
+    else:
+        found.whole_projection = True
+    return found
+
+
+def _shortcut_strides_more(res_ops: list[Op], sc_ops: list[Op], rs: int, ss: int, over: dict) -> _Finding:
+    """The shortcut downsamples by ``ss``, more than the residual branch's ``rs``: the last strided
+    shortcut layer that can give up the difference does (a pool that would stride 1 is removed)."""
+    strided_sc = [o for o in sc_ops if _stride(o, over) > 1]
+    found = _Finding()
+    found.causes.append(f"{_strides_text(strided_sc, over)}: the shortcut downsamples by {ss} but the "
+                        f"residual branch by {rs}")  # fmt: skip
+    found.culprits += [o.name for o in strided_sc]
+    for o in reversed(strided_sc):
+        if ss % rs:
+            break
+        new = _stride(o, over) * rs // ss
+        if pool_geometry(o) is not None and new == 1:
+            found.over[o.id] = {"remove": True}
+            break
+        if new >= 1 and _stride(o, over) % (ss // rs) == 0:
+            found.over[o.id] = {"stride": _stride(o, over) // (ss // rs)}
+            break
+    return found
+
+
+def _channel_finding(trace, res_ops: list[Op], sc_ops: list[Op], res_c: int, sc_c: int) -> _Finding:
+    """Step 3: the paths carry ``res_c`` and ``sc_c`` channels. A shortcut projection of the wrong
+    width is corrected; a shortcut that cannot change channels gets a whole projection."""
+    found = _Finding()
+    if res_c == sc_c:
+        return found
     sc_chan = [o for o in sc_ops if _changes(trace, o, channels=True)]
-    if res[1] != sc[1]:
-        if sc_chan and conv_geometry(sc_chan[-1]):
-            proj = sc_chan[-1]
-            causes.append(f"the projection {_name(proj)} outputs {sc[1]} channels but the residual "
-                          f"branch outputs {res[1]}")  # fmt: skip
-            culprits.append(proj.name)
-            over.setdefault(proj.id, {})["out_channels"] = res[1]
-        else:
-            res_chan = [o for o in res_ops if _changes(trace, o, channels=True)]
-            last = res_chan[-1] if res_chan else None
-            causes.append(
-                f"{_name(last) if last else 'the residual branch'} outputs {res[1]} channels but "
-                f"the shortcut carries {sc[1]}"
-            )
-            if last is not None:
-                culprits.append(last.name)
-            whole_projection = True
+    if sc_chan and conv_geometry(sc_chan[-1]):
+        proj = sc_chan[-1]
+        found.causes.append(f"the projection {_name(proj)} outputs {sc_c} channels but the residual "
+                            f"branch outputs {res_c}")  # fmt: skip
+        found.culprits.append(proj.name)
+        found.over[proj.id] = {"out_channels": res_c}
+        return found
+    res_chan = [o for o in res_ops if _changes(trace, o, channels=True)]
+    last = res_chan[-1] if res_chan else None
+    found.causes.append(f"{_name(last) if last else 'the residual branch'} outputs {res_c} channels but "
+                        f"the shortcut carries {sc_c}")  # fmt: skip
+    if last is not None:
+        found.culprits.append(last.name)
+    found.whole_projection = True
+    return found
 
-    if not causes:
-        _explain_generic(trace, add, mm, both)
-        return
-    mm.cause = "; ".join(causes) + f" ({both})"
-    mm.culprits = list(dict.fromkeys(culprits))
+
+def _layers_fix(trace, add: ResidualAdd, res_ops: list[Op], sc_ops: list[Op], found: _Finding,
+                cin: int, cout: int, nd: int) -> str:  # fmt: skip
+    """The fix's lines: a whole projection for the shortcut when one is needed (the shortcut's own
+    settings then go), and each layer's new settings."""
     fixes: list[str] = []
-    sc_ids = {o.id for o in sc_ops}
-    if whole_projection:
+    over = found.over
+    if found.whole_projection:
         stride = _stride_product(res_ops, over)
-        fixes.append(_shortcut_prefix(trace, add) + _projection_code(fork[1], res[1], stride, nd))
+        fixes.append(_shortcut_prefix(trace, add) + _projection_code(cin, cout, stride, nd))
+        sc_ids = {o.id for o in sc_ops}
         over = {k: v for k, v in over.items() if k not in sc_ids}
     for op in res_ops + sc_ops:
         o = over.get(op.id)
         if o:
             fixes.append(_fix_line(trace, op, o, add, nd))
-    mm.fix = "\n".join(f for f in dict.fromkeys(fixes) if f)
+    return "\n".join(f for f in dict.fromkeys(fixes) if f)
 
 
 def _strides_text(ops: list[Op], over: dict) -> str:

@@ -284,20 +284,7 @@ def layer_code(module: nn.Module, width: int, *, out: bool = True) -> str | None
         return None
     t = f"nn.{base.__name__}"
     if isinstance(module, nn.modules.conv._ConvNd):
-        k, s, p, d = (_one(module.kernel_size), _one(module.stride), _one(module.padding),
-                      _one(module.dilation))  # fmt: skip
-        groups = module.groups if module.groups == 1 or width % module.groups == 0 else 1
-        args = [str(module.in_channels), str(width), f"kernel_size={k}"]
-        if s != 1:
-            args.append(f"stride={s}")
-        if p != 0:
-            args.append(f"padding={p!r}")
-        if d != 1:
-            args.append(f"dilation={d}")
-        if groups != 1:
-            args.append(f"groups={groups}")
-        args.append(f"bias={module.bias is not None}")
-        return f"{t}({', '.join(args)})"
+        return f"{t}({', '.join(conv_args(module, width))})"
     if isinstance(module, nn.Linear):
         return f"{t}({module.in_features}, {width}, bias={module.bias is not None})"
     if isinstance(module, nn.modules.batchnorm._NormBase):
@@ -308,6 +295,24 @@ def layer_code(module: nn.Module, width: int, *, out: bool = True) -> str | None
     if isinstance(module, nn.GroupNorm):
         return f"{t}({module.num_groups}, {width})" if width % module.num_groups == 0 else None
     return None
+
+
+def conv_args(conv: nn.modules.conv._ConvNd, width: int) -> list[str]:
+    """The constructor arguments of ``conv`` with ``width`` output channels, defaults left out
+    (groups too, when ``width`` cannot be split into the conv's groups)."""
+    k, s, p, d = _one(conv.kernel_size), _one(conv.stride), _one(conv.padding), _one(conv.dilation)
+    groups = conv.groups if conv.groups == 1 or width % conv.groups == 0 else 1
+    args = [str(conv.in_channels), str(width), f"kernel_size={k}"]
+    if s != 1:
+        args.append(f"stride={s}")
+    if p != 0:
+        args.append(f"padding={p!r}")
+    if d != 1:
+        args.append(f"dilation={d}")
+    if groups != 1:
+        args.append(f"groups={groups}")
+    args.append(f"bias={conv.bias is not None}")
+    return args
 
 
 def norm_width(module: nn.Module) -> int | None:

@@ -21,6 +21,17 @@ def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
     calls = trace.calls
     if not calls:
         return [], []
+    by_call, merge_adds = adds_by_call(adds)
+    block_calls = sorted(by_call) if by_call else _repeated_units(calls)
+    merges = merges_by_block(calls, adds, merge_adds, by_call)
+    stage_of = stage_parents(calls, block_calls)
+    blocks = [_block(trace, cid, index, adds, by_call, merges, stage_of) for index, cid in enumerate(block_calls)]
+    return blocks, _stages(trace, blocks, stage_of)
+
+
+def adds_by_call(adds: list[ResidualAdd]) -> tuple[dict[int, list[int]], list[int]]:
+    """The skip adds (indices into ``adds``) by the call that owns each, and the ``merge`` adds
+    apart: they join branches inside a block and make no block of their own."""
     by_call: dict[int, list[int]] = {}
     merge_adds: list[int] = []
     for i, add in enumerate(adds):
@@ -28,33 +39,50 @@ def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
             merge_adds.append(i)
         else:
             by_call.setdefault(add.call, []).append(i)
-    block_calls = sorted(by_call) if by_call else _repeated_units(calls)
+    return by_call, merge_adds
+
+
+def merges_by_block(calls: list[Call], adds: list[ResidualAdd], merge_adds: list[int],
+                    by_call: dict[int, list[int]]) -> dict[int, list[int]]:  # fmt: skip
+    """Each merge add under the innermost block call that contains it (one outside every block
+    is listed nowhere)."""
     merges: dict[int, list[int]] = {}
     for i in merge_adds:
         owner = _enclosing(calls, adds[i].call, by_call)
         if owner is not None:
             merges.setdefault(owner, []).append(i)
-    blocks: list[Block] = []
+    return merges
+
+
+def stage_parents(calls: list[Call], block_calls: list[int]) -> dict[int, int]:
+    """Block call -> its stage's call: the block's parent, unless that is the model or a block."""
     stage_of: dict[int, int] = {}
     for cid in block_calls:
-        call = calls[cid]
-        parent = call.parent
+        parent = calls[cid].parent
         if parent is not None and parent != 0 and parent not in block_calls:
             stage_of[cid] = parent
-        kinds = [adds[i].kind for i in by_call.get(cid, [])]
-        shortcut = "+".join(dict.fromkeys(kinds)) if kinds else "none"
-        ops = list(range(call.first_op, call.last_op + 1))
-        params, macs = call_totals(trace.ops, calls, cid)
-        blocks.append(
-            Block(
-                name=call.path or "(model)", type=call.type, call=cid,
-                stage=calls[stage_of[cid]].path if cid in stage_of else None,
-                index=len(blocks), input_shape=_shape(trace, call.inputs),
-                output_shape=_shape(trace, call.outputs), shortcut=shortcut,
-                adds=sorted(by_call.get(cid, []) + merges[cid]) if cid in merges else by_call.get(cid, []),
-                params=params, macs=macs, ops=ops,
-            )  # fmt: skip
-        )
+    return stage_of
+
+
+def _block(trace, cid: int, index: int, adds: list[ResidualAdd], by_call: dict[int, list[int]],
+           merges: dict[int, list[int]], stage_of: dict[int, int]) -> Block:  # fmt: skip
+    calls = trace.calls
+    call = calls[cid]
+    kinds = [adds[i].kind for i in by_call.get(cid, [])]
+    shortcut = "+".join(dict.fromkeys(kinds)) if kinds else "none"
+    params, macs = call_totals(trace.ops, calls, cid)
+    return Block(
+        name=call.path or "(model)", type=call.type, call=cid,
+        stage=calls[stage_of[cid]].path if cid in stage_of else None,
+        index=index, input_shape=_shape(trace, call.inputs),
+        output_shape=_shape(trace, call.outputs), shortcut=shortcut,
+        adds=sorted(by_call.get(cid, []) + merges[cid]) if cid in merges else by_call.get(cid, []),
+        params=params, macs=macs, ops=list(range(call.first_op, call.last_op + 1)),
+    )  # fmt: skip
+
+
+def _stages(trace, blocks: list[Block], stage_of: dict[int, int]) -> list[Stage]:
+    """The stages that hold blocks, in the order their first block comes."""
     stages: list[Stage] = []
     seen: dict[int, Stage] = {}
     for b in blocks:
@@ -62,13 +90,11 @@ def group(trace, adds: list[ResidualAdd]) -> tuple[list[Block], list[Stage]]:
         if sid is None:
             continue
         if sid not in seen:
-            c = calls[sid]
-            seen[sid] = Stage(
-                c.path, c.type, [], _shape(trace, c.inputs), _shape(trace, c.outputs)
-            )
+            c = trace.calls[sid]
+            seen[sid] = Stage(c.path, c.type, [], _shape(trace, c.inputs), _shape(trace, c.outputs))
             stages.append(seen[sid])
         seen[sid].blocks.append(b.name)
-    return blocks, stages
+    return stages
 
 
 def _enclosing(calls: list[Call], cid: int | None, blocks: dict[int, list[int]]) -> int | None:
