@@ -121,7 +121,7 @@ def test_a_changed_hyperparameter_is_never_answered_from_the_cache():
     assert resviz.analyze(net, (1, 1, 2, 2)).output_shapes == [(1, 2, 2, 2)]
 
 
-def test_a_layer_that_fails_inside_still_reports_pytorchs_message():
+def test_a_layer_that_fails_inside_reports_what_is_wrong():
     model = nn.Sequential(nn.Conv2d(3, 8, 1), LayerNorm2d(6))
     for _ in range(2):  # and the second time, with whatever the first run remembered
         report = resviz.analyze(model, (1, 3, 8, 8))

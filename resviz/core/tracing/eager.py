@@ -466,7 +466,8 @@ class _AtenNames(TorchDispatchMode):
 class _RulesOnly(TorchFunctionMode):
     """Inside a layer without a rule: ops with a shape rule make an empty meta tensor of the
     rule's shape, the rest run on meta. Nothing is recorded; a rule that objects lets the op run
-    for real, so the layer fails with PyTorch's own message."""
+    for real, and if PyTorch refuses it too the layer fails with the rule's message, the one the
+    TorchScript and torch.export front-ends give for the same op."""
 
     def __init__(self, record: bool = False):
         super().__init__()
@@ -492,7 +493,13 @@ def _rule_result(func, args, kwargs):
         return None
     try:
         out_shape, inplace = rule(_shapes_of(args), {k: _shapes_of(v) for k, v in kwargs.items()})
-    except (NotImplementedError, rules.RuleError):
+    except NotImplementedError:
+        return None
+    except rules.RuleError as objection:
+        try:  # PyTorch decides, so a rule stricter than it costs nothing ...
+            func(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - ... and when it refuses too, the rule's words say why
+            raise objection from None
         return None
     if inplace is not None:
         return args[inplace]

@@ -424,7 +424,7 @@ class _ExportTracer:
         inside = set(group.nodes)
         outs = [n for n in group.nodes if self._used_outside(n, inside)]
         ins = [a for n in group.nodes for a in n.all_input_nodes if a in self.traced]
-        if rule is rules._pool and attrs and attrs.get("return_indices"):
+        if rule is rules.POOL_RULE and attrs and attrs.get("return_indices"):
             rule = None
         if rule is not None and attrs is not None and len(outs) == 1 and len(set(ins)) == 1:
             x = self.env[ins[0]]
@@ -599,7 +599,7 @@ class _ExportTracer:
             t._error(where, None, scope.type if scope else "", _clean(e), [], True)
         self._close_all()
         if self.propagate and self.exported_shape is not None:
-            was = rules._fmt(self.exported_shape)
+            was = rules.fmt_shape(self.exported_shape)
             for e in t.errors:
                 if e.fatal and not e.suggestion:
                     e.suggestion = (

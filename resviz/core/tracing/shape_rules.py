@@ -23,22 +23,22 @@ from torch import nn
 Shape = tuple[int, ...]
 
 
-class RuleError(Exception):
+class RuleError(RuntimeError):
+    """A shape PyTorch would refuse, said once for every front-end. A RuntimeError, as PyTorch's
+    own shape errors are, so every front-end reports it as plainly as theirs."""
+
     def __init__(self, message: str, continue_shape: Shape | None = None):
         super().__init__(message)
         self.continue_shape = continue_shape
 
 
-def _fmt(shape: Sequence[int]) -> str:
-    return "×".join(map(str, shape)) if len(shape) else "scalar"  # as shapes are written for people
+def fmt_shape(shape: Sequence[int]) -> str:
+    """A shape as written for people: ``2×3×32×32``, or ``scalar``."""
+    return "×".join(map(str, shape)) if len(shape) else "scalar"
 
 
 def as_tuple(v, n: int) -> tuple:
     """``v`` as an ``n``-tuple: an int repeated, a 1-sequence repeated, a full sequence as is."""
-    return _tuple(v, n)
-
-
-def _tuple(v, n: int) -> tuple:
     if isinstance(v, (tuple, list)):
         return tuple(v) if len(v) == n else tuple(v) * n if len(v) == 1 else tuple(v)
     return (v,) * n
@@ -98,17 +98,110 @@ def binary_error(name: str, a: Shape, b: Shape, shape: Shape | None) -> str:
     an in-place op would have to change ``a``'s shape to the broadcast ``shape``."""
     if shape is None:
         return broadcast_error(a, b)
-    return f"in-place {name}: output with shape {_fmt(a)} doesn't match the broadcast shape {_fmt(shape)}"
+    name = name.rstrip("_")  # 'mul_' from a tensor method, aten's 'mul_': the in-place mul
+    return f"in-place {name}: output with shape {fmt_shape(a)} doesn't match the broadcast shape {fmt_shape(shape)}"
+
+
+# ---------------------------------------------------------------- one check per concept
+# The module rules, the functional rules and the aten-level rules (``torchscript/aten.py``) all
+# check through these, so a wrong input reads the same whichever front-end traced it: a live
+# model, a TorchScript archive or an exported program. ``layer`` names what the user wrote: the
+# class for a module ('Conv2d'), the function for a call ('conv2d', also for aten's
+# '_convolution').
+
+
+def check_spatial_input(layer: str, nd: int, shape: Shape) -> None:
+    """A conv or pool over ``nd`` spatial dimensions takes a batched or an unbatched input."""
+    if len(shape) not in (nd + 1, nd + 2):
+        raise RuleError(
+            f"{layer} expects a {nd + 1}D (unbatched) or {nd + 2}D (batched) input, got {fmt_shape(shape)}"
+        )
+
+
+def conv_shape(x: Shape, in_channels: int, out_channels: int, kernel: Sequence[int], stride, padding,
+               dilation, transposed: bool = False, output_padding=0, layer: str | None = None) -> Shape:  # fmt: skip
+    """Output shape of a convolution (``padding`` may be 'same' or 'valid'). A wrong channel count
+    goes on with the shape the conv would give; an input too small for the kernel stops."""
+    nd = len(kernel)
+    layer = layer or (f"conv_transpose{nd}d" if transposed else f"conv{nd}d")
+    check_spatial_input(layer, nd, x)
+    s, d = as_tuple(stride, nd), as_tuple(dilation, nd)
+    spatial = x[-nd:]
+    if transposed:
+        pads = as_tuple(padding, nd)
+        op = as_tuple(output_padding, nd)
+        out_sp = tuple(conv_transpose_out(spatial[i], kernel[i], s[i], pads[i], d[i], op[i]) for i in range(nd))
+    else:
+        if isinstance(padding, str):
+            pads = (0,) * nd if padding == "valid" else None
+        else:
+            pads = as_tuple(padding, nd)
+        if pads is None:  # 'same'
+            out_sp = tuple(spatial)
+        else:
+            out_sp = tuple(conv_out(spatial[i], kernel[i], s[i], pads[i], d[i]) for i in range(nd))
+    out = (*x[: -nd - 1], out_channels, *out_sp)
+    channels = x[-nd - 1]
+    if channels != in_channels:
+        raise RuleError(
+            f"{layer} expects {in_channels} input channels but got {channels} (input {fmt_shape(x)})", out
+        )
+    if min(out_sp) <= 0:
+        raise RuleError(
+            f"{layer} input {fmt_shape(spatial)} is too small for kernel {fmt_shape(kernel)} "
+            f"with padding {fmt_shape(pads or (0,))}"
+        )
+    return out
+
+
+def conv_weight_shape(x: Shape, w: Shape, stride, padding, dilation, groups: int = 1,
+                      transposed: bool = False, output_padding=0) -> Shape:  # fmt: skip
+    """:func:`conv_shape` of a conv given by its weight (a functional or aten call)."""
+    if transposed:
+        return conv_shape(x, w[0], w[1] * groups, w[2:], stride, padding, dilation, True, output_padding)
+    return conv_shape(x, w[1] * groups, w[0], w[2:], stride, padding, dilation)
+
+
+def linear_shape(x: Shape, in_features: int, out_dims: Shape, layer: str = "linear") -> Shape:
+    """Output shape of a linear layer (``out_dims`` is ``(out_features,)``, or ``()`` for a 1-D
+    weight); a wrong width goes on with the shape the layer would give."""
+    if not x:
+        raise RuleError(f"{layer} got a scalar input")
+    out = (*x[:-1], *out_dims)
+    if x[-1] != in_features:
+        flat = " (was the input flattened?)" if len(x) > 2 else ""
+        raise RuleError(
+            f"{layer} expects {in_features} input features but got {x[-1]} (input {fmt_shape(x)}){flat}",
+            out,
+        )
+    return out
+
+
+def batch_norm_shape(x: Shape, channels: int | None, layer: str = "batch_norm") -> Shape:
+    """A batch norm keeps its input's shape; its statistics fix the channels (``None``: unknown)."""
+    if len(x) < 2:
+        raise RuleError(f"{layer} expects at least 2D input, got {fmt_shape(x)}")
+    if channels is not None and x[1] != channels:
+        raise RuleError(f"{layer} expects {channels} channels but got {x[1]} (input {fmt_shape(x)})", x)
+    return x
+
+
+def pool_shape(x: Shape, kernel, stride, padding, dilation, ceil_mode: bool, nd: int, layer: str) -> Shape:
+    """Output shape of a max or average pool over ``nd`` dimensions (``stride`` None: the kernel)."""
+    check_spatial_input(layer, nd, x)
+    k = as_tuple(kernel, nd)
+    s = k if stride is None else as_tuple(stride, nd)
+    p, d = as_tuple(padding, nd), as_tuple(dilation, nd)
+    for i in range(nd):
+        if p[i] * 2 > k[i]:
+            raise RuleError(f"{layer}: padding {p[i]} should be at most half of kernel size {k[i]}")
+    out_sp = tuple(pool_out(x[-nd + i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(nd))
+    if min(out_sp) <= 0:
+        raise RuleError(f"{layer}: input {fmt_shape(x[-nd:])} is too small for kernel {fmt_shape(k)}")
+    return (*x[:-nd], *out_sp)
 
 
 # ---------------------------------------------------------------- module rules
-
-
-def _spatial_input(name: str, nd: int, shape: Shape) -> None:
-    if len(shape) not in (nd + 1, nd + 2):
-        raise RuleError(
-            f"{name} expects a {nd + 1}D (unbatched) or {nd + 2}D (batched) input, got {_fmt(shape)}"
-        )
 
 
 def spatial_dims(m: nn.Module) -> int:
@@ -137,94 +230,54 @@ def conv_geometry(m: nn.Module) -> dict:
         type(pad) is str or (type(pad) is tuple and len(pad) == nd)
     ):  # as nn.Conv*d sets them
         return {"nd": nd, "kernel": k, "stride": s, "padding": pad, "dilation": d,
-                "output_padding": _tuple(getattr(m, "output_padding", 0), nd)}  # fmt: skip
+                "output_padding": as_tuple(getattr(m, "output_padding", 0), nd)}  # fmt: skip
     return {
         "nd": nd,
-        "kernel": _tuple(m.kernel_size, nd),
-        "stride": _tuple(m.stride, nd),
-        "padding": pad if isinstance(pad, str) else _tuple(pad, nd),
-        "dilation": _tuple(m.dilation, nd),
-        "output_padding": _tuple(getattr(m, "output_padding", 0), nd),
+        "kernel": as_tuple(m.kernel_size, nd),
+        "stride": as_tuple(m.stride, nd),
+        "padding": pad if isinstance(pad, str) else as_tuple(pad, nd),
+        "dilation": as_tuple(m.dilation, nd),
+        "output_padding": as_tuple(getattr(m, "output_padding", 0), nd),
     }
 
 
 def _conv(m: nn.Module, shape: Shape) -> Shape:
     g = conv_geometry(m)
-    nd, k, s, d = g["nd"], g["kernel"], g["stride"], g["dilation"]
-    name = type(m).__name__
-    _spatial_input(name, nd, shape)
-    channels = shape[-nd - 1]
-    spatial = shape[-nd:]
-    if isinstance(g["padding"], str):
-        pads = (0,) * nd if g["padding"] == "valid" else None
-    else:
-        pads = g["padding"]
-    out_sp = []
-    for i in range(nd):
-        if pads is None:  # 'same'
-            out_sp.append(spatial[i])
-        else:
-            out_sp.append(conv_out(spatial[i], k[i], s[i], pads[i], d[i]))
-    out = (*shape[: -nd - 1], m.out_channels, *out_sp)
-    if channels != m.in_channels:
-        raise RuleError(
-            f"{name} expects {m.in_channels} input channels but got {channels} "
-            f"(input {_fmt(shape)})",
-            out,
-        )
-    if min(out_sp) <= 0:
-        raise RuleError(
-            f"{name} input {_fmt(spatial)} is too small for kernel {_fmt(k)} "
-            f"with padding {_fmt(pads or (0,))}",
-            None,
-        )
-    return out
+    return conv_shape(shape, m.in_channels, m.out_channels, g["kernel"], g["stride"], g["padding"],
+                      g["dilation"], layer=type(m).__name__)  # fmt: skip
 
 
 def _conv_transpose(m: nn.Module, shape: Shape) -> Shape:
     g = conv_geometry(m)
-    nd = g["nd"]
-    _spatial_input(type(m).__name__, nd, shape)
-    channels = shape[-nd - 1]
-    k, s, p, d, op = g["kernel"], g["stride"], g["padding"], g["dilation"], g["output_padding"]
-    out_sp = tuple(conv_transpose_out(shape[-nd + i], k[i], s[i], p[i], d[i], op[i]) for i in range(nd))
-    out = (*shape[: -nd - 1], m.out_channels, *out_sp)
-    if channels != m.in_channels:
-        raise RuleError(
-            f"{type(m).__name__} expects {m.in_channels} input channels but got {channels} "
-            f"(input {_fmt(shape)})",
-            out,
-        )
-    return out
+    return conv_shape(shape, m.in_channels, m.out_channels, g["kernel"], g["stride"], g["padding"],
+                      g["dilation"], True, g["output_padding"], type(m).__name__)  # fmt: skip
 
 
 def _batchnorm(m: nn.Module, shape: Shape) -> Shape:
-    name = type(m).__name__
-    if len(shape) < 2:
-        raise RuleError(f"{name} expects at least 2D input, got {_fmt(shape)}")
-    if shape[1] != m.num_features:
-        raise RuleError(
-            f"{name} expects {m.num_features} channels but got {shape[1]} (input {_fmt(shape)})",
-            shape,
-        )
-    return shape
+    return batch_norm_shape(shape, m.num_features, type(m).__name__)
 
 
 def _groupnorm(m: nn.Module, shape: Shape) -> Shape:
     if len(shape) < 2 or shape[1] != m.num_channels:
         raise RuleError(
-            f"GroupNorm expects {m.num_channels} channels, got input {_fmt(shape)}", shape
+            f"GroupNorm expects {m.num_channels} channels, got input {fmt_shape(shape)}", shape
         )
     return shape
 
 
 def _layernorm(m: nn.Module, shape: Shape) -> Shape:
-    ns = tuple(m.normalized_shape)
-    if tuple(shape[-len(ns) :]) != ns:
+    return layer_norm_shape(shape, tuple(m.normalized_shape), "LayerNorm")
+
+
+def layer_norm_shape(x: Shape, normalized_shape: Shape, layer: str = "layer_norm") -> Shape:
+    """A layer norm keeps its input's shape, whose last dimensions must be ``normalized_shape``."""
+    if tuple(x[len(x) - len(normalized_shape) :]) != normalized_shape:
         raise RuleError(
-            f"LayerNorm expects the last dimensions to be {_fmt(ns)}, got input {_fmt(shape)}", shape
+            f"{layer} expects the last dimensions to be its normalized shape {fmt_shape(normalized_shape)}, "
+            f"got input {fmt_shape(x)}",
+            x,
         )
-    return shape
+    return x
 
 
 def _same(m: nn.Module, shape: Shape) -> Shape:
@@ -232,45 +285,20 @@ def _same(m: nn.Module, shape: Shape) -> Shape:
 
 
 def _pool(m: nn.Module, shape: Shape) -> Shape:
-    name = type(m).__name__
-    nd = spatial_dims(m)
-    _spatial_input(name, nd, shape)
-    k = _tuple(m.kernel_size, nd)
-    s = _tuple(m.stride if m.stride is not None else m.kernel_size, nd)
-    p = _tuple(m.padding, nd)
-    d = _tuple(getattr(m, "dilation", 1), nd)
-    for i in range(nd):
-        if p[i] * 2 > k[i]:
-            raise RuleError(f"{name}: padding {p[i]} should be at most half of kernel size {k[i]}")
-    out_sp = tuple(pool_out(shape[-nd + i], k[i], s[i], p[i], d[i], m.ceil_mode) for i in range(nd))
-    if min(out_sp) <= 0:
-        raise RuleError(f"{name}: input {_fmt(shape[-nd:])} is too small for kernel {_fmt(k)}")
-    return (*shape[:-nd], *out_sp)
+    return pool_shape(shape, m.kernel_size, m.stride, m.padding, getattr(m, "dilation", 1), m.ceil_mode,
+                      spatial_dims(m), type(m).__name__)  # fmt: skip
 
 
 def _adaptive_pool(m: nn.Module, shape: Shape) -> Shape:
-    name = type(m).__name__
     nd = spatial_dims(m)
-    _spatial_input(name, nd, shape)
-    size = _tuple(m.output_size, nd)
+    check_spatial_input(type(m).__name__, nd, shape)
+    size = as_tuple(m.output_size, nd)
     out_sp = tuple(shape[-nd + i] if size[i] is None else size[i] for i in range(nd))
     return (*shape[:-nd], *out_sp)
 
 
 def _linear(m: nn.Module, shape: Shape) -> Shape:
-    out = (*shape[:-1], m.out_features)
-    if not shape:
-        raise RuleError("Linear got a scalar input")
-    if shape[-1] != m.in_features:
-        flat = ""
-        if len(shape) > 2:
-            flat = " (was the input flattened?)"
-        raise RuleError(
-            f"Linear expects {m.in_features} input features but got {shape[-1]} "
-            f"(input {_fmt(shape)}){flat}",
-            out,
-        )
-    return out
+    return linear_shape(shape, m.in_features, (m.out_features,), "Linear")
 
 
 def _flatten(m: nn.Module, shape: Shape) -> Shape:
@@ -289,9 +317,9 @@ def flatten_shape(shape: Shape, start: int, end: int) -> Shape:
 def _upsample(m: nn.Module, shape: Shape) -> Shape:
     nd = len(shape) - 2
     if m.size is not None:
-        size = _tuple(m.size, nd)
+        size = as_tuple(m.size, nd)
     else:
-        sf = _tuple(m.scale_factor, nd)
+        sf = as_tuple(m.scale_factor, nd)
         size = tuple(int(math.floor(shape[2 + i] * sf[i])) for i in range(nd))
     return (*shape[:2], *size)
 
@@ -326,36 +354,87 @@ _ND_CLASSES = {
         nn.ConvTranspose3d),
 }  # fmt: skip
 
-MODULE_RULES: dict[Callable, Callable[[nn.Module, Shape], Shape]] = {}
+
+
+class ModuleRule:
+    """A layer's shape rule, callable as ``rule(module, input_shape)``, with what it reads of the
+    layer: ``reads``, the attributes the rule and the reports use; ``needs``, those it cannot run
+    without. An archive's layer (no ``nn.Module``, only what TorchScript or torch.export kept) gets
+    the rule only when its attributes can be read (``torchscript/layers.py``)."""
+
+    __slots__ = ("name", "shape", "reads", "needs")
+
+    def __init__(self, name: str, shape: Callable[[nn.Module, Shape], Shape], reads: tuple[str, ...],
+                 needs: tuple[str, ...] = ()):  # fmt: skip
+        self.name = name
+        self.shape = shape
+        self.reads = reads
+        self.needs = needs
+
+    def __call__(self, m, shape: Shape) -> Shape:
+        return self.shape(m, shape)
+
+    def __repr__(self):
+        return f"<shape rule {self.name}>"
+
+    def needs_met(self, attrs: dict) -> bool:
+        """Whether these attributes hold all the rule cannot run without."""
+        return all(k in attrs for k in self.needs)
+
+    def can_run(self, attrs: dict) -> bool:
+        """Whether the rule can run on a layer known only by these attributes: all it needs are
+        there, and (a pool) it gives one tensor, not values and indices."""
+        if self.name == "pool" and attrs.get("return_indices"):
+            return False
+        return self.needs_met(attrs)
+
+
+_CONV_READS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation")
+CONV_RULE = ModuleRule("conv", _conv, (*_CONV_READS, "groups", "padding_mode"), _CONV_READS)
+CONV_TRANSPOSE_RULE = ModuleRule("conv_transpose", _conv_transpose, (*_CONV_READS, "groups", "output_padding"),
+                                 (*_CONV_READS, "output_padding"))  # fmt: skip
+BATCHNORM_RULE = ModuleRule("batchnorm", _batchnorm, ("num_features", "eps", "momentum"), ("num_features",))
+GROUPNORM_RULE = ModuleRule("groupnorm", _groupnorm, ("num_groups", "num_channels", "eps"), ("num_channels",))
+LAYERNORM_RULE = ModuleRule("layernorm", _layernorm, ("normalized_shape", "eps"), ("normalized_shape",))
+POOL_RULE = ModuleRule("pool", _pool, ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+                       ("kernel_size", "stride", "padding", "ceil_mode"))  # fmt: skip
+ADAPTIVE_POOL_RULE = ModuleRule("adaptive_pool", _adaptive_pool, ("output_size", "return_indices"), ("output_size",))
+LINEAR_RULE = ModuleRule("linear", _linear, ("in_features", "out_features"), ("in_features", "out_features"))
+FLATTEN_RULE = ModuleRule("flatten", _flatten, ("start_dim", "end_dim"), ("start_dim", "end_dim"))
+UPSAMPLE_RULE = ModuleRule("upsample", _upsample, ("size", "scale_factor", "mode"), ("size", "scale_factor"))
+PAD_RULE = ModuleRule("pad", _zero_pad, ("padding",), ("padding",))
+SAME_RULE = ModuleRule("same", _same, ("inplace", "p"))  # the output has the input's shape
+
+MODULE_RULES: dict[Callable, ModuleRule] = {}
 for _cls in _SAME_MODULES:
-    MODULE_RULES[_cls.forward] = _same
+    MODULE_RULES[_cls.forward] = SAME_RULE
 for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-    MODULE_RULES[_cls.forward] = _conv
+    MODULE_RULES[_cls.forward] = CONV_RULE
 for _cls in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
-    MODULE_RULES[_cls.forward] = _conv_transpose
+    MODULE_RULES[_cls.forward] = CONV_TRANSPOSE_RULE
 for _cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm):
-    MODULE_RULES[_cls.forward] = _batchnorm
+    MODULE_RULES[_cls.forward] = BATCHNORM_RULE
 for _cls in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d):
-    MODULE_RULES[_cls.forward] = _pool
+    MODULE_RULES[_cls.forward] = POOL_RULE
 for _cls in (
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
 ):  # fmt: skip
-    MODULE_RULES[_cls.forward] = _adaptive_pool
-MODULE_RULES[nn.GroupNorm.forward] = _groupnorm
-MODULE_RULES[nn.LayerNorm.forward] = _layernorm
-MODULE_RULES[nn.Linear.forward] = _linear
-MODULE_RULES[nn.Flatten.forward] = _flatten
-MODULE_RULES[nn.Upsample.forward] = _upsample
+    MODULE_RULES[_cls.forward] = ADAPTIVE_POOL_RULE
+MODULE_RULES[nn.GroupNorm.forward] = GROUPNORM_RULE
+MODULE_RULES[nn.LayerNorm.forward] = LAYERNORM_RULE
+MODULE_RULES[nn.Linear.forward] = LINEAR_RULE
+MODULE_RULES[nn.Flatten.forward] = FLATTEN_RULE
+MODULE_RULES[nn.Upsample.forward] = UPSAMPLE_RULE
 for _cls in (nn.ZeroPad1d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ReflectionPad2d,
              nn.ReplicationPad2d):  # fmt: skip
-    MODULE_RULES[_cls.forward] = _zero_pad
+    MODULE_RULES[_cls.forward] = PAD_RULE
 # MaxPool with return_indices gives a tuple: leave those to meta execution.
 
 
-def module_rule(m: nn.Module):
+def module_rule(m: nn.Module) -> ModuleRule | None:
     rule = MODULE_RULES.get(type(m).forward)
-    if rule is _pool and getattr(m, "return_indices", False):
+    if rule is POOL_RULE and getattr(m, "return_indices", False):
         return None
     return rule
 
@@ -390,18 +469,19 @@ def _dropout(args, kwargs):
     return args[0], (0 if inplace else None)
 
 
-def _adaptive_pool_fn(nd: int):
+def adaptive_pool_rule(nd: int):
     def rule(args, kwargs):
         shape = args[0]
         size = kwargs.get("output_size", args[1] if len(args) > 1 else None)
-        size = _tuple(size, nd)
+        size = as_tuple(size, nd)
         out = tuple(shape[-nd + i] if size[i] is None else size[i] for i in range(nd))
         return (*shape[:-nd], *out), None
 
     return rule
 
 
-def _pool_fn(nd: int, has_dilation: bool):
+def pool_rule(nd: int, has_dilation: bool, layer: str):
+    """The rule of ``layer`` (max_pool2d, avg_pool1d...), a call in ``F.max_pool2d``'s argument order."""
     names = ["input", "kernel_size", "stride", "padding"] + (
         ["dilation", "ceil_mode"] if has_dilation else ["ceil_mode"]
     )
@@ -411,23 +491,16 @@ def _pool_fn(nd: int, has_dilation: bool):
         vals.update(kwargs)
         if vals.get("return_indices"):
             raise NotImplementedError  # tuple output: let meta run it
-        shape = vals["input"]
-        k = _tuple(vals["kernel_size"], nd)
         s = vals.get("stride")
-        s = k if s is None or (isinstance(s, (list, tuple)) and not s) else _tuple(s, nd)
-        p = _tuple(vals.get("padding", 0), nd)
-        d = _tuple(vals.get("dilation", 1), nd)
-        ceil = bool(vals.get("ceil_mode", False))
-        _spatial_input(f"pool{nd}d", nd, shape)
-        out = tuple(pool_out(shape[-nd + i], k[i], s[i], p[i], d[i], ceil) for i in range(nd))
-        if min(out) <= 0:
-            raise RuleError(f"input {_fmt(shape[-nd:])} is too small for pooling kernel {_fmt(k)}")
-        return (*shape[:-nd], *out), None
+        s = None if s is None or (isinstance(s, (list, tuple)) and not s) else s
+        out = pool_shape(vals["input"], vals["kernel_size"], s, vals.get("padding", 0), vals.get("dilation", 1),
+                         bool(vals.get("ceil_mode", False)), nd, layer)  # fmt: skip
+        return out, None
 
     return rule
 
 
-def _reduce(args, kwargs):
+def reduce_rule(args, kwargs):
     shape = args[0]
     dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
     keepdim = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
@@ -441,14 +514,14 @@ def _reduce(args, kwargs):
     return tuple(n for i, n in enumerate(shape) if i not in dims), None
 
 
-def _flatten_fn(args, kwargs):
+def flatten_rule(args, kwargs):
     shape = args[0]
     start = kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
     end = kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
     return flatten_shape(shape, start, end), None
 
 
-def _cat(args, kwargs):
+def cat_rule(args, kwargs):
     shapes = list(args[0])
     dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
     shapes = [s for s in shapes if s != (0,)]  # legacy: empty 1-D tensors are skipped
@@ -461,7 +534,7 @@ def _cat(args, kwargs):
         if len(s) != len(ref) or any(s[i] != ref[i] for i in range(len(ref)) if i != d):
             raise RuleError(
                 "torch.cat: all tensors must have the same shape except in the concatenating "
-                f"dimension {dim}; got " + ", ".join(_fmt(x) for x in shapes)
+                f"dimension {dim}; got " + ", ".join(fmt_shape(x) for x in shapes)
             )
         total += s[d]
     return (*ref[:d], total, *ref[d + 1 :]), None
@@ -486,19 +559,11 @@ for _f in (torch.relu_, torch.Tensor.relu_, torch.Tensor.sigmoid_, torch.Tensor.
     FUNC_RULES[_f] = _unary_inplace
 FUNC_RULES[F.dropout] = _dropout
 FUNC_RULES[F.dropout2d] = _dropout
-FUNC_RULES[F.adaptive_avg_pool2d] = _adaptive_pool_fn(2)
-FUNC_RULES[F.adaptive_max_pool2d] = _adaptive_pool_fn(2)
-FUNC_RULES[F.adaptive_avg_pool1d] = _adaptive_pool_fn(1)
-FUNC_RULES[F.avg_pool2d] = _pool_fn(2, False)
-FUNC_RULES[F.max_pool2d] = _pool_fn(2, True)
 for _f in (torch.mean, torch.Tensor.mean, torch.sum, torch.Tensor.sum, torch.amax,
            torch.Tensor.amax):  # fmt: skip
-    FUNC_RULES[_f] = _reduce
+    FUNC_RULES[_f] = reduce_rule
 for _f in (torch.flatten, torch.Tensor.flatten):
-    FUNC_RULES[_f] = _flatten_fn
-FUNC_RULES[torch.cat] = _cat
-FUNC_RULES[torch.concat] = _cat
-FUNC_RULES[torch.concatenate] = _cat
+    FUNC_RULES[_f] = flatten_rule
 
 # Elementwise binary ops: the add family is handled by the tracer itself because a residual add
 # needs the data-flow graph to decide which operand is the shortcut.
@@ -607,22 +672,25 @@ def _arg(args, kwargs, i: int, name: str, default=None):
     return kwargs.get(name, args[i] if len(args) > i else default)
 
 
+def batch_norm_rule(x: Shape, stats) -> Shape:
+    """A batch norm's output, its channels fixed by whichever statistics or affine tensors it has
+    (the first that disagrees with the input, so a wrong one is named)."""
+    channels = None
+    if len(x) >= 2:
+        for stat in stats:
+            if isinstance(stat, tuple) and stat and (channels is None or stat[0] != x[1]):
+                channels = stat[0]
+    return batch_norm_shape(x, channels)
+
+
 def _norm_same(channels_from: str):
     def rule(args, kwargs):
         shape = args[0]
-        if channels_from == "running_mean":
-            stats = _arg(args, kwargs, 1, "running_mean")
-            if stats is not None and len(shape) >= 2 and stats != (shape[1],):
-                raise RuleError(
-                    f"running_mean should contain {shape[1]} elements not {_fmt(stats)}", shape
-                )
+        if channels_from == "batch_norm":  # F.batch_norm(input, running_mean, running_var, weight, bias)
+            names = ("running_mean", "running_var", "weight", "bias")
+            batch_norm_rule(shape, [_arg(args, kwargs, i + 1, n) for i, n in enumerate(names)])
         elif channels_from == "normalized_shape":
-            ns = tuple(_arg(args, kwargs, 1, "normalized_shape") or ())
-            if tuple(shape[len(shape) - len(ns) :]) != ns:
-                raise RuleError(
-                    f"layer_norm expects the last dimensions to be {_fmt(ns)}, got input {_fmt(shape)}",
-                    shape,
-                )
+            layer_norm_shape(shape, tuple(_arg(args, kwargs, 1, "normalized_shape") or ()))
         elif channels_from == "num_groups":
             g = _arg(args, kwargs, 1, "num_groups")
             if not isinstance(g, int) or len(shape) < 2 or g <= 0 or shape[1] % g:
@@ -633,38 +701,26 @@ def _norm_same(channels_from: str):
     return rule
 
 
-def _conv_fn(nd: int):
+def conv_rule(nd: int):
+    """``F.conv{nd}d`` and ``aten::conv{nd}d`` (input, weight, bias, stride, padding, dilation, groups)."""
+
     def rule(args, kwargs):
         shape, w = args[0], _arg(args, kwargs, 1, "weight")
-        if not isinstance(w, tuple) or len(w) != nd + 2 or len(shape) not in (nd + 1, nd + 2):
+        if not isinstance(w, tuple) or len(w) != nd + 2:
             raise NotImplementedError
-        s = _tuple(_arg(args, kwargs, 3, "stride", 1), nd)
-        p = _arg(args, kwargs, 4, "padding", 0)
-        d = _tuple(_arg(args, kwargs, 5, "dilation", 1), nd)
-        groups = _arg(args, kwargs, 6, "groups", 1)
-        if shape[-nd - 1] != w[1] * groups:
-            raise RuleError(f"conv{nd}d expects {w[1] * groups} input channels but got "
-                            f"{shape[-nd - 1]} (input {_fmt(shape)})")  # fmt: skip
-        if isinstance(p, str):
-            if p != "valid":
-                return (*shape[: -nd - 1], w[0], *shape[-nd:]), None
-            p = 0
-        p = _tuple(p, nd)
-        out = tuple(conv_out(shape[-nd + i], w[2 + i], s[i], p[i], d[i]) for i in range(nd))
-        if min(out) <= 0:
-            raise RuleError(f"conv{nd}d input {_fmt(shape[-nd:])} is too small for kernel {_fmt(w[2:])}")
-        return (*shape[: -nd - 1], w[0], *out), None
+        out = conv_weight_shape(shape, w, _arg(args, kwargs, 3, "stride", 1), _arg(args, kwargs, 4, "padding", 0),
+                                _arg(args, kwargs, 5, "dilation", 1), _arg(args, kwargs, 6, "groups", 1))  # fmt: skip
+        return out, None
 
     return rule
 
 
-def _linear_fn(args, kwargs):
+def linear_rule(args, kwargs):
+    """``F.linear`` and ``aten::linear`` (input, weight, bias)."""
     shape, w = args[0], _arg(args, kwargs, 1, "weight")
-    if not isinstance(w, tuple) or len(w) not in (1, 2) or not shape:
+    if not isinstance(w, tuple) or len(w) not in (1, 2):
         raise NotImplementedError
-    if shape[-1] != w[-1]:
-        raise RuleError(f"linear expects {w[-1]} input features but got {shape[-1]} (input {_fmt(shape)})")
-    return (*shape[:-1], *w[:-1]), None
+    return linear_shape(shape, w[-1], w[:-1]), None
 
 
 def _sdpa(args, kwargs):
@@ -674,20 +730,36 @@ def _sdpa(args, kwargs):
     return (*q[:-1], v[-1]), None
 
 
-FUNC_RULES[F.batch_norm] = _norm_same("running_mean")
-FUNC_RULES[F.instance_norm] = _norm_same("none")
-FUNC_RULES[F.layer_norm] = _norm_same("normalized_shape")
-FUNC_RULES[F.group_norm] = _norm_same("num_groups")
-for _nd, _f in ((1, F.conv1d), (2, F.conv2d), (3, F.conv3d)):
-    FUNC_RULES[_f] = _conv_fn(_nd)
-FUNC_RULES[F.linear] = _linear_fn
-FUNC_RULES[F.scaled_dot_product_attention] = _sdpa
+# One rule per op name, for the functions of the same name and for aten's ops whose schema takes
+# the same arguments in the same order (``torchscript/aten.py`` looks them up here by name).
+OP_RULES: dict[str, Callable] = {
+    "batch_norm": _norm_same("batch_norm"), "instance_norm": _norm_same("none"),
+    "layer_norm": _norm_same("normalized_shape"), "group_norm": _norm_same("num_groups"),
+    "conv1d": conv_rule(1), "conv2d": conv_rule(2), "conv3d": conv_rule(3), "linear": linear_rule,
+    "scaled_dot_product_attention": _sdpa,
+    "adaptive_avg_pool1d": adaptive_pool_rule(1), "adaptive_avg_pool2d": adaptive_pool_rule(2),
+    "adaptive_avg_pool3d": adaptive_pool_rule(3), "adaptive_max_pool2d": adaptive_pool_rule(2),
+    "mean": reduce_rule, "sum": reduce_rule, "amax": reduce_rule, "amin": reduce_rule,
+    "flatten": flatten_rule, "cat": cat_rule, "concat": cat_rule, "concatenate": cat_rule,
+}  # fmt: skip
+for _nd in (1, 2, 3):
+    OP_RULES[f"max_pool{_nd}d"] = pool_rule(_nd, True, f"max_pool{_nd}d")
+    OP_RULES[f"avg_pool{_nd}d"] = pool_rule(_nd, False, f"avg_pool{_nd}d")
+for _f in (F.batch_norm, F.instance_norm, F.layer_norm, F.group_norm, F.conv1d, F.conv2d, F.conv3d,
+           F.linear, F.scaled_dot_product_attention, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+           F.adaptive_max_pool2d, F.avg_pool2d, F.max_pool2d):  # fmt: skip
+    FUNC_RULES[_f] = OP_RULES[_f.__name__]
+for _f in (torch.cat, torch.concat, torch.concatenate):
+    FUNC_RULES[_f] = OP_RULES[_f.__name__]
 
 
 def elementwise_rule(func):
     """The broadcast rule of an add/sub/mul/div, for use where no residual add is decided (the
     inside of a layer): ``a op b`` has the broadcast shape; an in-place op keeps ``a``."""
     inplace = ADD_FUNCS.get(func, BINARY_FUNCS.get(func))
+    name = getattr(func, "__name__", "op").strip("_")
+    if name[:1] in "ir" and name[1:] in ("add", "sub", "mul", "truediv"):
+        name = name[1:]  # __iadd__, __radd__: an add
 
     def rule(args, kwargs):
         if len(args) < 2 or kwargs:
@@ -696,7 +768,7 @@ def elementwise_rule(func):
         b = args[1] if isinstance(args[1], tuple) else ()
         shape = broadcast(a, b)
         if shape is None or (inplace and shape != a):
-            raise RuleError(binary_error("op", a, b, shape))
+            raise RuleError(binary_error(name, a, b, shape))
         return shape, (0 if inplace else None)
 
     return rule

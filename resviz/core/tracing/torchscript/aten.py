@@ -22,7 +22,10 @@ from .common import _META, _T, _TENSORS, Shape, _first_tensor, _flat_tensors, _s
 
 # ---------------------------------------------------------------------- aten-level shape rules
 # Each takes (args, kwargs) in the op's schema order with tensors replaced by their shapes and
-# returns (out_shape, inplace_index); NotImplementedError means "run it on meta tensors".
+# returns (out_shape, inplace_index); NotImplementedError means "run it on meta tensors". Where
+# aten's schema matches the function's (conv2d, linear, max_pool2d...) the rule IS the eager
+# tracer's (``rules.OP_RULES``); where it does not, the adapter here reads the arguments and
+# checks through the same ``rules`` function, so each error has one wording.
 
 
 def _same(args, kwargs):
@@ -43,72 +46,26 @@ def _binary(args, kwargs):
     return out, None
 
 
-def _binary_inplace(args, kwargs):
-    out, _ = _binary(args, kwargs)
-    sa = args[0]
-    if out != sa:
-        raise rules.RuleError(f"output with shape {list(sa)} doesn't match the broadcast shape {list(out)}")
-    return sa, 0
+def _binary_inplace(name: str):
+    def rule(args, kwargs):
+        out, _ = _binary(args, kwargs)
+        sa = args[0]
+        if out != sa:
+            raise rules.RuleError(rules.binary_error(name, sa, args[1] if isinstance(args[1], tuple) else (), out))
+        return sa, 0
+
+    return rule
 
 
 def _batch_norm_rule(args, kwargs):
-    x = args[0]
-    if len(x) < 2:
-        raise rules.RuleError(f"batch_norm expects at least 2D input, got {rules._fmt(x)}")
-    for stat in args[1:5]:
-        if isinstance(stat, tuple) and stat and stat[0] != x[1]:
-            raise rules.RuleError(
-                f"running_mean should contain {x[1]} elements not {stat[0]} (input {rules._fmt(x)})"
-            )
-    return x, None
+    # batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)
+    return rules.batch_norm_rule(args[0], args[1:5]), None
 
 
 def conv_shape(x: Shape, w: Shape, stride, padding, dilation, groups: int, transposed=False,
                output_padding=0) -> Shape:  # fmt: skip
-    """Output shape of an aten convolution; RuleError in PyTorch's words when it cannot run."""
-    nd = len(w) - 2
-    if len(x) not in (nd + 1, nd + 2):
-        raise rules.RuleError(
-            f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to conv{nd}d, "
-            f"but got input of size: {list(x)}"
-        )
-    s = rules._tuple(stride, nd)
-    d = rules._tuple(dilation, nd)
-    spatial = x[-nd:]
-    k = w[2:]
-    if transposed:
-        p = rules._tuple(padding, nd)
-        op = rules._tuple(output_padding, nd)
-        expected, cout = w[0], w[1] * groups
-        out_sp = tuple(rules.conv_transpose_out(spatial[i], k[i], s[i], p[i], d[i], op[i]) for i in range(nd))
-    else:
-        expected, cout = w[1] * groups, w[0]
-        if isinstance(padding, str):
-            out_sp = (
-                tuple(spatial)
-                if padding == "same"
-                else tuple(rules.conv_out(spatial[i], k[i], s[i], 0, d[i]) for i in range(nd))
-            )
-        else:
-            p = rules._tuple(padding, nd)
-            out_sp = tuple(rules.conv_out(spatial[i], k[i], s[i], p[i], d[i]) for i in range(nd))
-    out = (*x[: -nd - 1], cout, *out_sp)
-    if x[-nd - 1] != expected:
-        raise rules.RuleError(
-            f"Given groups={groups}, weight of size {list(w)}, expected input{list(x)} to have "
-            f"{expected} channels, but got {x[-nd - 1]} channels instead",
-            out,
-        )
-    if min(out_sp) <= 0:
-        raise rules.RuleError(
-            f"Calculated output size: {list(out_sp)} is too small (input {list(x)}, kernel {list(k)})"
-        )
-    return out
-
-
-def _conv_nd(args, kwargs):
-    # conv1d/2d/3d(input, weight, bias, stride, padding, dilation, groups)
-    return conv_shape(args[0], args[1], args[3], args[4], args[5], args[6]), None
+    """Output shape of an aten convolution; RuleError in the eager tracer's words when it cannot run."""
+    return rules.conv_weight_shape(x, w, stride, padding, dilation, groups, transposed, output_padding)
 
 
 def _convolution(args, kwargs):
@@ -120,19 +77,6 @@ def _convolution(args, kwargs):
 def _conv_transpose_nd(args, kwargs):
     # conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
     return conv_shape(args[0], args[1], args[3], args[4], args[7], args[6], True, args[5]), None
-
-
-def _linear_rule(args, kwargs):
-    x, w = args[0], args[1]
-    if not x:
-        raise rules.RuleError("linear got a scalar input")
-    out = (*x[:-1], w[0])
-    if x[-1] != w[-1]:
-        rows = math.prod(x[:-1]) if len(x) > 1 else 1
-        raise rules.RuleError(
-            f"mat1 and mat2 shapes cannot be multiplied ({rows}x{x[-1]} and {w[-1]}x{w[0]})", out
-        )
-    return out, None
 
 
 def _view_rule(args, kwargs):
@@ -153,7 +97,7 @@ def _view_rule(args, kwargs):
 def _mean_rule(args, kwargs):
     if len(args) < 2 or not isinstance(args[1], (list, tuple, int)) or isinstance(args[1], bool):
         return (), None  # mean(self, dtype): a full reduction
-    return rules._reduce(args[:3], {})
+    return rules.reduce_rule(args[:3], {})
 
 
 def _pad_rule(args, kwargs):  # constant_pad_nd(self, pad, value) / pad(self, pad, mode, value)
@@ -166,16 +110,14 @@ def _unsqueeze_rule(args, kwargs):
     return (*x[:d], 1, *x[d:]), None
 
 
-def _adaptive(nd):
-    return lambda args, kwargs: rules._adaptive_pool_fn(nd)(args[:2], {})
+def _first(n: int, name: str):
+    """``rules.OP_RULES[name]`` on the first ``n`` arguments: the ones the function has too."""
+    rule = rules.OP_RULES[name]
+    return lambda args, kwargs: rule(args[:n], {})
 
 
-def _pool(nd, dilation):
-    rule = rules._pool_fn(nd, dilation)
-    return lambda args, kwargs: rule(args[: 6 if dilation else 5], {})
-
-
-_UNARY = (
+# Ops whose output has their input's shape (the norms among them check it first, below).
+SHAPE_PRESERVING = frozenset((
     "relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "hardswish", "hardsigmoid", "hardtanh",
     "leaky_relu", "elu", "selu", "celu", "mish", "softplus", "neg", "abs", "exp", "sqrt", "rsqrt",
     "log", "clone", "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
@@ -183,45 +125,46 @@ _UNARY = (
     "erf", "reciprocal", "square", "prelu", "instance_norm", "layer_norm", "group_norm",
     "zeros_like", "ones_like", "empty_like", "full_like", "fill", "hardshrink", "sin", "cos",
     "logsigmoid", "threshold", "square", "detach",
-)  # fmt: skip
-_INPLACE_UNARY = (
     "relu_", "relu6_", "sigmoid_", "tanh_", "hardtanh_", "leaky_relu_", "elu_", "selu_", "celu_",
     "silu_", "hardswish_", "hardsigmoid_", "mish_", "clamp_", "clamp_min_", "clamp_max_", "neg_",
     "abs_", "exp_", "sqrt_", "dropout_", "feature_dropout_", "alpha_dropout_", "zero_", "fill_",
     "threshold_", "detach_",
-)  # fmt: skip
+))  # fmt: skip
 
-ATEN_RULES: dict[str, Any] = {name: _same for name in _UNARY}
-ATEN_RULES.update({name: _same_inplace for name in _INPLACE_UNARY})
+ATEN_RULES: dict[str, Any] = {name: _same_inplace if name.endswith("_") else _same for name in SHAPE_PRESERVING}
 for _name in ("add", "sub", "mul", "div", "true_divide", "rsub", "maximum", "minimum", "pow",
-              "remainder", "fmod", "atan2", "hypot", "floor_divide", "where"):  # fmt: skip
+              "remainder", "fmod", "atan2", "hypot", "floor_divide"):  # fmt: skip
     ATEN_RULES[_name] = _binary
 for _name in ("add_", "sub_", "mul_", "div_", "pow_", "remainder_", "floor_divide_"):
-    ATEN_RULES[_name] = _binary_inplace
+    ATEN_RULES[_name] = _binary_inplace(_name)
+# `where(cond, a, b)` broadcasts three operands: left to meta.
 ATEN_RULES.update(
     {
         "batch_norm": _batch_norm_rule,
-        "conv1d": _conv_nd, "conv2d": _conv_nd, "conv3d": _conv_nd,
+        "layer_norm": rules.OP_RULES["layer_norm"], "group_norm": rules.OP_RULES["group_norm"],
+        "conv1d": rules.OP_RULES["conv1d"], "conv2d": rules.OP_RULES["conv2d"],
+        "conv3d": rules.OP_RULES["conv3d"],
         "convolution": _convolution, "_convolution": _convolution,
         "conv_transpose1d": _conv_transpose_nd, "conv_transpose2d": _conv_transpose_nd,
         "conv_transpose3d": _conv_transpose_nd,
-        "linear": _linear_rule,
+        "linear": rules.OP_RULES["linear"],
         "view": _view_rule, "reshape": _view_rule, "_unsafe_view": _view_rule,
-        "flatten": lambda a, k: rules._flatten_fn(a[:3], {}),
+        "flatten": _first(3, "flatten"),
         "mean": _mean_rule, "sum": _mean_rule,
-        "amax": lambda a, k: rules._reduce(a[:3], {}), "amin": lambda a, k: rules._reduce(a[:3], {}),
-        "cat": lambda a, k: rules._cat(a[:2], {}), "concat": lambda a, k: rules._cat(a[:2], {}),
-        "concatenate": lambda a, k: rules._cat(a[:2], {}),
-        "adaptive_avg_pool1d": _adaptive(1), "adaptive_avg_pool2d": _adaptive(2),
-        "adaptive_avg_pool3d": _adaptive(3), "_adaptive_avg_pool2d": _adaptive(2),
-        "max_pool1d": _pool(1, True), "max_pool2d": _pool(2, True), "max_pool3d": _pool(3, True),
-        "avg_pool1d": _pool(1, False), "avg_pool2d": _pool(2, False), "avg_pool3d": _pool(3, False),
+        "amax": _first(3, "amax"), "amin": _first(3, "amin"),
+        "cat": _first(2, "cat"), "concat": _first(2, "concat"), "concatenate": _first(2, "concatenate"),
+        "adaptive_avg_pool1d": _first(2, "adaptive_avg_pool1d"),
+        "adaptive_avg_pool2d": _first(2, "adaptive_avg_pool2d"),
+        "adaptive_avg_pool3d": _first(2, "adaptive_avg_pool3d"),
+        "_adaptive_avg_pool2d": _first(2, "adaptive_avg_pool2d"),
+        "max_pool1d": _first(6, "max_pool1d"), "max_pool2d": _first(6, "max_pool2d"),
+        "max_pool3d": _first(6, "max_pool3d"),
+        "avg_pool1d": _first(5, "avg_pool1d"), "avg_pool2d": _first(5, "avg_pool2d"),
+        "avg_pool3d": _first(5, "avg_pool3d"),
         "constant_pad_nd": _pad_rule, "pad": _pad_rule,
         "unsqueeze": _unsqueeze_rule,
     }
 )  # fmt: skip
-# `where(cond, a, b)` broadcasts three operands: leave it to meta.
-del ATEN_RULES["where"]
 # `dropout(input, p, train)`, `detach`: a no-op on shapes but a new tensor.
 _IDENTITY_OPS = frozenset({"contiguous", "alias", "lift_fresh", "lift_fresh_copy"})
 

@@ -28,7 +28,7 @@ class _T:
         self.vid = vid
 
     def __repr__(self):
-        return f"_T({rules._fmt(self.shape)}, {self.dtype}, v{self.vid})"
+        return f"_T({rules.fmt_shape(self.shape)}, {self.dtype}, v{self.vid})"
 
 
 _TENSORS = (_T, torch.Tensor)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .. import shape_rules as rules
-from .aten import ATEN_RULES, _same, _same_inplace
+from .aten import SHAPE_PRESERVING
 from .common import _T, _TENSORS, _shape_of
 
 # ---------------------------------------------------------------------- layers by class name
@@ -48,41 +48,6 @@ def module_rule_by_name(type_name: str, qualname: str | None = None):
     return _RULES_BY_NAME.get(type_name)
 
 
-# Attributes a rule (or describe.py) reads, per rule.
-_RULE_ATTRS = {
-    rules._conv: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-                  "groups", "padding_mode"),
-    rules._conv_transpose: ("in_channels", "out_channels", "kernel_size", "stride", "padding",
-                            "dilation", "groups", "output_padding"),
-    rules._batchnorm: ("num_features", "eps", "momentum"),
-    rules._groupnorm: ("num_groups", "num_channels", "eps"),
-    rules._layernorm: ("normalized_shape", "eps"),
-    rules._pool: ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-    rules._adaptive_pool: ("output_size", "return_indices"),
-    rules._linear: ("in_features", "out_features"),
-    rules._flatten: ("start_dim", "end_dim"),
-    rules._upsample: ("size", "scale_factor", "mode"),
-    rules._zero_pad: ("padding",),
-    rules._same: ("inplace", "p"),
-}  # fmt: skip
-
-
-def _has_required(rule, attrs) -> bool:
-    # Without these the rule cannot run: such a layer's graph is interpreted instead.
-    need = {
-        rules._conv: ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation"),
-        rules._conv_transpose: ("in_channels", "out_channels", "kernel_size", "stride", "padding",
-                                "dilation", "output_padding"),
-        rules._batchnorm: ("num_features",), rules._groupnorm: ("num_channels",),
-        rules._layernorm: ("normalized_shape",),
-        rules._pool: ("kernel_size", "stride", "padding", "ceil_mode"),
-        rules._adaptive_pool: ("output_size",), rules._linear: ("in_features", "out_features"),
-        rules._flatten: ("start_dim", "end_dim"), rules._upsample: ("size", "scale_factor"),
-        rules._zero_pad: ("padding",),
-    }.get(rule, ())  # fmt: skip
-    return all(k in attrs for k in need)
-
-
 # ---------------------------------------------------------------------- hyper-parameters
 
 
@@ -94,7 +59,7 @@ def hyper_object(type_name: str, attrs: dict[str, Any]):
     return plain_module(type_name, "", attrs)
 
 
-def _plain(v):
+def plain_value(v):
     # TorchScript gives back lists where nn layers keep tuples (kernel_size, stride...).
     if isinstance(v, list):
         return tuple(v)
@@ -137,14 +102,14 @@ def hyper_from_aten(base: str, args: Sequence, inplace_name: bool) -> dict[str, 
                 transposed, out_pad, groups = bool(args[6]), tuple(args[7]), int(args[8])
             pad = args[4]
             attrs = {
-                "kernel_size": tuple(w[2:]), "stride": rules._tuple(tuple(args[3]), nd),
-                "padding": pad if isinstance(pad, str) else rules._tuple(tuple(pad), nd),
-                "dilation": rules._tuple(tuple(args[5]), nd), "groups": groups,
+                "kernel_size": tuple(w[2:]), "stride": rules.as_tuple(tuple(args[3]), nd),
+                "padding": pad if isinstance(pad, str) else rules.as_tuple(tuple(pad), nd),
+                "dilation": rules.as_tuple(tuple(args[5]), nd), "groups": groups,
                 "bias": True if args[2] is not None else None, "padding_mode": "zeros",
             }  # fmt: skip
             if transposed:
                 attrs.update(in_channels=w[0], out_channels=w[1] * groups,
-                             output_padding=rules._tuple(out_pad, nd))  # fmt: skip
+                             output_padding=rules.as_tuple(out_pad, nd))  # fmt: skip
             else:
                 attrs.update(in_channels=w[1] * groups, out_channels=w[0])
             return attrs
@@ -171,7 +136,7 @@ def hyper_from_aten(base: str, args: Sequence, inplace_name: bool) -> dict[str, 
             return None
         if base == "flatten":
             return {"start_dim": int(args[1]), "end_dim": int(args[2])}
-        if base in ATEN_RULES and ATEN_RULES[base] in (_same, _same_inplace):
+        if base in SHAPE_PRESERVING:
             return {"inplace": inplace_name}
     except (IndexError, TypeError, ValueError):
         return None
@@ -186,11 +151,11 @@ _LAYER_OPS = frozenset(
      "max_pool3d", "max_pool2d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
      "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
      "adaptive_max_pool2d", "adaptive_max_pool3d", "linear", "batch_norm", "flatten"}
-    | {k for k, v in ATEN_RULES.items() if v in (_same, _same_inplace)}
+    | SHAPE_PRESERVING
 )  # fmt: skip
 
 
-def _scan_layer_graph(graph):
+def scan_layer_graph(graph):
     """(aten op name, [(kind, value)]) for the first layer op of a traced layer's graph; kind is
     'const' for constant arguments, 'attr' for the module's own tensors, 'input' otherwise."""
     consts: dict[int, Any] = {}

@@ -16,15 +16,7 @@ from .. import shape_rules as rules
 from ..eager import leaf_params
 from ..shape_rules import layer_kind, layer_kind_of_class_name, leaf_macs
 from .common import _T, _Abort, _flat_tensors, _shape_of
-from .layers import (
-    _RULE_ATTRS,
-    _has_required,
-    _plain,
-    _scan_layer_graph,
-    hyper_from_aten,
-    hyper_object,
-    module_rule_by_name,
-)
+from .layers import hyper_from_aten, hyper_object, module_rule_by_name, plain_value, scan_layer_graph
 
 
 class _Mod:
@@ -90,9 +82,7 @@ class _LeafLayers:
         hyper = None
         if attrs is not None:
             hyper = hyper_object(mod.type, attrs)
-        if rule is rules._pool and attrs and attrs.get("return_indices"):
-            rule = None
-        if attrs is None or (rule is not None and not _has_required(rule, attrs)):
+        if attrs is None or (rule is not None and not rule.can_run(attrs)):
             rule = None
         inplace = bool(attrs.get("inplace")) if attrs else False
         kind = layer_kind(mod.py) if mod.py is not None else "other"
@@ -103,7 +93,7 @@ class _LeafLayers:
 
     def _hyper_attrs(self, mod: _Mod, rule) -> dict | None:
         """Attributes from the module's constants (scripted) or its graph (traced)."""
-        names = _RULE_ATTRS.get(rule, ()) if rule is not None else ()
+        names = rule.reads if rule is not None else ()
         attrs = self.hypers.get(mod.qualname)
         if attrs is None:
             attrs = {}
@@ -111,12 +101,12 @@ class _LeafLayers:
             for name in names:
                 if c.hasattr(name):
                     try:
-                        attrs[name] = _plain(c.getattr(name))
+                        attrs[name] = plain_value(c.getattr(name))
                     except Exception:
                         pass
             self.hypers[mod.qualname] = attrs
         attrs = dict(attrs)
-        if names and (not _has_required(rule, attrs) or (rule is rules._same and "inplace" not in attrs)):
+        if names and (not rule.needs_met(attrs) or (rule is rules.SAME_RULE and "inplace" not in attrs)):
             derived = self._hyper_from_graph(mod)
             if derived is not None:
                 attrs = {**derived, **attrs}
@@ -133,7 +123,7 @@ class _LeafLayers:
         spec = self.graphs.get(key)
         if spec is None:
             try:
-                spec = _scan_layer_graph(mod.c._get_method("forward").graph)
+                spec = scan_layer_graph(mod.c._get_method("forward").graph)
             except Exception:
                 spec = None
             self.graphs[key] = spec = spec or False

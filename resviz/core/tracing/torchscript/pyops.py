@@ -54,7 +54,7 @@ def _format(fmt, *args):
     out = parts[0]
     for i, p in enumerate(parts[1:]):
         a = args[i] if i < len(args) else ""
-        out += (rules._fmt(_shape_of(a)) if isinstance(a, _TENSORS) else str(a)) + p
+        out += (rules.fmt_shape(_shape_of(a)) if isinstance(a, _TENSORS) else str(a)) + p
     return out
 
 

@@ -65,6 +65,8 @@ class _Recorder:
                 out = aten_eval(node.opo, args, kwargs, node.base)
             except (_Abort, _Quiet):
                 raise
+            except rules.RuleError as e:  # it names the layer already, as the other front-ends say it
+                raise _Quiet(str(e)) from None
             except Exception as e:
                 raise _Quiet(f"{node.base}: {_clean(e)}") from None
         else:
