@@ -361,7 +361,6 @@ def make_stage(block: type[nn.Module], inplanes: int, planes: int, blocks: int, 
 
 def _net_class(spec: NetSpec) -> str:
     stem = spec.stem
-    cin = spec.input_shape[1]
     name = class_name(spec.name)
     stem_what = (
         f"{stem.kernel}x{stem.kernel} conv, stride {stem.stride}"
@@ -375,31 +374,12 @@ def _net_class(spec: NetSpec) -> str:
         f"    def __init__(self, num_classes: int = {spec.classes}, zero_init_residual: bool = "
         f"{spec.zero_init_residual}) -> None:",
         "        super().__init__()",
-        f"        self.conv1 = nn.Conv2d({cin}, {stem.channels}, kernel_size={stem.kernel}, "
-        f"stride={stem.stride}, padding={stem.kernel // 2}, bias=False)",
+        *_stem_layers(spec),
     ]
-    if stem.norm:
-        init.append(f"        self.bn1 = nn.BatchNorm2d({stem.channels})")
-    init.append("        self.relu = nn.ReLU(inplace=True)")
-    if stem.pool:
-        init.append("        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)")
-    grouped = spec.groups != 1 or spec.width_per_group != 64
     inplanes = stem.channels
     for i, st in enumerate(spec.stages):
-        kind = spec.block_of(i)
-        args = [_BLOCK_CLASS[kind], str(inplanes), str(st.width), f"blocks={st.blocks}",
-                f"stride={st.stride}", f"shortcut={spec.shortcut_of(i)!r}"]  # fmt: skip
-        overrides = {j: p for j, p in st.block_shortcuts if p != spec.shortcut_of(i)}
-        if overrides:
-            args.append(f"overrides={overrides!r}")
-        if grouped:
-            args += [f"groups={spec.groups}", f"base_width={spec.width_per_group}"]
-        if st.padding != 1:
-            args.append(f"padding={st.padding}")
-        if not st.pool_ceil_mode:
-            args.append("pool_ceil_mode=False")
-        init.append(f"        self.layer{i + 1} = make_stage({', '.join(args)})")
-        inplanes = st.width * EXPANSION[kind]
+        init.append(f"        self.layer{i + 1} = make_stage({', '.join(_stage_args(spec, i, inplanes))})")
+        inplanes = st.width * EXPANSION[spec.block_of(i)]
     preact_end = is_preact(spec.block_of(len(spec.stages) - 1))
     if preact_end:
         init.append(f"        self.bn_final = nn.BatchNorm2d({inplanes})")
@@ -415,23 +395,55 @@ def _net_class(spec: NetSpec) -> str:
         '                if hasattr(m, "zero_init_last"):',
         "                    m.zero_init_last()",
         "",
-        "    def forward(self, x: Tensor) -> Tensor:",
-        "        x = self.conv1(x)",
-    ]
-    if stem.norm:
-        init += ["        x = self.relu(self.bn1(x))"]
-    if stem.pool:
-        init += ["        x = self.maxpool(x)"]
-    for i in range(len(spec.stages)):
-        init.append(f"        x = self.layer{i + 1}(x)")
-    if preact_end:
-        init.append("        x = self.relu(self.bn_final(x))")
-    init += [
-        "        x = self.avgpool(x)",
-        "        x = torch.flatten(x, 1)",
-        "        return self.fc(x)",
+        *_forward_lines(spec, preact_end),
     ]
     return "\n".join(init)
+
+
+def _stem_layers(spec: NetSpec) -> list[str]:
+    """``__init__``'s lines for the stem: its conv, then BN, ReLU and max-pool as the spec has them."""
+    stem = spec.stem
+    lines = [
+        f"        self.conv1 = nn.Conv2d({spec.input_shape[1]}, {stem.channels}, kernel_size={stem.kernel}, "
+        f"stride={stem.stride}, padding={stem.kernel // 2}, bias=False)",
+    ]
+    if stem.norm:
+        lines.append(f"        self.bn1 = nn.BatchNorm2d({stem.channels})")
+    lines.append("        self.relu = nn.ReLU(inplace=True)")
+    if stem.pool:
+        lines.append("        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)")
+    return lines
+
+
+def _stage_args(spec: NetSpec, i: int, inplanes: int) -> list[str]:
+    """The arguments of ``make_stage`` for stage ``i``, given the channels coming in: only those
+    that differ from ``make_stage``'s and the block's defaults beyond the required ones."""
+    st = spec.stages[i]
+    args = [_BLOCK_CLASS[spec.block_of(i)], str(inplanes), str(st.width), f"blocks={st.blocks}",
+            f"stride={st.stride}", f"shortcut={spec.shortcut_of(i)!r}"]  # fmt: skip
+    overrides = {j: p for j, p in st.block_shortcuts if p != spec.shortcut_of(i)}
+    if overrides:
+        args.append(f"overrides={overrides!r}")
+    if spec.groups != 1 or spec.width_per_group != 64:
+        args += [f"groups={spec.groups}", f"base_width={spec.width_per_group}"]
+    if st.padding != 1:
+        args.append(f"padding={st.padding}")
+    if not st.pool_ceil_mode:
+        args.append("pool_ceil_mode=False")
+    return args
+
+
+def _forward_lines(spec: NetSpec, preact_end: bool) -> list[str]:
+    """``forward``: the stem, the stages in order, the final BN-ReLU of a pre-activation net, the head."""
+    lines = ["    def forward(self, x: Tensor) -> Tensor:", "        x = self.conv1(x)"]
+    if spec.stem.norm:
+        lines.append("        x = self.relu(self.bn1(x))")
+    if spec.stem.pool:
+        lines.append("        x = self.maxpool(x)")
+    lines += [f"        x = self.layer{i + 1}(x)" for i in range(len(spec.stages))]
+    if preact_end:
+        lines.append("        x = self.relu(self.bn_final(x))")
+    return [*lines, "        x = self.avgpool(x)", "        x = torch.flatten(x, 1)", "        return self.fc(x)"]
 
 
 def _footer(spec: NetSpec) -> str:

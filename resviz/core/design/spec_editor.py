@@ -117,32 +117,36 @@ def _locate(data: dict, path: str, create: bool) -> tuple[Any, Any]:
     node: Any = data
     for n, part in enumerate(parts):
         last = n == len(parts) - 1
-        if isinstance(node, dict) and part.isdigit():
-            key: Any = part  # block_shortcuts keys are strings, as in TOML and JSON
-            if last:
-                return node, key
-            node = node.get(key)
-            continue
-        m = _PATH_PART.fullmatch(part)
-        if m is None or not isinstance(node, dict):
+        slot = _slot(node, part, last=last, create=create)
+        if slot is None:
             return None, None
-        name, index = m.group(1), m.group(2)
-        if index is not None:
-            seq = node.get(name)
-            if not isinstance(seq, list) or int(index) >= len(seq):
-                return None, None
-            if last:
-                return seq, int(index)
-            node = seq[int(index)]
-            continue
         if last:
-            return node, name
-        if name not in node or not isinstance(node[name], dict):
-            if not create:
-                return None, None
-            node[name] = {}
-        node = node[name]
+            return slot
+        container, key = slot
+        node = container.get(key) if isinstance(container, dict) else container[key]
     return None, None
+
+
+def _slot(node: Any, part: str, *, last: bool, create: bool) -> tuple[Any, Any] | None:
+    """The container and key one part of a path (``stages[2]``, ``stem``, ``1``) names in
+    ``node``; None where there is none. A table on the way to the last part is made when
+    ``create``."""
+    if isinstance(node, dict) and part.isdigit():
+        return node, part  # block_shortcuts keys are strings, as in TOML and JSON
+    m = _PATH_PART.fullmatch(part)
+    if m is None or not isinstance(node, dict):
+        return None
+    name, index = m.group(1), m.group(2)
+    if index is not None:
+        seq = node.get(name)
+        if not isinstance(seq, list) or int(index) >= len(seq):
+            return None
+        return seq, int(index)
+    if not last and not isinstance(node.get(name), dict):
+        if not create:
+            return None
+        node[name] = {}
+    return node, name
 
 
 def _coerce(path: str, value: Any) -> Any:
@@ -502,7 +506,7 @@ def _toml_text(data: dict, original: str | None) -> str:
         return tomlkit.dumps(data)
     try:
         doc = tomlkit.parse(original)
-    except Exception:  # the file changed under us into something unreadable: write it fresh
+    except tomlkit.exceptions.TOMLKitError:  # TOML that tomllib read but tomlkit cannot: written fresh
         return tomlkit.dumps(data)
     _merge_into(doc, data)
     return tomlkit.dumps(doc)

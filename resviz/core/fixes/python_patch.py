@@ -193,7 +193,7 @@ def _insert(model: nn.Module, p: ModelPatch, block_input_shape) -> None:
     block = model.get_submodule(p.target) if p.target else model
     try:
         gm = fx.symbolic_trace(block)
-    except Exception as exc:  # data-dependent control flow and the like: no rewrite possible
+    except Exception as exc:  # noqa: BLE001 - tracing runs the user's block, which can raise anything (data-dependent control flow and the like); the fix is refused with the error
         raise ResvizError(f"{p.target}: cannot rewrite this block with torch.fx ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None  # fmt: skip
     if block_input_shape is None:
@@ -251,9 +251,16 @@ def _operand_shapes(gm, input_shape) -> dict[str, list[tuple]]:
                 if node.op == "output":
                     break
                 interp.env[node] = interp.run_node(node)
-        except Exception as exc:  # the block cannot run on meta tensors: say so, in words
-            raise ResvizError(f"could not run the block to find its add ({type(exc).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - this runs the user's block, which can raise anything on meta tensors; the fix is refused with the error
+            raise ResvizError(
+                f"could not run the block to find its add ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
     return shapes
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 def _is_add(node) -> bool:
