@@ -34,10 +34,11 @@ os.environ.setdefault("RESVIZ_TRAIN_THREADS", "1")  # the app's training threads
 
 
 def _running_qthreads() -> list:
-    """resviz's own QThreads still running: every one is registered with ``resviz.gui.runtime.ui_thread_gc`` before
-    it starts, so this is a look-up, not a walk over every object in the process."""
-    qt_gc = sys.modules.get("resviz.gui.runtime.ui_thread_gc")
-    return qt_gc.running_threads() if qt_gc is not None else []
+    """resviz's own QThreads still running, found through their owners: every worker thread
+    belongs to a window (a top-level widget) or, without one, to the QApplication, so this is a
+    walk over the Qt object trees, not over every object in the process."""
+    workers = sys.modules.get("resviz.gui.runtime.workers")
+    return workers.running_worker_threads() if workers is not None else []
 
 
 # Daemon threads that a third-party library starts once and keeps for the life of the process by

@@ -1,8 +1,11 @@
-"""Training on a CPU in the app: the cores used (and given back), the time a step should take said
+"""Training on a CPU in the app: the threads it runs on (torch's, never changed by resviz), the time a step should take said
 before Start, the offer of a smaller input for an ImageNet-size one, and a --screenshot time-out
 that names what it waited for."""
 
 from __future__ import annotations
+
+import sys
+import threading
 
 import pytest
 
@@ -60,6 +63,10 @@ def win(qtbot):
 
 def open_net(qtbot, w, shape, batch=8):
     w.open_module(Net(), shape)
+    return open_net_shown(qtbot, w, batch)
+
+
+def open_net_shown(qtbot, w, batch=8):
     qtbot.waitUntil(lambda: w.is_idle() and w.document.drawn is not None, timeout=TIMEOUT)
     p = w.training_tab.panel
     qtbot.waitUntil(lambda: p.session is w.session, timeout=TIMEOUT)
@@ -71,7 +78,7 @@ def open_net(qtbot, w, shape, batch=8):
 def test_a_step_s_time_is_estimated_before_start_and_an_imagenet_input_gets_a_smaller_offer(
     qtbot, win, monkeypatch
 ):
-    monkeypatch.setattr(te, "_SPEED", {n: 1e9 for n in {1, te.usable_cores()}})  # a slow laptop: 1 GMAC/s
+    monkeypatch.setattr(te, "_SPEED", {torch.get_num_threads(): 1e9})  # a slow laptop: 1 GMAC/s
     p = open_net(qtbot, win, (1, 3, 224, 224), batch=32)
     p.steps.setValue(500)
     text = p.estimate.text()
@@ -85,7 +92,7 @@ def test_a_step_s_time_is_estimated_before_start_and_an_imagenet_input_gets_a_sm
 
 
 def test_a_small_input_gets_no_offer_and_the_estimate_follows_the_batch(qtbot, win, monkeypatch):
-    monkeypatch.setattr(te, "_SPEED", {n: 1e9 for n in {1, te.usable_cores()}})
+    monkeypatch.setattr(te, "_SPEED", {torch.get_num_threads(): 1e9})
     p = open_net(qtbot, win, (1, 3, 32, 32), batch=8)
     small = p.estimate.text()
     assert "Estimated" in small and "ImageNet" not in small
@@ -93,35 +100,75 @@ def test_a_small_input_gets_no_offer_and_the_estimate_follows_the_batch(qtbot, w
     assert p.estimate.text() != small and "batch 256" in p.estimate.text()
 
 
-def test_training_uses_the_cores_and_gives_torch_s_thread_count_back(qtbot, win, monkeypatch):
-    monkeypatch.delenv("RESVIZ_TRAIN_THREADS", raising=False)  # the tests' own cap (conftest.py)
-    monkeypatch.setattr(te, "SHARED_STEP_MACS", 0)  # this tiny net's steps too
-    monkeypatch.setattr(te, "_SPEED", {1: 1e9, te.usable_cores(): 1.8e9})  # sharing measured faster
+def _new_thread_sees() -> int:
+    """torch's intra-op count as a thread started now gets it: the process-wide setting."""
+    seen: list[int] = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    return seen[0]
+
+
+@pytest.fixture
+def host_threads():
+    """The host process chose 3 intra-op threads (not the tests' 1, nor this machine's cores)."""
     before = torch.get_num_threads()
-    p = open_net(qtbot, win, (1, 3, 8, 8), batch=4)
-    p.steps.setValue(0)
-    assert p.start()
-    THREADS_SEEN.clear()
-    qtbot.waitUntil(lambda: p.steps_done() >= 2, timeout=TIMEOUT)
-    assert THREADS_SEEN and set(THREADS_SEEN) == {te.usable_cores()}  # what the training ran on
-    assert torch.get_num_threads() == before  # the UI thread's setting is its own
-    p.stop()
-    qtbot.waitUntil(lambda: p.controller.state == "stopped", timeout=TIMEOUT)
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(3)
+    yield 3
+    torch.set_num_threads(before)
 
 
-def test_threads_are_what_this_machine_runs_fastest_on_and_the_user_may_choose(monkeypatch):
-    monkeypatch.delenv("RESVIZ_TRAIN_THREADS", raising=False)
-    monkeypatch.setattr(te, "usable_cores", lambda: 4)
+def test_resviz_show_trains_on_the_host_s_threads_and_changes_no_torch_setting(qtbot, host_threads):
+    import resviz
+
+    w = resviz.show(Net(), (1, 3, 8, 8), block=False)  # the library path, in this (the host's) process
+    try:  # the window deletes itself on close (WA_DeleteOnClose), so qtbot does not hold it
+        p = open_net_shown(qtbot, w, batch=4)
+        p.steps.setValue(0)
+        assert p.start()
+        THREADS_SEEN.clear()
+        qtbot.waitUntil(lambda: p.steps_done() >= 2, timeout=TIMEOUT)
+        assert set(THREADS_SEEN) == {host_threads}  # what the training ran on: the host's choice
+        assert _new_thread_sees() == host_threads  # nothing process-wide changed while it trains
+        assert torch.get_num_threads() == host_threads
+        assert p.controller.info["threads"] == host_threads  # and the tab says so
+        p.stop()
+        qtbot.waitUntil(lambda: p.controller.state == "stopped", timeout=TIMEOUT)
+    finally:
+        w.close()
+    assert torch.get_num_threads() == host_threads and _new_thread_sees() == host_threads
+
+
+def test_resviz_analyze_leaves_torch_s_threads_as_the_host_had_them(host_threads):
+    import resviz
+
+    resviz.analyze(Net(), (1, 3, 8, 8))
+    assert torch.get_num_threads() == host_threads and _new_thread_sees() == host_threads
+
+
+def test_the_app_sets_its_thread_count_once_at_start_and_only_when_asked(monkeypatch):
+    from resviz.gui.app import set_thread_policy
+
+    before = torch.get_num_threads()
+    assert set_thread_policy({}) is None and torch.get_num_threads() == before  # torch's default stands
+    assert set_thread_policy({"RESVIZ_TRAIN_THREADS": "zero"}) is None
+    try:
+        assert set_thread_policy({"RESVIZ_TRAIN_THREADS": "3"}) == 3  # torch already loaded: set now
+        assert torch.get_num_threads() == 3 and _new_thread_sees() == 3
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.delitem(sys.modules, "torch")  # the app's start: torch loads later, on a worker thread
+    env: dict = {"RESVIZ_TRAIN_THREADS": "2"}
+    assert set_thread_policy(env) == 2
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
+
+
+def test_the_estimate_counts_the_threads_training_will_use(host_threads, monkeypatch):
     monkeypatch.setattr(te, "_SPEED", {})
-    assert te.training_threads(1e6) == 1  # a tiny step: split kernels only wait on each other
-    assert te.training_threads(1e10) == 4  # not measured yet: every core
-    te._SPEED.update({1: 10e9, 4: 30e9})
-    assert te.training_threads(1e10) == 4
-    te._SPEED.update({1: 10e9, 4: 5e9})  # a machine busy with other work: one thread is faster
-    assert te.training_threads(1e10) == 1
-    monkeypatch.setenv("RESVIZ_TRAIN_THREADS", "3")
-    assert te.training_threads(1e10) == 3
+    monkeypatch.setattr(te, "_time_conv", lambda torch: 5e9)
+    assert te.training_threads() == host_threads
+    assert te.calibrate() == {host_threads: 5e9}
+    assert torch.get_num_threads() == host_threads  # timed at the count as it is, never changed
 
 
 def test_the_rate_is_never_zero_steps_per_second():

@@ -104,8 +104,29 @@ def _check_display(screenshot: bool) -> None:
         )
 
 
+def set_thread_policy(environ=None) -> int | None:
+    """The app runs in its own process, so it sets torch's intra-op thread count once, here at
+    start, for every thread it will have (analysis, training): ``RESVIZ_TRAIN_THREADS=N`` chooses
+    N (to leave cores to other work); without it torch's default stands (a thread per core).
+    Nothing later changes it: ``torch.set_num_threads`` acts on the whole process, whichever
+    thread calls it. ``resviz.show`` never calls this: in a host's process, torch's settings are
+    the host's. Returns the count set, or None."""
+    environ = os.environ if environ is None else environ
+    chosen = environ.get("RESVIZ_TRAIN_THREADS", "").strip()
+    if not chosen.isdigit() or int(chosen) <= 0:
+        return None
+    threads = int(chosen)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)  # on the main thread, before any worker thread starts
+    else:  # torch loads later, on the worker thread: its OpenMP and MKL read these then
+        environ["OMP_NUM_THREADS"] = environ["MKL_NUM_THREADS"] = str(threads)
+    return threads
+
+
 def run_app(args) -> int:
     """``resviz [MODEL] [--input] [--kwargs] [--trust] [--screenshot PNG] [--size WxH] [--tab]``."""
+    set_thread_policy()  # the app's own process: before anything imports torch
     screenshot = getattr(args, "screenshot", None)
     size = _size(getattr(args, "size", None))
     if getattr(args, "input", None):
@@ -160,46 +181,68 @@ def _is_run_dir(source) -> bool:
 def _arm_screenshot(window, path: str, result: dict, tab: str | None) -> None:
     """Once the window is idle (model drawn, no background work), save it and quit."""
     from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
 
-    done = {"flag": False}
-
-    def finish(code: int) -> None:
-        if done["flag"]:
-            return
-        done["flag"] = True
-        if tab:
-            window.select_tab(tab)
-        QApplication.processEvents()  # layouts and posted updates first: the overview's size
-        window.view.overview.render_now()
-        _grab(window, path, result, code)
-
-    def check() -> None:
-        if done["flag"] or not window.is_idle():
-            return
-        if window.document.drawn is not None or window.document.error is not None:
-            failed = window.document.error is not None and window.document.session is None
-            if failed:
-                message = window.document.error
-                if window.document.trust_needed:  # the app's own words, and the flag that trusts
-                    message += " Pass --trust to open it anyway (only for a file you trust)."
-                print(printable(f"resviz: {message}", limit=MESSAGE_LIMIT), file=sys.stderr)
-            finish(EXIT_BAD_INPUT if window.document.error is not None else EXIT_OK)
-
-    window.document.idle.connect(lambda: QTimer.singleShot(0, check))
+    shot = _Screenshot(window, path, result, tab)
+    window.document.idle.connect(lambda: QTimer.singleShot(0, shot.check))
     poll = QTimer(window)
     poll.setInterval(200)
-    poll.timeout.connect(check)
+    poll.timeout.connect(shot.check)
     poll.start()
+    QTimer.singleShot(int(SCREENSHOT_TIMEOUT_S * 1000), shot.timeout)
 
-    def timeout() -> None:
-        if not done["flag"]:
-            print(printable(f"resviz: --screenshot gave up after {SCREENSHOT_TIMEOUT_S:.0f} s "
-                            f"(RESVIZ_SCREENSHOT_TIMEOUT sets the limit) waiting for {_waiting_for(window)}; "
-                            "saving the window as it is"), file=sys.stderr)  # fmt: skip
-            finish(EXIT_TIMEOUT)
 
-    QTimer.singleShot(int(SCREENSHOT_TIMEOUT_S * 1000), timeout)
+def screenshot_outcome(document) -> tuple[int, str | None] | None:
+    """Whether an idle window is ready for its picture: None while the model is neither drawn nor
+    failed, else the exit code and the message to print (for a model that could not be loaded)."""
+    if document.drawn is None and document.error is None:
+        return None
+    if document.error is None:
+        return EXIT_OK, None
+    message = None
+    if document.session is None:  # nothing loaded: say why, in the app's own words
+        message = document.error
+        if document.trust_needed:  # and the flag that trusts
+            message += " Pass --trust to open it anyway (only for a file you trust)."
+    return EXIT_BAD_INPUT, message
+
+
+class _Screenshot:
+    """``--screenshot``: saves the window once, when it is idle, or when the time limit is up."""
+
+    def __init__(self, window, path: str, result: dict, tab: str | None):
+        self.window, self.path, self.result, self.tab = window, path, result, tab
+        self.done = False
+
+    def check(self) -> None:
+        if self.done or not self.window.is_idle():
+            return
+        outcome = screenshot_outcome(self.window.document)
+        if outcome is None:
+            return
+        code, message = outcome
+        if message is not None:
+            print(printable(f"resviz: {message}", limit=MESSAGE_LIMIT), file=sys.stderr)
+        self.finish(code)
+
+    def timeout(self) -> None:
+        if self.done:
+            return
+        print(printable(f"resviz: --screenshot gave up after {SCREENSHOT_TIMEOUT_S:.0f} s "
+                        f"(RESVIZ_SCREENSHOT_TIMEOUT sets the limit) waiting for {_waiting_for(self.window)}; "
+                        "saving the window as it is"), file=sys.stderr)  # fmt: skip
+        self.finish(EXIT_TIMEOUT)
+
+    def finish(self, code: int) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        if self.done:
+            return
+        self.done = True
+        if self.tab:
+            self.window.select_tab(self.tab)
+        QApplication.processEvents()  # layouts and posted updates first: the overview's size
+        self.window.view.overview.render_now()
+        _grab(self.window, self.path, self.result, code)
 
 
 def _waiting_for(window) -> str:
@@ -288,5 +331,7 @@ def _ipython_qt_loop() -> bool:
         ip = sys.modules["IPython"].get_ipython()
         ip.enable_gui("qt")
         return True
-    except Exception:
+    except Exception as exc:  # noqa: BLE001 - IPython raises what its GUI hook raises (no Qt hook, a bad backend): said, then the window runs its own loop
+        print(f"resviz: IPython could not run Qt's event loop ({type(exc).__name__}: {exc}); "
+              "the window runs its own until it is closed", file=sys.stderr)  # fmt: skip
         return False

@@ -22,7 +22,6 @@ Collection follows Python's own thresholds, so memory behaves as before, just a 
 from __future__ import annotations
 
 import gc
-import weakref
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
 
@@ -31,7 +30,6 @@ from ...core import gcpause
 INTERVAL_MS = 500
 _installed: QtMainThreadGC | None = None
 _hooked = False  # aboutToQuit connected once
-_threads: weakref.WeakSet = weakref.WeakSet()  # every thread installed for, while its wrapper lives
 
 
 class QtMainThreadGC(QObject):
@@ -78,7 +76,6 @@ def install(thread: QThread) -> QtMainThreadGC | None:
     """Collect on the UI thread while ``thread`` runs (call just before starting it, on the UI
     thread, with a QApplication). Idempotent; one collector serves every thread."""
     global _installed, _hooked
-    _threads.add(thread)
     app = QCoreApplication.instance()
     if app is None or QThread.currentThread() is not app.thread():
         return None
@@ -89,12 +86,6 @@ def install(thread: QThread) -> QtMainThreadGC | None:
             _hooked = True
     _installed.threads.append(thread)
     return _installed
-
-
-def running_threads() -> list[QThread]:
-    """resviz's background threads that still run (every one is installed for before it starts;
-    the tests check that none outlives the test that started it)."""
-    return [t for t in list(_threads) if _running(t)]
 
 
 def installed() -> bool:

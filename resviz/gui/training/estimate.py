@@ -18,8 +18,6 @@ OVERHEAD = 1.3  # probes' hooks and norms, the optimizer step, data: measured 1.
 SLOW_STEP_S = 1.0  # a CPU step slower than this gets the offer of a smaller input
 SMALL_SIDE = 64  # the smaller input offered
 CIFAR_TWIN = "resnet20"  # the CIFAR-size ResNet offered (basic blocks, 32x32, 0.27M parameters)
-SHARED_STEP_MACS = 1e8  # a step (forward + backward, whole batch) below this trains on one thread
-SHARING_GAIN = 1.15  # every core is used when that measured at least this much faster than one
 _SPEED: dict[int, float] = {}  # torch threads -> MAC/s of this CPU
 
 
@@ -32,51 +30,31 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def training_threads(step_macs: float | None = None) -> int:
-    """The intra-op threads a CPU training run uses: every core this process may run on, unless
-    :func:`calibrate` found one thread faster here (a machine busy with other work, where split
-    kernels wait on each other), or the step is under :data:`SHARED_STEP_MACS` (a tiny net).
-    ``RESVIZ_TRAIN_THREADS=N`` chooses. The count is set on the training thread for the run and
-    the previous one restored when it ends; the UI thread keeps its own (bench_gui_training.py
-    measures the UI's stalls meanwhile)."""
-    import os
+def training_threads() -> int:
+    """The intra-op threads a CPU training run uses: torch's count as the process has it (the
+    host's own under ``resviz.show``; in the app, what ``run_app`` set once at start, see
+    :func:`resviz.gui.app.set_thread_policy`). Nothing in the Training tab changes it:
+    ``torch.set_num_threads`` acts on the whole process, not on the thread that calls it."""
+    import torch
 
-    chosen = os.environ.get("RESVIZ_TRAIN_THREADS", "").strip()
-    if chosen.isdigit() and int(chosen) > 0:  # the user's choice (leave cores to other work)
-        return int(chosen)
-    if step_macs is not None and step_macs < SHARED_STEP_MACS:
-        return 1
-    cores = usable_cores()
-    if cores > 1 and 1 in _SPEED and cores in _SPEED and _SPEED[cores] < SHARING_GAIN * _SPEED[1]:
-        return 1
-    return cores
+    return torch.get_num_threads()
 
 
 def calibrate() -> dict[int, float]:
-    """Time this CPU on one thread and on every core (once per process): what
-    :func:`training_threads` chooses by and the estimate divides by."""
-    cpu_macs_per_second(1)
-    cores = usable_cores()
-    if cores > 1:
-        cpu_macs_per_second(cores)
+    """Time this CPU at the thread count training uses (once per process and count): what the
+    estimate divides by."""
+    cpu_macs_per_second()
     return dict(_SPEED)
 
 
-def cpu_macs_per_second(threads: int | None = None) -> float:
-    """Multiply-accumulates per second of a 3x3 convolution, forward and backward, on this CPU
-    with ``threads`` intra-op threads (default: torch's current count, which is restored after);
-    timed once per process and thread count."""
+def cpu_macs_per_second() -> float:
+    """Multiply-accumulates per second of a 3x3 convolution, forward and backward, on this CPU at
+    torch's current intra-op thread count; timed once per process and thread count."""
     import torch
 
-    before = torch.get_num_threads()
-    threads = threads or before
-    if threads in _SPEED:
-        return _SPEED[threads]
-    torch.set_num_threads(threads)
-    try:
+    threads = torch.get_num_threads()
+    if threads not in _SPEED:
         _SPEED[threads] = _time_conv(torch)
-    finally:
-        torch.set_num_threads(before)
     return _SPEED[threads]
 
 

@@ -372,7 +372,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
     def run_state(self) -> str:
         """What the status line says the run is doing: the followed run's state, else the trainer's."""
         w = self.watches.get("residual")
-        return w.follower.state.value if w is not None else self.controller.state
+        return w.follower.state.value if w is not None else self.controller.state.value
 
     def on_module_selected(self, name: str) -> None:
         self.highlight(self.block_of(name))
@@ -522,7 +522,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         shape = tuple(session.input_shape or ())
         macs = float(getattr(session.report, "macs", 0) or 0) / max(1, shape[0] if shape else 1)
         batch = int(self.batch.value())
-        threads = te.training_threads(3 * macs * batch)
+        threads = te.training_threads()
         speed = te._SPEED.get(threads)
         if speed is None:
             if self.window_ is not None and not self.controller.has_run and macs > 0 and not self.estimating:

@@ -205,7 +205,7 @@ def _say_estimate(panel, steps: int) -> None:
         return
     batch = int(panel.batch.value())
     te.calibrate()
-    threads = te.training_threads(3 * macs * batch)
+    threads = te.training_threads()
     seconds = te.step_seconds(macs, batch, te._SPEED[threads])
     if seconds * steps < 20:
         return

@@ -1,0 +1,66 @@
+"""The one worker design with Qt: a worker thread is owned (by a window or the QApplication), found
+through its owner, stopped and joined by it; its state goes out as plain values."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
+
+from resviz.gui.runtime.workers import QtWorker, running_worker_threads  # noqa: E402
+
+TIMEOUT = 30_000
+
+
+def test_a_worker_without_an_owner_belongs_to_the_application_until_it_is_stopped(qtbot):
+    worker = QtWorker("test-unowned")
+    handle = worker._handle
+    assert handle.parent() is QApplication.instance()  # stopped at aboutToQuit, found by the leak check
+    assert handle.thread_() in running_worker_threads()
+    assert worker.stop()
+    assert handle.thread_() not in running_worker_threads()
+    assert handle.parent() is None  # nothing runs: the application no longer keeps it
+
+
+def test_a_window_s_worker_is_found_through_the_window_and_joined_by_it(qtbot):
+    window = QWidget()
+    qtbot.addWidget(window)
+    worker = QtWorker("test-owned", window)
+    assert worker._handle.parent() is worker and worker.parent() is window
+    assert worker._handle.thread_() in running_worker_threads()
+    worker.stop()
+    assert not running_worker_threads()
+
+
+def test_the_worker_s_state_goes_out_as_plain_values(qtbot):
+    worker = QtWorker("test-states")
+    states: list = []
+    worker.stateChanged.connect(states.append)
+    gate = threading.Event()
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
+        worker.submit("a", lambda: gate.wait(TIMEOUT / 1000) and 1)
+        gate.set()
+    qtbot.waitUntil(lambda: not worker.busy, timeout=TIMEOUT)
+    worker.stop()
+    assert states == ["running", "idle", "stopping", "stopped"]
+    assert all(type(s) is str for s in states)
+    assert worker.submit("a", lambda: 1) == -1  # a stopped worker takes nothing new
+
+
+def test_a_long_job_sees_that_its_owner_is_stopping(qtbot):
+    worker = QtWorker("test-stopping")
+    started, ended = threading.Event(), []
+
+    def long_job():
+        started.set()
+        while not worker.stopping:  # the job polls between its pieces of work
+            started.wait(0.01)
+        ended.append(True)
+
+    worker.submit("a", long_job)
+    qtbot.waitUntil(started.is_set, timeout=TIMEOUT)
+    assert worker.stop() and ended == [True]
