@@ -335,3 +335,27 @@ def test_each_candidate_knows_which_others_use_it():
         for n in tree.body
     ]
     assert [f.candidate.used_by for f in _with_users(found)] == [("Net",), ()]
+
+
+def test_a_trusted_pickle_that_cannot_move_to_meta_stays_on_the_cpu_and_says_so(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "resviz_test_stubborn.py").write_text(
+        "from torch import nn\n"
+        "class Stubborn(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3)\n"
+        "    def to(self, *args, **kwargs):\n"
+        "        raise RuntimeError('pinned to the CPU')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "resviz_test_stubborn", raising=False)
+    stubborn = importlib.import_module("resviz_test_stubborn")
+    path = tmp_path / "whole.pt"
+    torch.save(stubborn.Stubborn(), path)
+    result = archives.load_archive(path, trust=True, device="meta")
+    assert not result.module.conv.weight.is_meta
+    (note,) = result.notes
+    assert "could not be moved to the meta device (RuntimeError: pinned to the CPU)" in note

@@ -305,7 +305,10 @@ def _load_export(path: Path, name: str, *, trust: bool) -> ArchiveResult:
 
 
 def _exported_input_shape(program) -> tuple[int, ...] | None:
-    """The shape of the program's single tensor input, from its example inputs or input spec."""
+    """The shape of the program's single tensor input, from its example inputs or input spec.
+
+    Only a default: whatever an archive's (possibly damaged) example inputs or graph raise, the
+    shape is then None and the user is asked for the input (``--input``), not given a guess."""
     with contextlib.suppress(Exception):
         example = getattr(program, "example_inputs", None)
         if example:
@@ -519,6 +522,8 @@ def _needs_trust(path: Path, name: str, kind: str) -> NeedsTrust:
 
 
 def _trusted(path: Path, name: str, device: str, load: Callable[[], object]) -> ArchiveResult:
+    notes: list[str] = []  # from the first load only: later rebuilds have nowhere to say them
+
     def load_module(dev: str) -> nn.Module:
         with _importable(path):
             try:
@@ -547,12 +552,17 @@ def _trusted(path: Path, name: str, device: str, load: Callable[[], object]) -> 
         if module is None:
             raise LoadError(_not_a_model_message(name, obj))
         if dev != "cpu":
-            with contextlib.suppress(Exception):
+            try:
                 module = module.to(dev)
+            except Exception as exc:  # noqa: BLE001 - the pickled model's own .to() can raise anything; it stays on the CPU, which the note says
+                notes.append(
+                    f"{name}: the unpickled model could not be moved to the {dev} device "
+                    f"({type(exc).__name__}: {_short_error(exc)}), so it stays on the CPU"
+                )
         return module
 
     module = load_module(device)
-    return ArchiveResult("pickle", module, None, None, load_module)
+    return ArchiveResult("pickle", module, None, None, load_module, list(notes))
 
 
 def _module_in(obj: object) -> nn.Module | None:
