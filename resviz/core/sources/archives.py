@@ -308,7 +308,8 @@ def _exported_input_shape(program) -> tuple[int, ...] | None:
     """The shape of the program's single tensor input, from its example inputs or input spec.
 
     Only a default: whatever an archive's (possibly damaged) example inputs or graph raise, the
-    shape is then None and the user is asked for the input (``--input``), not given a guess."""
+    shape is then None and the session guesses the input, with a note that says so and how to
+    give it (``--input``)."""
     with contextlib.suppress(Exception):
         example = getattr(program, "example_inputs", None)
         if example:
