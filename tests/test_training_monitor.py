@@ -429,22 +429,46 @@ def test_lightning_with_accumulated_gradients_records_once_per_optimizer_step(tm
                 assert rec.blocks[f"net.{b}"][p] == pytest.approx(v, rel=1e-5), (rec.step, b, p)
 
 
-def test_tensorboard_scalars_or_a_note_when_it_is_not_installed(tmp_path):
-    import importlib.util
-
+def _train_with_tensorboard(tmp_path, steps=2, **kwargs):
     model = net()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE, tensorboard=True) as mon:
-        x, y = batches(1)[0]
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        assert mon.step(loss) is not None  # recorded either way
-    if importlib.util.find_spec("tensorboard") is None:
-        notes = [e["message"] for e in open_run(tmp_path / "r").new_events()]
-        assert any("TensorBoard scalars are off" in n for n in notes), notes
-    else:
-        assert any((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+    recs = []
+    with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE, **kwargs) as mon:
+        for x, y in batches(steps):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            recs.append(mon.step(loss))
+    assert all(r is not None for r in recs)  # recorded either way
+    return recs
+
+
+def test_tensorboard_scalars_hold_the_recorded_probes(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'resviz[tensorboard]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recs = _train_with_tensorboard(tmp_path, tensorboard=True)
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    want = {f"resviz/{b}/{p}" for b in BLOCKS for p in recs[0].blocks[b]} | {"resviz/loss"}
+    assert want <= tags, sorted(want - tags)
+    for b in BLOCKS:
+        for p in recs[0].blocks[b]:
+            got = events.Scalars(f"resviz/{b}/{p}")
+            assert [e.step for e in got] == [0, 1]
+            for e, rec in zip(got, recs):
+                assert e.value == pytest.approx(rec.blocks[b][p], rel=1e-6), (b, p)  # float32 in the file
+    assert [e.value for e in events.Scalars("resviz/loss")] == pytest.approx([r.loss for r in recs], rel=1e-6)
+
+
+def test_tensorboard_missing_is_a_note_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed: ImportError
+    _train_with_tensorboard(tmp_path, steps=1, tensorboard=True)
+    notes = [e["message"] for e in open_run(tmp_path / "r").new_events()]
+    assert any("TensorBoard scalars are off" in n for n in notes), notes
+    assert not (tmp_path / "r" / "tensorboard").exists()
 
 
 def test_a_scaled_loss_is_measured_unscaled_with_grad_scale(tmp_path):

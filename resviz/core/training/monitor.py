@@ -341,20 +341,31 @@ class Monitor:
             else os.fspath(self.run_dir / "tensorboard")
         )
         try:
+            from tensorboard.compat.proto.summary_pb2 import Summary
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(logdir)
+            self._tb_summary = Summary
         except Exception as e:  # the tensorboard package is not installed: say so once, go on
-            self.writer.log("note", f"TensorBoard scalars are off: {type(e).__name__}: {e}")
+            self.writer.log(
+                "note",
+                f"TensorBoard scalars are off: {type(e).__name__}: {e} (pip install 'resviz[tensorboard]')",
+            )
 
     def _tensorboard(self, rec: StepRecord) -> None:
+        """The record's probes as scalars ``resviz/<block>/<probe>`` (and ``resviz/loss``): one
+        event per record holding them all (``add_scalar`` per value costs ~27 µs each)."""
         try:
-            for block, probes in rec.blocks.items():
-                for probe, v in probes.items():
-                    if math.isfinite(v):
-                        self._tb.add_scalar(f"resviz/{block}/{probe}", v, rec.step)
+            Summary = self._tb_summary
+            values = [
+                Summary.Value(tag=f"resviz/{block}/{probe}", simple_value=v)
+                for block, probes in rec.blocks.items()
+                for probe, v in probes.items()
+                if math.isfinite(v)
+            ]
             if math.isfinite(rec.loss):
-                self._tb.add_scalar("resviz/loss", rec.loss, rec.step)
+                values.append(Summary.Value(tag="resviz/loss", simple_value=rec.loss))
+            self._tb.file_writer.add_summary(Summary(value=values), rec.step)
         except Exception as e:
             self._fail("TensorBoard", e)
 
