@@ -40,6 +40,18 @@ The package, by the seams of that work:
 * ``pyops.py``: TorchScript's Python-level operators (sizes, lists, numbers);
 * ``common.py``: the traced tensor and what every part shares.
 
+Why an interpreter and not torch's converter to an ExportedProgram (which would let the
+torch.export front-end read TorchScript too): ``benchmarks/ts_to_export.py`` runs
+``torch._export.converter.TS2EPConverter`` (torch 2.13) on the 15 TorchScript cases of the tests.
+It converts 12 and the report built from 11 of those equals the interpreter's, but it fails where
+resviz matters most: it runs the model, so a broken network (a residual add whose shapes disagree)
+cannot be converted (2 of the 3 broken cases fail), nor can an archive loaded on the meta device;
+it specialises control flow at the sample input, so a model's own shape check (``raise`` on a
+wrong channel count) is dropped and a later layer is blamed instead; it is a private API
+(``torch._export``); and it takes 0.05–4 s per model where interpretation takes 1–100 ms. The
+interpreter stays: it is the sturdier path, and it reads TorchScript's graph internals in
+``graphs.py``, ``layers.py`` and ``leaves.py`` only.
+
 ``export_trace.py`` builds on the same machinery (traced tensors, aten evaluation, layer
 attributes, residual adds); the names it uses are exported here.
 """
