@@ -20,8 +20,8 @@ from ..errors import ResvizError
 from ..gcpause import gc_paused
 from ..inputs import Input, resolve_inputs
 from ..shapes import human_shape
-from ..tracing.eager import Trace, trace_module
-from ..tracing.records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Value
+from ..tracing.eager import trace_module
+from ..tracing.records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Trace, Value
 from . import grouping
 from .blame import absorb_branch_errors, trace_blaming
 from .diagnose import explain

@@ -1,4 +1,9 @@
-"""Which adds are residual adds, and which operand is the shortcut.
+"""Which adds are residual adds, and what kind of shortcut each has: the analysis pass run on a
+finished trace (:func:`find_residual_adds`).
+
+Where an add's operands fork and which one came the short way is
+:func:`resviz.core.tracing.forks.split_add` (tracing itself needs that answer to go on past a
+mismatched add); this module decides the rest: the block that owns the skip, merges, the kind.
 
 A residual add is an add whose two operands both derive from one value (the *fork*) through
 different paths. Walking the data-flow graph backwards from each operand — first only through ops
@@ -17,140 +22,42 @@ one split (Res2Net's ``sp + spx[i]``) merges branches inside a block: kind ``mer
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-
+from ..tracing.builder import carried_shortcuts, carrying_shortcut
+from ..tracing.forks import split_add
 from ..tracing.records import Op, ResidualAdd
 
-# Adds (op id -> evidence) past which tracing carries the shortcut's shape: their residual branch
-# was found to be the broken path (``blame.py``). Context-local: a trace in another thread is
-# unaffected.
-_CARRY_SHORTCUT: ContextVar[dict[int, str] | None] = ContextVar("resviz_carry_shortcut", default=None)
+__all__ = ["analyse_add", "carrying_shortcut", "classify_shortcut", "common_module_path", "find_residual_adds"]
 
 
-@contextmanager
-def carrying_shortcut(evidence: dict[int, str]) -> Iterator[None]:
-    """Trace (and classify adds) with the shortcut's shape carried past the adds in ``evidence``,
-    a map from add op id to what showed that the residual branch is the broken path."""
-    token = _CARRY_SHORTCUT.set(dict(evidence))
-    try:
-        yield
-    finally:
-        _CARRY_SHORTCUT.reset(token)
-
-
-def _mark_intended(add: ResidualAdd, carry: dict[int, str] | None = None) -> ResidualAdd:
-    if carry is None:
-        carry = _CARRY_SHORTCUT.get()
-    if carry and add.op in carry:
+def _mark_intended(add: ResidualAdd, carry: dict[int, str]) -> ResidualAdd:
+    if add.op in carry:
         add.intended, add.evidence = "shortcut", carry[add.op]
     return add
-
-
-def carried_shape(trace, add: ResidualAdd):
-    """The shape tracing goes on with past a mismatched residual add (every front-end asks this)."""
-    return trace.values[_mark_intended(add).intended_value].shape
-
-
-_SHORTCUT_HINTS = ("shortcut", "downsample", "skip", "proj", "identity")
-
-
-def _ancestry(trace, vid: int, first_op: int) -> tuple[set[int], set[int]]:
-    """Values and ops reachable backwards from ``vid`` without leaving the current call."""
-    values, ops = {vid}, set()
-    stack = [vid]
-    tvalues, tops = trace.values, trace.ops
-    while stack:
-        p = tvalues[stack.pop()].producer
-        if p is None or p < first_op or p in ops:
-            continue
-        ops.add(p)
-        for i in tops[p].inputs:
-            if i not in values:
-                values.add(i)
-                stack.append(i)
-    return values, ops
-
-
-def _produced_by_call(trace, vid: int, first_op: int) -> bool:
-    p = trace.values[vid].producer
-    return p is not None and p >= first_op
 
 
 def analyse_add(trace, op_id: int, call_id: int) -> ResidualAdd | None:
     """Classify the add ``op_id`` made inside call ``call_id``; None if it is not residual.
 
-    The fork is looked for first inside the call that made the add, then in each enclosing call in
-    turn: a skip handed in as a forward argument (``inner(x, proj(x))``, a transformer's
-    ``output(hidden, input_tensor)``, a tree node's ``residual``) meets its residual branch only in
-    the caller. Widening happens only when both operands reach the call's inputs, so an add of a
-    parameter or a constant stays a plain add without walking the whole graph.
+    Where the operands fork and which one is the shortcut is :func:`~resviz.core.tracing.forks.split_add`'s
+    answer (tracing needs it too, to go on past a mismatch); here the add gets its block, its kind
+    and its description.
     """
+    split = split_add(trace, op_id, call_id)
+    if split is None:
+        return None
     op = trace.ops[op_id]
-    if len(op.inputs) != 2 or op.inputs[0] == op.inputs[1]:
-        return None
-    a, b = op.inputs
-    cid: int | None = call_id
-    chain: list[int] = []
-    while cid is not None:
-        call = trace.calls[cid]
-        chain.append(cid)
-        first = call.first_op
-        vals_a, ops_a = _ancestry(trace, a, first)
-        vals_b, ops_b = _ancestry(trace, b, first)
-        fork = _fork(trace, vals_a & vals_b, call)
-        if fork is not None:
-            break
-        if not (_reaches_inputs(trace, vals_a, first) and _reaches_inputs(trace, vals_b, first)):
-            return None
-        cid = call.parent
-    else:
-        return None
-    _, ops_fork = _ancestry(trace, fork, first)
-    path_a = sorted(ops_a - ops_fork)
-    path_b = sorted(ops_b - ops_fork)
-    if _is_shortcut_first(trace, path_a, path_b):
-        sc, sc_path, res, res_path = a, path_a, b, path_b
-    else:
-        sc, sc_path, res, res_path = b, path_b, a, path_a
-    owner = _owner(trace, chain, res_path)
+    fork, sc, sc_path, res_path = split.fork, split.shortcut, split.shortcut_ops, split.residual_ops
+    owner = _owner(trace, split.chain, res_path)
     if _is_merge(trace, fork, sc_path, res_path):
         kind, detail = "merge", "merge of split branches: " + _path_text(trace, sc_path)
     else:
         kind, detail = classify_shortcut(trace, [trace.ops[i] for i in sc_path], fork, sc)
+    a, b = op.inputs
     return ResidualAdd(
-        op=op_id, block=trace.calls[owner].path, call=owner, fork=fork, shortcut=sc, residual=res,
-        shortcut_ops=sc_path, residual_ops=res_path, kind=kind, detail=detail,
+        op=op_id, block=trace.calls[owner].path, call=owner, fork=fork, shortcut=sc,
+        residual=split.residual, shortcut_ops=sc_path, residual_ops=res_path, kind=kind, detail=detail,
         shapes_match=trace.values[a].shape == trace.values[b].shape, source=op.source,
     )  # fmt: skip
-
-
-def _fork(trace, common: set[int], call) -> int | None:
-    """The latest value both operands share that comes from ``call``'s inputs or was made in it
-    (a parameter or a constant has no producer and is not reached from the call's input)."""
-    if not common:
-        return None
-    first = call.first_op
-    inputs = set(call.inputs)
-    rooted = [v for v in common if v in inputs or _produced_by_call(trace, v, first)]
-    if not rooted:
-        return None
-
-    def order(v: int) -> int:
-        p = trace.values[v].producer
-        return -1 if p is None or p < first else p
-
-    return max(rooted, key=order)
-
-
-def _reaches_inputs(trace, values: set[int], first_op: int) -> bool:
-    """Does an operand's ancestry leave the call through a value made before it (an input)?"""
-    for v in values:
-        p = trace.values[v].producer
-        if p is not None and p < first_op:
-            return True
-    return False
 
 
 def _owner(trace, chain: list[int], res_path: list[int]) -> int:
@@ -187,23 +94,6 @@ def _path_text(trace, path: list[int]) -> str:
     from .describe import short_label
 
     return " → ".join(short_label(trace.ops[i]) for i in path) or "identity"
-
-
-def _is_shortcut_first(trace, path_a: list[int], path_b: list[int]) -> bool:
-    """Is operand a the shortcut? Fewer ops wins, then fewer parameters, then names."""
-    if len(path_a) != len(path_b):
-        return len(path_a) < len(path_b)
-    pa = sum(trace.ops[i].params for i in path_a)
-    pb = sum(trace.ops[i].params for i in path_b)
-    if pa != pb:
-        return pa < pb
-
-    def hinted(path):
-        return any(h in trace.ops[i].name.lower() for i in path for h in _SHORTCUT_HINTS)
-
-    if hinted(path_a) != hinted(path_b):
-        return hinted(path_a)
-    return False  # `out + identity`: by convention the second operand is the shortcut
 
 
 def _projects(op: Op) -> bool:
@@ -264,13 +154,12 @@ def _common_prefix(names: list[str]) -> str:
 
 
 def find_residual_adds(trace) -> list[ResidualAdd]:
-    """Classify every candidate add of the trace (reusing the ones decided while tracing)."""
+    """The analysis pass: classify every candidate add of the trace."""
     found: list[ResidualAdd] = []
     counts: dict[tuple, int] = {}
-    carry = _CARRY_SHORTCUT.get() or {}
+    carry = carried_shortcuts()
     for op_id in trace.candidate_adds:
-        op = trace.ops[op_id]
-        res = trace.online_adds.get(op_id) or analyse_add(trace, op_id, op.scope)
+        res = analyse_add(trace, op_id, trace.ops[op_id].scope)
         if res is None:
             continue
         _mark_intended(res, carry)

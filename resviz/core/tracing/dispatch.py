@@ -1,11 +1,11 @@
 """One entry point for every kind of model resviz can trace: each front-end records the same
-:class:`~resviz.core.tracing.eager.Trace`, so residual adds, blocks, diagnosis and drawing work unchanged.
+:class:`~resviz.core.tracing.records.Trace`, so residual adds, blocks, diagnosis and drawing work unchanged.
 
-* an eager ``nn.Module``: its own forward on meta tensors (``trace.py``);
+* an eager ``nn.Module``: its own forward on meta tensors (``eager.py``);
 * a TorchScript module (``torch.jit.script`` / ``torch.jit.trace``, as ``torch.jit.load`` returns
-  it): its method graphs interpreted (``script_trace/``);
+  it): its method graphs interpreted (``torchscript/``);
 * a ``torch.export`` program (``torch.export.export`` / ``torch.export.load``): its aten graph
-  grouped by module calls (``export_trace.py``).
+  grouped by module calls (``exported.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ResvizError
 from ..shapes import parse_shape
-from .eager import Trace
+from .records import Trace
 
 
 def is_script_module(obj) -> bool:

@@ -5,17 +5,18 @@ How it works, and why this way:
 * The user's model is never touched. We build a *shadow*: every non-leaf module is shallow-copied
   (its parameters and buffers replaced by meta tensors, its hooks dropped, its children replaced by
   shadows) and every leaf module is represented by a :class:`_LeafProxy` that applies a direct shape
-  rule (``rules.py``) or, for layers without one, runs a meta copy of the layer. Copying only the
-  skeleton costs ~1 ms for resnet152 where ``copy.deepcopy`` costs ~45 ms.
+  rule (``shape_rules.py``) or, for layers without one, runs a meta copy of the layer. Copying only
+  the skeleton costs ~1 ms for resnet152 where ``copy.deepcopy`` costs ~45 ms.
 * Non-leaf forwards run unchanged, so control flow, ``out += identity``, ``torch.flatten`` and
   user-written functional code all execute as written. A thread-local ``TorchFunctionMode`` sees the
   functional ops; nothing global is patched, so another thread (the training worker) is unaffected.
 * Every tensor is a node value keyed by object identity; an in-place op gives the same object a new
   value, like PyTorch's version counter.
-* At a residual add whose operands disagree, the tracer records the mismatch and carries on with
-  the residual branch's output, so one run finds every broken block. Rule violations elsewhere (a
-  Linear fed the wrong number of features) are recorded and tracing continues with the shape the
-  layer would have produced; only an op that cannot be evaluated at all stops the trace.
+* What is seen is recorded through the tracers' one recording API (:class:`TraceBuilder`): at a
+  residual add whose operands disagree it carries on with the residual branch's shape, so one run
+  finds every broken block. Rule violations elsewhere (a Linear fed the wrong number of features)
+  are recorded and tracing continues with the shape the layer would have produced; only an op that
+  cannot be evaluated at all stops the trace.
 """
 
 from __future__ import annotations
@@ -33,45 +34,34 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..analysis.residual import analyse_add, carried_shape
 from ..gcpause import gc_paused
 from ..inputs import Input
 from . import meta_cache as metacache
 from . import shape_rules as rules
-from .records import Call, Op, ShapeError, Value
+from .builder import TraceAborted, TraceBuilder, clean_message
+from .records import Op, Trace
+
+__all__ = ["Trace", "TraceAborted", "trace_module", "meta_copy", "leaf_params"]
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _THIS_FILE = os.path.abspath(__file__)
+_NO_RULE = object()  # a function without a shape rule that answers for these arguments
 
 
-class TraceAborted(Exception):
-    """Raised inside the traced forward to unwind when an op cannot be evaluated at all."""
+class _EagerTracer:
+    """The eager front-end: sees the shadow's module calls and functional ops, keeps which tensor
+    object is which value, and records through a :class:`TraceBuilder`."""
 
-
-class Trace:
-    """The recorded graph of one forward pass."""
-
-    def __init__(self, input_shape: Sequence[int], device: str = "meta", dtype=torch.float32):
-        self.input_shape = tuple(input_shape)
-        self.inputs: list[Input] = [Input(self.input_shape, dtype)]  # every input, in call order
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.values: list[Value] = []
-        self.ops: list[Op] = []
-        self.calls: list[Call] = []
-        self.errors: list[ShapeError] = []
-        self.candidate_adds: list[int] = []  # add ops of two traced tensors
-        self.online_adds: dict[int, Any] = {}  # add op -> ResidualAdd decided during the trace
-        self.complete = False
-        self.output_values: list[int] = []
-        # tracing state
+    def __init__(self, builder: TraceBuilder):
+        self.builder = builder
+        self.device = builder.device
+        self.dtype = builder.dtype
+        self.values = builder.values  # read-only here: the builder writes them
         self._vid: dict[int, int] = {}
         self._keep: list[torch.Tensor] = []
-        self._stack: list[int] = []
         # Tracer bookkeeping reads tensor metadata; with the mode active every `.shape` would be
         # a round trip through __torch_function__ (3 µs), so bookkeeping runs with it disabled.
         self._nofunc = torch._C.DisableTorchFunction()
-        self._names: dict[tuple[int, str], int] = {}
         self._module_calls: dict[int, int] = {}
         self._counted: set[int] = set()  # ids of the user's parameters already counted
         self._exited: set[int] = set()  # modules whose first call has ended
@@ -79,16 +69,10 @@ class Trace:
     # ------------------------------------------------------------------ values
 
     def _new_value(self, t: torch.Tensor, producer: int | None, shape=None) -> int:
-        vid = len(self.values)
-        if shape is None:
-            shape = tuple(t.shape)
-        self.values.append(Value(vid, shape, _dtype_name(t.dtype), producer))
+        vid = self.builder.value(tuple(t.shape) if shape is None else shape, t.dtype, producer)
         self._vid[id(t)] = vid
         self._keep.append(t)
         return vid
-
-    def value_of(self, t: torch.Tensor) -> int | None:
-        return self._vid.get(id(t))
 
     def _ensure_value(self, t: torch.Tensor) -> int:
         vid = self._vid.get(id(t))
@@ -103,87 +87,37 @@ class Trace:
             return torch.empty(shape, dtype=dtype or self.dtype, device=self.device)
         return torch.zeros(shape, dtype=dtype or self.dtype, device=self.device)
 
-    # ------------------------------------------------------------------ ops
-
-    def _scope(self) -> int:
-        return self._stack[-1] if self._stack else 0
-
-    def _add_op(self, kind, name, type_, inputs, params=0, source=None, module=None, call_index=0):
-        op = Op(
-            id=len(self.ops), kind=kind, name=name, type=type_, scope=self._scope(),
-            inputs=inputs, outputs=[], params=params, source=source, module=module,
-            call_index=call_index,
-        )  # fmt: skip
-        self.ops.append(op)
-        return op
-
-    def _function_name(self, fname: str) -> str:
-        scope = self._scope()
-        key = (scope, fname)
-        n = self._names.get(key, 0)
-        self._names[key] = n + 1
-        base = fname if n == 0 else f"{fname}_{n}"
-        path = self.calls[scope].path if self.calls else ""
-        return f"{path}.{base}" if path else base
-
-    def _error(self, name, op, type_, message, shapes, fatal=False):
-        self.errors.append(ShapeError(name, op, type_, message, list(shapes), fatal))
-
-    def _rule_shape(self, rule, module, in_shape, op: Op):
-        """A leaf layer's output shape by its rule. A rule error is recorded against the layer and
-        tracing goes on with the shape the layer would have produced; None: there is none, stop."""
-        try:
-            return rule(module, in_shape)
-        except rules.RuleError as e:
-            self._error(op.name, op.id, op.type, str(e), [in_shape], e.continue_shape is None)
-            return e.continue_shape
-
-    def _fatal_outside_ops(self, message: str) -> None:
-        """A failure in the model's own code, outside any op: charged to the innermost open call."""
-        scope = self.calls[self._stack[-1]] if self._stack else None
-        where = scope.path if scope and scope.path else "(model)"
-        self._error(where, None, scope.type if scope else "", message, [], fatal=True)
-
-    def _close_open_calls(self) -> None:
-        """Close the calls an abort left open, so every call has a valid op range."""
-        while self._stack:
-            c = self.calls[self._stack.pop()]
-            c.last_op = len(self.ops) - 1
+    def forget_tensors(self) -> None:
+        self._vid.clear()
+        self._keep.clear()
 
     # ------------------------------------------------------------------ calls
 
     def enter_call(self, path: str, module: nn.Module, args) -> int:
         with self._nofunc:
             inputs = [self._ensure_value(t) for t in _tensors(args)]
-        cid = len(self.calls)
-        parent = self._stack[-1] if self._stack else None
-        self.calls.append(
-            Call(cid, path, type(module).__name__, parent, inputs, first_op=len(self.ops), module=module)
-        )
-        self._stack.append(cid)
-        return cid
+        return self.builder.enter(path, type(module).__name__, inputs, module=module)
 
-    def exit_call(self, cid: int, out) -> None:
-        call = self.calls[cid]
+    def exit_call(self, cid: int, module: nn.Module, out) -> None:
+        params = macs = None
         with self._nofunc:
-            call.outputs = [self._ensure_value(t) for t in _tensors(out)]
-            if call.module is not None and id(call.module) not in self._exited:
+            outputs = [self._ensure_value(t) for t in _tensors(out)]
+            if id(module) not in self._exited:
                 # Parameters the module uses itself (a layer-scale gamma, a position table, a
                 # fused norm's affine) or reads off a child it never calls: the call owns them.
-                self._exited.add(id(call.module))
-                call.params = self._uncounted_own(call.module)
-                call.macs = self._own_macs(call)
-        call.last_op = len(self.ops) - 1
-        self._stack.pop()
+                self._exited.add(id(module))
+                params = self._uncounted_own(module)
+                macs = self._own_macs(module, outputs)
+        self.builder.exit(cid, outputs, params=params, macs=macs)
 
-    def _own_macs(self, call: Call) -> int:
+    def _own_macs(self, module: nn.Module, outputs: list[int]) -> int:
         """MACs of the weight and bias a non-leaf layer applies itself (a fused norm + activation
         subclassing BatchNorm2d, a conv subclass with children), by its kind and output shape."""
-        own = call.module._parameters
+        own = module._parameters
         weights = sum(p.numel() for k, p in own.items() if k in ("weight", "bias") and p is not None)
-        if not weights or not call.outputs:
+        if not weights or not outputs:
             return 0
-        return rules.leaf_macs(rules.layer_kind(call.module), weights, self.values[call.outputs[0]].shape)
+        return rules.leaf_macs(rules.layer_kind(module), weights, self.values[outputs[0]].shape)
 
     def _uncounted_own(self, module: nn.Module) -> int:
         """The module's own parameters, and all of any child that never ran, not yet counted.
@@ -217,7 +151,7 @@ class Trace:
         inputs = [self._ensure_value(t) for t in in_tensors]
         n = self._module_calls.get(id(module), 0)
         self._module_calls[id(module)] = n + 1
-        op = self._add_op(
+        op = self.builder.op(
             "module", proxy._path, proxy._info.type, inputs,
             params=proxy._info.count_params(self._counted) if n == 0 else 0, module=module,
             call_index=n,
@@ -227,7 +161,7 @@ class Trace:
         if rule is not None and len(args) == 1 and not kwargs and inputs:
             x = in_tensors[0]
             in_shape = self.values[inputs[0]].shape
-            out_shape = self._rule_shape(rule, module, in_shape, op)
+            out_shape = self.builder.layer_shape(rule, module, in_shape, op)
             if out_shape is None:
                 raise TraceAborted
             if proxy._info.inplace and out_shape == in_shape:
@@ -266,10 +200,7 @@ class Trace:
         if probe:
             info.kind = rules.kind_of_ops(seen.names | ruled.names)
         if key is not None and hit is None:
-            try:
-                metacache.put(key, (metacache.template(out, in_tensors), info.kind))
-            except metacache.Uncacheable:
-                metacache.put(key, metacache.UNCACHEABLE)
+            _remember(key, lambda: (metacache.template(out, in_tensors), info.kind))
         return out
 
     def _run_layer(self, target, op: Op, args, kwargs):
@@ -277,50 +208,52 @@ class Trace:
             return target(*args, **kwargs)
         except TraceAborted:
             raise
-        except Exception as e:  # the layer cannot run: record it and stop here
+        except Exception as e:  # noqa: BLE001 - any failure of the user's layer is the diagnosis: recorded as the fatal ShapeError the user sees
             shapes = [tuple(t.shape) for t in _tensors(args)]
-            self._error(op.name, op.id, op.type, _clean_message(e), shapes, fatal=True)
+            self.builder.fail(op.name, op.id, op.type, clean_message(e), shapes, fatal=True)
             raise TraceAborted from None
 
     # ------------------------------------------------------------------ functional ops
 
     def call_function(self, func, args, kwargs):
         fname = _func_name(func)
-        tensors = _tensors(args) + _tensors(tuple(kwargs.values()))
-        traced = [t for t in tensors if id(t) in self._vid]
         if func in rules.ADD_FUNCS:
             return self._call_add(func, fname, args, kwargs, rules.ADD_FUNCS[func])
         if func in rules.BINARY_FUNCS and len(args) >= 2:
             return self._call_binary(func, fname, args, kwargs, rules.BINARY_FUNCS[func])
-        rule = rules.FUNC_RULES.get(func)
-        if rule is not None and traced:
-            shaped_args = _shapes_of(args)
-            shaped_kwargs = {k: _shapes_of(v) for k, v in kwargs.items()}
-            try:
-                out_shape, inplace_index = rule(shaped_args, shaped_kwargs)
-            except NotImplementedError:
-                pass
-            except rules.RuleError as e:
-                op = self._record_function(fname, tensors, _source())
-                self._error(op.name, op.id, fname, str(e), [tuple(t.shape) for t in tensors], True)
-                raise TraceAborted from None
-            else:
-                op = self._record_function(fname, tensors, _source())
-                if inplace_index is not None:
-                    out = args[inplace_index]
-                else:
-                    out = self._empty(out_shape, tensors[0].dtype)
-                op.outputs = [self._new_value(out, op.id)]
+        tensors = _tensors(args) + _tensors(tuple(kwargs.values()))
+        traced = any(id(t) in self._vid for t in tensors)
+        if traced and func in rules.FUNC_RULES:
+            out = self._call_ruled(func, fname, args, kwargs, tensors)
+            if out is not _NO_RULE:
                 return out
-        # No rule: evaluate it on meta tensors, once per (function, argument shapes and values).
+        return self._call_on_meta(func, fname, args, kwargs, tensors, traced)
+
+    def _call_ruled(self, func, fname, args, kwargs, tensors):
+        """A function with a shape rule: an empty tensor of the rule's shape; ``_NO_RULE`` when the
+        rule does not cover these arguments."""
+        shaped_args = _shapes_of(args)
+        shaped_kwargs = {k: _shapes_of(v) for k, v in kwargs.items()}
+        try:
+            out_shape, inplace_index = rules.FUNC_RULES[func](shaped_args, shaped_kwargs)
+        except NotImplementedError:
+            return _NO_RULE
+        except rules.RuleError as e:
+            op = self._record_function(fname, tensors, _source())
+            self.builder.fail(op.name, op.id, fname, str(e), [tuple(t.shape) for t in tensors], fatal=True)
+            raise TraceAborted from None
+        op = self._record_function(fname, tensors, _source())
+        out = args[inplace_index] if inplace_index is not None else self._empty(out_shape, tensors[0].dtype)
+        op.outputs = [self._new_value(out, op.id)]
+        return out
+
+    def _call_on_meta(self, func, fname, args, kwargs, tensors, traced: bool):
+        """A function without a rule: evaluated on meta tensors, once per (function, argument
+        shapes and values)."""
         key = hit = None
         if traced and self.device.type == "meta":
-            try:
-                key = (func, metacache.arg_key(args), metacache.arg_key(kwargs))
-            except metacache.Uncacheable:
-                key = None
-            else:
-                hit = metacache.get(key)
+            key = _function_key(func, args, kwargs)
+            hit = metacache.get(key) if key is not None else None
         if hit is not None and hit is not metacache.UNCACHEABLE:
             out = metacache.build(hit, self.device)
             op = self._record_function(fname, tensors, _source())
@@ -328,19 +261,17 @@ class Trace:
             return out
         try:
             out = func(*args, **kwargs)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the op's own failure on traced tensors is the diagnosis: recorded as a fatal ShapeError
             if not traced:
                 raise
             op = self._record_function(fname, tensors, _source())
-            self._error(op.name, op.id, fname, _clean_message(e), [tuple(t.shape) for t in tensors], True)
+            shapes = [tuple(t.shape) for t in tensors]
+            self.builder.fail(op.name, op.id, fname, clean_message(e), shapes, fatal=True)
             raise TraceAborted from None
         if not traced:
             return out
         if key is not None and hit is None:
-            try:
-                metacache.put(key, metacache.template(out, tensors))
-            except metacache.Uncacheable:
-                metacache.put(key, metacache.UNCACHEABLE)
+            _remember(key, lambda: metacache.template(out, tensors))
         outs = _tensors(out)
         if not outs:
             return out
@@ -352,7 +283,7 @@ class Trace:
 
     def _record_function(self, fname, tensors, source) -> Op:
         inputs = [self._ensure_value(t) for t in tensors]
-        return self._add_op("function", self._function_name(fname), fname, inputs, source=source)
+        return self.builder.function(fname, inputs, source=source)
 
     def _binary_shapes(self, args):
         a, b = args[0], args[1]
@@ -371,10 +302,7 @@ class Trace:
         if not any(id(t) in self._vid for t in tensors):
             return func(*args, **kwargs)
         op = self._record_function(fname, tensors, _source())
-        shape = rules.broadcast(sa, sb)
-        if shape is None or (inplace and shape != sa):
-            self._error(op.name, op.id, fname, rules.binary_error(fname, sa, sb, shape), [sa, sb])
-            shape = sa if inplace else binary_continue_shape(self, op, sa, sb)
+        shape = self.builder.elementwise(op, fname, sa, sb, inplace=inplace)
         out = a if inplace else self._empty(shape, self._result_dtype(a, b))
         op.outputs = [self._new_value(out, op.id)]
         return out
@@ -382,26 +310,12 @@ class Trace:
     def _call_add(self, func, fname, args, kwargs, inplace):
         a, b, sa, sb = self._binary_shapes(args)
         tensors = [t for t in (a, b) if isinstance(t, torch.Tensor)]
-        traced = [t for t in tensors if id(t) in self._vid]
-        if not traced:
+        is_traced = [isinstance(t, torch.Tensor) and id(t) in self._vid for t in (a, b)]
+        if not any(is_traced):
             return func(*args, **kwargs)
         op = self._record_function("add", tensors, _source())
-        both = len(tensors) == 2 and len(traced) == 2 and a is not b
-        if both:
-            self.candidate_adds.append(op.id)
-        shape = rules.broadcast(sa, sb)
-        bad = shape is None or (inplace and shape != sa)
-        out_shape = shape
-        if sa != sb and both and self._stack:
-            # Decide now which operand is the residual branch: tracing continues with it.
-            res = analyse_add(self, op.id, self._scope())
-            if res is not None:
-                self.online_adds[op.id] = res
-                if bad:
-                    out_shape = carried_shape(self, res)
-        if bad and op.id not in self.online_adds:
-            self._error(op.name, op.id, "add", rules.binary_error("add", sa, sb, shape), [sa, sb])
-            out_shape = sa if isinstance(a, torch.Tensor) and id(a) in self._vid else sb
+        out_shape = self.builder.add(op, sa, sb, traced=(is_traced[0], is_traced[1]), distinct=a is not b,
+                               inplace=inplace)  # fmt: skip
         if inplace and out_shape == sa:
             out = a
         else:
@@ -410,14 +324,19 @@ class Trace:
         return out
 
 
-def binary_continue_shape(trace: Trace, op: Op, sa, sb):
-    """The shape to go on with past an elementwise op whose operands do not broadcast: the data's,
-    not a parameter's (``self.gamma * x`` with a layer-scale gamma of the old width goes on with
-    x's shape), else the first operand's."""
-    vals = [trace.values[v] for v in op.inputs[:2]]
-    if len(vals) == 2 and (vals[0].producer is None) != (vals[1].producer is None):
-        return vals[1].shape if vals[0].producer is None else vals[0].shape
-    return sa
+def _remember(key, template) -> None:
+    """Keep a meta run's result under ``key`` (or that it cannot be kept)."""
+    try:
+        metacache.put(key, template())
+    except metacache.Uncacheable:
+        metacache.put(key, metacache.UNCACHEABLE)
+
+
+def _function_key(func, args, kwargs):
+    try:
+        return (func, metacache.arg_key(args), metacache.arg_key(kwargs))
+    except metacache.Uncacheable:
+        return None
 
 
 # ---------------------------------------------------------------------- the function mode
@@ -435,9 +354,9 @@ _METADATA = frozenset(
 
 
 class _Mode(TorchFunctionMode):
-    def __init__(self, trace: Trace):
+    def __init__(self, tracer: _EagerTracer):
         super().__init__()
-        self.trace = trace
+        self.trace = tracer
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in _METADATA:
@@ -519,7 +438,7 @@ class _LeafProxy:
 
     __slots__ = ("_trace", "_module", "_path", "_rule", "_info", "_meta", "_mkey")
 
-    def __init__(self, trace: Trace, module: nn.Module, path: str):
+    def __init__(self, trace: _EagerTracer, module: nn.Module, path: str):
         self._trace = trace
         self._module = module
         self._path = path
@@ -620,28 +539,42 @@ def _private_copy(val, device, cache: dict[int, Any]):
     """A copy of a plain attribute that the shadow's forward may change without touching the
     user's object: tensors become meta tensors, containers and plain objects are copied at every
     depth (a shared one once, cycles kept). Modules, functions and immutables are kept as they are."""
-    if type(val) in _IMMUTABLE_TYPES or isinstance(val, _IMMUTABLE) or (
-        callable(val) and not isinstance(val, torch.Tensor)
-    ):
+    if _is_stateless(val):
         return val  # functions, classes and modules (a module is callable) are not state
     hit = cache.get(id(val))
     if hit is not None:
         return hit
     if isinstance(val, torch.Tensor):
-        out: Any = _meta_tensor(val, device) if device.type == "meta" else val.detach().clone()
-        if out is val:  # already on the meta device: still a separate object for in-place ops
-            out = torch.empty_like(val)
-        cache[id(val)] = out
+        out = cache[id(val)] = _private_tensor(val, device)
         return out
     if type(val) is tuple:
-        out = tuple(_private_copy(v, device, cache) for v in val)
-        cache[id(val)] = out
+        out = cache[id(val)] = tuple(_private_copy(v, device, cache) for v in val)
         return out
     try:
         out = copy.copy(val)
-    except Exception:  # an object that cannot be copied (a lock, a file): the user's own
+    except Exception:  # noqa: BLE001 - an object copy.copy cannot copy (a lock, a file): the forward gets the user's own, as PyTorch would give it
         return val
     cache[id(val)] = out
+    _copy_contents(val, out, device, cache)
+    return out
+
+
+def _is_stateless(val) -> bool:
+    """Immutable, or code (a function, a class, a module): nothing a forward could change."""
+    return type(val) in _IMMUTABLE_TYPES or isinstance(val, _IMMUTABLE) or (
+        callable(val) and not isinstance(val, torch.Tensor)
+    )
+
+
+def _private_tensor(val: torch.Tensor, device) -> torch.Tensor:
+    out = _meta_tensor(val, device) if device.type == "meta" else val.detach().clone()
+    if out is val:  # already on the meta device: still a separate object for in-place ops
+        out = torch.empty_like(val)
+    return out
+
+
+def _copy_contents(val, out, device, cache: dict[int, Any]) -> None:
+    """Make the shallow copy ``out`` of ``val`` deep: its items, elements or attributes copied."""
     if isinstance(out, dict):
         for k, v in out.items():
             out[k] = _private_copy(v, device, cache)
@@ -650,10 +583,10 @@ def _private_copy(val, device, cache: dict[int, Any]):
     elif out is not val and isinstance(getattr(out, "__dict__", None), dict):
         for k, v in list(vars(out).items()):
             vars(out)[k] = _private_copy(v, device, cache)
-    return out  # a set holds hashables only: shallow is deep enough
+    # a set holds hashables only: shallow is deep enough
 
 
-def _shadow(trace: Trace, module: nn.Module, path: str, cache: dict[int, Any]):
+def _shadow(trace: _EagerTracer, module: nn.Module, path: str, cache: dict[int, Any]):
     hit = cache.get(id(module))
     if hit is not None:
         return hit
@@ -691,7 +624,7 @@ def _shadow(trace: Trace, module: nn.Module, path: str, cache: dict[int, Any]):
     def traced_forward(*args, **kwargs):
         cid = trace.enter_call(path, module, (args, kwargs))
         out = forward(clone, *args, **kwargs)
-        trace.exit_call(cid, out)
+        trace.exit_call(cid, module, out)
         return out
 
     state["forward"] = traced_forward
@@ -717,46 +650,44 @@ def trace_module(
 
 
 def _trace_module(model, inputs: list[Input], device) -> Trace:
-    trace = Trace(inputs[0].shape, device=device, dtype=inputs[0].dtype)
-    trace.inputs = inputs
-    cache: dict[int, Any] = {}
-    root = _shadow(trace, model, "", cache)
+    builder = TraceBuilder(inputs[0].shape, device=device, dtype=inputs[0].dtype, inputs=inputs)
+    tracer = _EagerTracer(builder)
+    root = _shadow(tracer, model, "", {})
+    args, kwargs = _input_tensors(tracer, inputs)
+    if isinstance(root, _LeafProxy):  # a single layer: give it a model-level call anyway
+        tracer.enter_call("", model, (args, kwargs))
+    complete = False
+    out = None
+    try:
+        with torch.no_grad(), _Mode(tracer):
+            out = root(*args, **kwargs)
+        complete = True
+    except TraceAborted:
+        pass
+    except Exception as e:  # noqa: BLE001 - a failure in the user's own forward code, outside any layer: recorded as a fatal ShapeError on the innermost call
+        builder.fail_in_call(clean_message(e))
+    finally:
+        builder.exit_all()
+    if out is not None:
+        with tracer._nofunc:
+            builder.output([tracer._ensure_value(t) for t in _tensors(out)])
+    tracer.forget_tensors()
+    return builder.finish(complete=complete)
+
+
+def _input_tensors(tracer: _EagerTracer, inputs: list[Input]) -> tuple[list, dict]:
+    """An empty tensor per input, recorded as the input ops' values: (positional, keyword)."""
     args: list[torch.Tensor] = []
     kwargs: dict[str, torch.Tensor] = {}
     for i, spec in enumerate(inputs):
-        x = trace._empty(spec.shape, spec.dtype)
-        name = "input" if i == 0 else f"input.{spec.name or i}"
-        inp = trace._add_op("input", name, "Input", [])
-        inp.outputs = [trace._new_value(x, inp.id)]
+        x = tracer._empty(spec.shape, spec.dtype)
+        inp = tracer.builder.input("input" if i == 0 else f"input.{spec.name or i}")
+        inp.outputs = [tracer._new_value(x, inp.id)]
         if spec.name:
             kwargs[spec.name] = x
         else:
             args.append(x)
-    if isinstance(root, _LeafProxy):  # a single layer: give it a model-level call anyway
-        cid = trace.enter_call("", model, (args, kwargs))
-    else:
-        cid = None
-    try:
-        with torch.no_grad(), _Mode(trace):
-            out = root(*args, **kwargs)
-        trace.complete = True
-    except TraceAborted:
-        out = None
-    except Exception as e:  # a failure in the user's own forward code, outside any layer
-        trace._fatal_outside_ops(_clean_message(e))
-        out = None
-    finally:
-        trace._close_open_calls()
-    if cid is not None and trace.calls[cid].last_op < 0:
-        trace.calls[cid].last_op = len(trace.ops) - 1
-    if out is not None:
-        outs = _tensors(out)
-        trace.output_values = [trace._ensure_value(t) for t in outs]
-        o = trace._add_op("output", "output", "Output", list(trace.output_values))
-        o.scope = 0
-    trace._vid.clear()
-    trace._keep.clear()
-    return trace
+    return args, kwargs
 
 
 # ---------------------------------------------------------------------- helpers
@@ -811,18 +742,6 @@ def _source() -> tuple[str, int] | None:
             return fn, f.f_lineno
         f = f.f_back
     return None
-
-
-def _dtype_name(dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _clean_message(e: BaseException, plain: tuple[type[BaseException], ...] = (RuntimeError,)) -> str:
-    """The first line of ``e``'s message; prefixed with its class name unless ``e`` is one of the
-    ``plain`` kinds, whose messages already read as a diagnosis (PyTorch's own RuntimeErrors)."""
-    msg = str(e).strip().splitlines()
-    text = msg[0] if msg else type(e).__name__
-    return f"{type(e).__name__}: {text}" if not isinstance(e, plain) else text
 
 
 def leaf_params(module) -> tuple[int, int]:

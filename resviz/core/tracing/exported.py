@@ -25,7 +25,6 @@ them. A program exported with static shapes may have sizes baked into its ops (a
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,23 +32,21 @@ import torch
 from torch.fx.node import map_arg
 
 from . import shape_rules as rules
-from .eager import Trace
-from .records import Call, Op, Value
+from .builder import SOURCE_LINE, TraceAborted, TraceBuilder, clean_message
+from .records import Op, Trace
 from .torchscript import (
-    _T,
-    _TENSORS,
-    _shape_of,
-    add_shape,
+    TENSOR_TYPES,
+    TracedTensor,
     aten_eval,
     hyper_from_aten,
     hyper_object,
     leaf_macs,
     module_rule_by_name,
+    shape_of,
 )
 
 __all__ = ["trace_exported"]
 
-_SOURCE = re.compile(r'File "([^"]+)", line (\d+)')
 _SKIP_PREFIXES = ("_assert", "sym_constrain_range", "_functional_assert", "_print")
 _LAYER_OPS = frozenset(
     {"conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
@@ -59,10 +56,6 @@ _LAYER_OPS = frozenset(
      "linear", "addmm", "batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm",
      "flatten"}
 )  # fmt: skip
-
-
-class _Abort(Exception):
-    pass
 
 
 def _class_name(t) -> str:
@@ -104,7 +97,7 @@ def _source(node) -> tuple[str, int] | None:
     text = node.meta.get("stack_trace")
     if not text:
         return None
-    found = _SOURCE.findall(text)
+    found = SOURCE_LINE.findall(text)
     return (found[-1][0], int(found[-1][1])) if found else None
 
 
@@ -113,22 +106,10 @@ def _val_shape(val) -> tuple[int, ...]:
     for d in val.shape:
         try:
             out.append(int(d))
-        except Exception:
+        except (TypeError, ValueError, RuntimeError):  # a symbolic size without a value: its hint
             hint = getattr(getattr(d, "node", None), "hint", None)
             out.append(int(hint) if hint is not None else -1)
     return tuple(out)
-
-
-def _dtype_name(dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _clean(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    text = lines[0] if lines else type(e).__name__
-    if isinstance(e, (RuntimeError, rules.RuleError)):
-        return text
-    return f"{type(e).__name__}: {text}"
 
 
 class _Group:
@@ -145,69 +126,103 @@ class _Group:
         self.nodes: list = []
 
 
+class _Signature:
+    """What the program's signature and graph say before any node is walked."""
+
+    def __init__(self, ep):
+        sig = ep.graph_signature
+        graph = ep.graph
+        self.user_inputs, self.params, owners = _read_inputs(sig, ep.state_dict)
+        self.own_params = _own_params(self.params)
+        self.placeholders = {n.name: n for n in graph.nodes if n.op == "placeholder"}
+        self.user_outputs = _user_outputs(graph, sig)
+        first = self.placeholders[self.user_inputs[0]].meta.get("val") if self.user_inputs else None
+        first = first if isinstance(first, torch.Tensor) else None
+        self.exported_shape = _val_shape(first) if first is not None else None
+        self.dtype = first.dtype if first is not None else torch.float32
+        self.parents = _parent_paths(graph, owners)
+        self.root_type = _root_type(graph)
+
+
+def _read_inputs(sig, state) -> tuple[list[str], dict[str, int], set[str]]:
+    """(user input names, parameter sizes by qualified name, paths of modules owning a state)."""
+    user_inputs: list[str] = []
+    params: dict[str, int] = {}
+    owners: set[str] = set()
+    for spec in sig.input_specs:
+        name = spec.arg.name if hasattr(spec.arg, "name") else str(spec.arg)
+        kind = spec.kind.name
+        if kind == "USER_INPUT":
+            user_inputs.append(name)
+        elif spec.target is not None:
+            owners.add(spec.target.rsplit(".", 1)[0] if "." in spec.target else "")
+            if kind == "PARAMETER" and spec.target in state:
+                params[spec.target] = state[spec.target].numel()
+    return user_inputs, params, owners
+
+
+def _own_params(params: dict[str, int]) -> dict[str, int]:
+    """Parameters each module holds itself, by module path."""
+    own: dict[str, int] = {}
+    for k, n in params.items():
+        owner = k.rsplit(".", 1)[0] if "." in k else ""
+        own[owner] = own.get(owner, 0) + n
+    return own
+
+
+def _user_outputs(graph, sig) -> list:
+    """The model's output nodes (buffer mutations a training-mode batch norm returns are not)."""
+    out_node = next((n for n in graph.nodes if n.op == "output"), None)
+    if out_node is None:
+        return []
+    outs = out_node.args[0] if out_node.args else ()
+    outs = outs if isinstance(outs, (list, tuple)) else (outs,)
+    specs = list(sig.output_specs)
+    found: list = []
+    for i, a in enumerate(outs):
+        kind = specs[i].kind.name if i < len(specs) else "USER_OUTPUT"
+        if kind == "USER_OUTPUT":
+            found.extend(_flat_nodes(a))
+    return found
+
+
+def _parent_paths(graph, owners: set[str]) -> set[str]:
+    """Module paths that have children (and so are not leaves)."""
+    paths: set[str] = set()
+    for n in graph.nodes:
+        for path, _ in (n.meta.get("nn_module_stack") or {}).values():
+            paths.add(path)
+    parents: set[str] = set()
+    for p in paths | owners:
+        parts = p.split(".")
+        for i in range(1, len(parts)):
+            parents.add(".".join(parts[:i]))
+    return parents
+
+
+def _root_type(graph) -> str:
+    """The model's class name, as the module stacks of its nodes give it ('Model' if none does)."""
+    for n in graph.nodes:
+        for path, ty in (n.meta.get("nn_module_stack") or {}).values():
+            if path == "":
+                return _class_name(ty)
+    return "Model"
+
+
 class _ExportTracer:
     def __init__(self, ep, input_shape: Sequence[int] | None):
-        self.ep = ep
         self.graph = ep.graph
-        sig = ep.graph_signature
-        params: dict[str, int] = {}
-        owners: set[str] = set()
-        self.user_inputs: list[str] = []
-        state = ep.state_dict
-        for spec in sig.input_specs:
-            name = spec.arg.name if hasattr(spec.arg, "name") else str(spec.arg)
-            kind = spec.kind.name
-            if kind == "USER_INPUT":
-                self.user_inputs.append(name)
-            elif spec.target is not None:
-                owners.add(spec.target.rsplit(".", 1)[0] if "." in spec.target else "")
-                if kind == "PARAMETER" and spec.target in state:
-                    params[spec.target] = state[spec.target].numel()
-        self.params = params
-        self.own_params: dict[str, int] = {}
-        for k, n in params.items():
-            owner = k.rsplit(".", 1)[0] if "." in k else ""
-            self.own_params[owner] = self.own_params.get(owner, 0) + n
-        self.placeholders = {n.name: n for n in self.graph.nodes if n.op == "placeholder"}
-        # the model's outputs (buffer mutations a training-mode batch norm returns are not)
-        self.user_outputs: list = []
-        out_node = next((n for n in self.graph.nodes if n.op == "output"), None)
-        if out_node is not None:
-            outs = out_node.args[0] if out_node.args else ()
-            outs = outs if isinstance(outs, (list, tuple)) else (outs,)
-            specs = list(sig.output_specs)
-            for i, a in enumerate(outs):
-                kind = specs[i].kind.name if i < len(specs) else "USER_OUTPUT"
-                if kind == "USER_OUTPUT":
-                    self.user_outputs.extend(_flat_nodes(a))
-        self.user_output_set = set(self.user_outputs)
-        exported = None
-        if self.user_inputs:
-            val = self.placeholders[self.user_inputs[0]].meta.get("val")
-            if isinstance(val, torch.Tensor):
-                exported = _val_shape(val)
-        self.exported_shape = exported
+        sig = _Signature(ep)
+        self.user_inputs, self.params, self.own_params = sig.user_inputs, sig.params, sig.own_params
+        self.placeholders, self.parents, self.root_type = sig.placeholders, sig.parents, sig.root_type
+        self.user_outputs = sig.user_outputs
+        self.user_output_set = set(sig.user_outputs)
+        self.exported_shape = exported = sig.exported_shape
         shape = tuple(input_shape) if input_shape is not None else exported
-        if shape is None:
-            shape = ()
+        shape = () if shape is None else shape
         self.propagate = exported is None or shape != exported or -1 in exported
-        self.dtype = torch.float32
-        if self.user_inputs:
-            val = self.placeholders[self.user_inputs[0]].meta.get("val")
-            if isinstance(val, torch.Tensor):
-                self.dtype = val.dtype
-        self.trace = Trace(shape, dtype=self.dtype)
-        # which module paths have children (and so are not leaves)
-        paths: set[str] = set()
-        for n in self.graph.nodes:
-            for path, _ in (n.meta.get("nn_module_stack") or {}).values():
-                paths.add(path)
-        parents: set[str] = set()
-        for p in paths | owners:
-            parts = p.split(".")
-            for i in range(1, len(parts)):
-                parents.add(".".join(parts[:i]))
-        self.parents = parents
+        self.dtype = sig.dtype
+        self.builder = TraceBuilder(shape, dtype=self.dtype)
         # tracing state
         self.vid: dict[Any, int] = {}  # fx node -> value id
         self.env: dict[Any, Any] = {}  # propagation: fx node -> value
@@ -216,8 +231,8 @@ class _ExportTracer:
         self.open: list[tuple[str, int]] = []  # (stack key, call id) of open non-leaf calls
         self.module_calls: dict[str, int] = {}
         self.entered: set[str] = set()  # non-leaf module paths already called
-        self.root_type = "Model"
         self._done: set = set()  # getitem nodes already given their value
+        self._has_output = False  # the walk reached the graph's output node
 
     # ------------------------------------------------------------------ helpers
 
@@ -225,20 +240,17 @@ class _ExportTracer:
         return path not in self.parents or module_rule_by_name(type_name, qualname) is not None
 
     def _new_value(self, shape, dtype, producer) -> int:
-        t = self.trace
-        vid = len(t.values)
-        t.values.append(Value(vid, tuple(shape), _dtype_name(dtype), producer))
-        return vid
+        return self.builder.value(shape, dtype, producer)
 
     def _const_value(self, node) -> int:
         """A value without producer for a parameter, buffer or constant used by a function op."""
         vid = self.const_vid.get(node)
         if vid is None:
             val = node.meta.get("val") if hasattr(node, "meta") else None
-            if val is None and node in self.env and isinstance(self.env[node], _TENSORS):
+            if val is None and node in self.env and isinstance(self.env[node], TENSOR_TYPES):
                 val = self.env[node]
-            shape = _shape_of(val) if isinstance(val, _TENSORS) else ()
-            dtype = val.dtype if isinstance(val, _TENSORS) else torch.float32
+            shape = shape_of(val) if isinstance(val, TENSOR_TYPES) else ()
+            dtype = val.dtype if isinstance(val, TENSOR_TYPES) else torch.float32
             vid = self.const_vid[node] = self._new_value(shape, dtype, None)
         return vid
 
@@ -248,48 +260,33 @@ class _ExportTracer:
         stack = node.meta.get("nn_module_stack") or {}
         out = []
         for key, (path, ty) in stack.items():
-            qual = f"{ty.__module__}.{ty.__qualname__}" if isinstance(ty, type) else str(ty)
             if path == "":
-                self.root_type = _class_name(ty)
                 continue
+            qual = f"{ty.__module__}.{ty.__qualname__}" if isinstance(ty, type) else str(ty)
             out.append((key, path, _class_name(ty), qual))
         return out
 
     # ------------------------------------------------------------------ calls
 
-    def _add_op(self, kind, name, type_, inputs, **kw) -> Op:
+    def _op(self, kind, name, type_, inputs, **kw) -> Op:
         """Record an op; values it takes from before an open call are that call's inputs (the
-        residual analysis reads them while tracing, to find where a block's two paths fork)."""
-        t = self.trace
-        op = t._add_op(kind, name, type_, inputs, **kw)
-        for cid in t._stack[1:]:
-            call = t.calls[cid]
-            for v in inputs:
-                p = t.values[v].producer
-                if p is not None and p < call.first_op and v not in call.inputs:
-                    call.inputs.append(v)
+        residual analysis reads them, to find where a block's two paths fork)."""
+        op = self.builder.op(kind, name, type_, inputs, **kw)
+        self.builder.adopt_outside_inputs(op)
         return op
 
     def _enter_scope(self, entries: list[tuple[str, str, str, str]]) -> None:
         i = 0
         while i < len(self.open) and i < len(entries) and self.open[i][0] == entries[i][0]:
             i += 1
-        t = self.trace
         while len(self.open) > i:
             _, cid = self.open.pop()
-            t.calls[cid].last_op = len(t.ops) - 1
-            t._stack.pop()
+            self.builder.exit(cid)
         for key, path, type_name, _ in entries[i:]:
-            cid = len(t.calls)
             # parameters the module holds itself (a layer-scale gamma), at its first call
             own = self.own_params.get(path, 0) if path not in self.entered else 0
             self.entered.add(path)
-            t.calls.append(Call(cid, path, type_name, t._stack[-1], [], first_op=len(t.ops), params=own))
-            t._stack.append(cid)
-            self.open.append((key, cid))
-
-    def _close_all(self) -> None:
-        self._enter_scope([])
+            self.open.append((key, self.builder.enter(path, type_name, [], params=own)))
 
     # ------------------------------------------------------------------ shapes
 
@@ -330,7 +327,7 @@ class _ExportTracer:
             v = node.meta.get("val")
         if index is not None and isinstance(v, (list, tuple)):
             v = v[index]
-        if isinstance(v, _T):
+        if isinstance(v, TracedTensor):
             return v.shape, v.dtype
         if isinstance(v, torch.Tensor):
             return _val_shape(v), v.dtype
@@ -380,7 +377,7 @@ class _ExportTracer:
             return []
         vids: list[int | None] = []
         for i, v in enumerate(val):
-            sd = self._shape_dtype(node, i) if isinstance(v, _TENSORS) else None
+            sd = self._shape_dtype(node, i) if isinstance(v, TENSOR_TYPES) else None
             vids.append(self._new_value(sd[0], sd[1], op.id) if sd is not None else None)
         for u in node.users:
             if u in inside or u.target is not operator.getitem or not isinstance(u.args[1], int):
@@ -395,7 +392,6 @@ class _ExportTracer:
         return [v for v in vids if v is not None]
 
     def _leaf(self, group: _Group) -> None:
-        t = self.trace
         self._enter_scope(group.scope)
         n_call = self.module_calls.get(group.path, 0)
         self.module_calls[group.path] = n_call + 1
@@ -403,7 +399,7 @@ class _ExportTracer:
         inputs = self._inputs_of(group.nodes, with_consts=False)
         hyper_attrs, _ = self._hyper(group)
         hyper = hyper_object(group.type, hyper_attrs or {})
-        op = self._add_op(
+        op = self._op(
             "module", group.path, group.type, inputs, params=params if n_call == 0 else 0,
             module=hyper, call_index=n_call,
         )  # fmt: skip
@@ -416,10 +412,9 @@ class _ExportTracer:
             self._propagate_leaf(group, op, hyper_attrs, hyper)
         self._set_outputs(op, group.nodes)
         if weights and op.outputs:
-            op.macs = leaf_macs(kind, weights, t.values[op.outputs[0]].shape)
+            op.macs = leaf_macs(kind, weights, self.builder.values[op.outputs[0]].shape)
 
     def _propagate_leaf(self, group: _Group, op: Op, attrs, hyper) -> None:
-        t = self.trace
         rule = module_rule_by_name(group.type, group.qualname)
         inside = set(group.nodes)
         outs = [n for n in group.nodes if self._used_outside(n, inside)]
@@ -429,27 +424,21 @@ class _ExportTracer:
         if rule is not None and attrs is not None and len(outs) == 1 and len(set(ins)) == 1:
             x = self.env[ins[0]]
             try:
-                try:
-                    out_shape = rule(hyper, x.shape)
-                except rules.RuleError as e:
-                    fatal = e.continue_shape is None
-                    t._error(group.path, op.id, op.type, str(e), [x.shape], fatal)
-                    if fatal:
-                        raise _Abort from None
-                    out_shape = e.continue_shape
+                out_shape = self.builder.layer_shape(rule, hyper, x.shape, op)
             except AttributeError:
                 pass  # the rule wanted an attribute the graph does not show: run the nodes
             else:
-                self.env[outs[0]] = _T(out_shape, x.dtype)
+                if out_shape is None:
+                    raise TraceAborted
+                self.env[outs[0]] = TracedTensor(out_shape, x.dtype)
                 return
         for n in group.nodes:
             try:
                 self.env[n] = self._evaluate(n)
-            except Exception as e:
-                shapes = [self.env[a].shape for a in dict.fromkeys(ins) if isinstance(self.env.get(a), _T)]
-                msg = str(e) if isinstance(e, rules.RuleError) else _clean(e)
-                t._error(group.path, op.id, op.type, msg, shapes, True)
-                raise _Abort from None
+            except Exception as e:  # noqa: BLE001 - the layer's own failure is the diagnosis: recorded as a fatal ShapeError
+                shapes = [self.env[a].shape for a in dict.fromkeys(ins) if isinstance(self.env.get(a), TracedTensor)]
+                self.builder.fail(group.path, op.id, op.type, clean_message(e), shapes, fatal=True)
+                raise TraceAborted from None
 
     def _hyper(self, group: _Group):
         for n in group.nodes:
@@ -472,16 +461,14 @@ class _ExportTracer:
         return params, weights
 
     def _function(self, node, scope) -> None:
-        t = self.trace
         tensor_ins = [a for a in node.all_input_nodes if a in self.traced]
         if self.propagate and not tensor_ins:
             try:
                 self.env[node] = self._evaluate(node)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a failure on constants only is the model's own: recorded as a fatal ShapeError on its call
                 self._enter_scope(scope)
-                where = t.calls[t._stack[-1]].path or "(model)"
-                t._error(where, None, _op_base(node.target), _clean(e), [], True)
-                raise _Abort from None
+                self.builder.fail_in_call(clean_message(e), type_=_op_base(node.target))
+                raise TraceAborted from None
             return
         if not tensor_ins:
             return  # parameters and constants only: not traced
@@ -489,18 +476,17 @@ class _ExportTracer:
         base = _op_base(node.target)
         fname = "add" if base in ("add", "add_") else base
         inputs = self._inputs_of([node], with_consts=True)
-        op = self._add_op("function", t._function_name(fname), fname, inputs, source=_source(node))
+        op = self._op("function", self.builder.function_name(fname), fname, inputs, source=_source(node))
         if fname == "add" and len(node.args) >= 2:
             self._add(node, op, base == "add_")
             return
         if self.propagate:
             try:
                 self.env[node] = self._evaluate(node)
-            except Exception as e:
-                shapes = [t.values[v].shape for v in inputs]
-                msg = str(e) if isinstance(e, rules.RuleError) else _clean(e)
-                t._error(op.name, op.id, fname, msg, shapes, True)
-                raise _Abort from None
+            except Exception as e:  # noqa: BLE001 - the op's own failure is the diagnosis: recorded as a fatal ShapeError
+                shapes = [self.builder.values[v].shape for v in inputs]
+                self.builder.fail(op.name, op.id, fname, clean_message(e), shapes, fatal=True)
+                raise TraceAborted from None
         sd = self._shape_dtype(node)
         if sd is not None:
             self.vid[node] = self._new_value(sd[0], sd[1], op.id)
@@ -516,20 +502,20 @@ class _ExportTracer:
         if self.propagate:
             va = self._env(a) if is_node[0] else a
             vb = self._env(b) if is_node[1] else b
-            sa = _shape_of(va) if isinstance(va, _TENSORS) else ()
-            sb = _shape_of(vb) if isinstance(vb, _TENSORS) else ()
-            out_shape = add_shape(self.trace, op, sa, sb, traced, a is not b, inplace)
-            ref = va if isinstance(va, _TENSORS) else vb
+            sa = shape_of(va) if isinstance(va, TENSOR_TYPES) else ()
+            sb = shape_of(vb) if isinstance(vb, TENSOR_TYPES) else ()
+            out_shape = self.builder.add(op, sa, sb, traced=traced, distinct=a is not b, inplace=inplace)
+            ref = va if isinstance(va, TENSOR_TYPES) else vb
             dtype = ref.dtype
-            if isinstance(va, _TENSORS) and isinstance(vb, _TENSORS):
+            if isinstance(va, TENSOR_TYPES) and isinstance(vb, TENSOR_TYPES):
                 dtype = torch.promote_types(va.dtype, vb.dtype)
-            self.env[node] = _T(out_shape, dtype)
+            self.env[node] = TracedTensor(out_shape, dtype)
         else:
             sda = self._shape_dtype(a) if is_node[0] else None
             sdb = self._shape_dtype(b) if is_node[1] else None
             sa = sda[0] if sda else ()
             sb = sdb[0] if sdb else ()
-            add_shape(self.trace, op, sa, sb, traced, a is not b, inplace)
+            self.builder.add(op, sa, sb, traced=traced, distinct=a is not b, inplace=inplace)
         sd = self._shape_dtype(node)
         self.vid[node] = self._new_value(sd[0], sd[1], op.id)
         self.traced.add(node)
@@ -538,12 +524,33 @@ class _ExportTracer:
     # ------------------------------------------------------------------ the walk
 
     def run(self) -> Trace:
-        t = self.trace
-        inp = t._add_op("input", "input", "Input", [])
+        inp = self._record_inputs()
+        self.builder.enter("", self.root_type, list(inp.outputs), params=self.own_params.get("", 0))
+        complete = False
+        try:
+            self._walk()
+            complete = True
+        except TraceAborted:
+            pass
+        except Exception as e:  # noqa: BLE001 - a graph this front-end cannot follow: recorded as a fatal ShapeError the user sees
+            self.builder.fail_in_call(clean_message(e))
+        self._enter_scope([])  # close the open module calls
+        self.builder.exit(0)
+        if self.propagate and self.exported_shape is not None:
+            self._suggest_exported_shape()
+        if complete and self._has_output:
+            outs = [self.vid[a] for a in self.user_outputs if a in self.vid]
+            self.builder.set_call_outputs(0, outs)
+            self.builder.output(outs)
+        self._call_edges()
+        return self.builder.finish(complete=complete)
+
+    def _record_inputs(self) -> Op:
+        inp = self.builder.input()
         for i, name in enumerate(self.user_inputs):
             node = self.placeholders[name]
             if i == 0:
-                shape, dtype = t.input_shape, self.dtype
+                shape, dtype = self.builder.input_shape, self.dtype
             else:
                 val = node.meta.get("val")
                 shape, dtype = _val_shape(val), val.dtype
@@ -552,90 +559,75 @@ class _ExportTracer:
             self.vid[node] = vid
             self.traced.add(node)
             if self.propagate:
-                self.env[node] = _T(tuple(shape), dtype, vid)
-        t.calls.append(Call(0, "", "Model", None, list(inp.outputs), first_op=len(t.ops),
-                            params=self.own_params.get("", 0)))  # fmt: skip
-        t._stack.append(0)
+                self.env[node] = TracedTensor(tuple(shape), dtype, vid)
+        return inp
 
+    def _walk(self) -> None:
+        """Every node in order: a leaf layer's nodes grouped into one module op, the rest function
+        ops in their module call."""
         group: _Group | None = None
-        out_node = None
-        try:
-            for node in self.graph.nodes:
-                if node.op == "output":
-                    out_node = node
-                    continue
-                if node.op != "call_function" or node in self._done:
-                    continue
-                base = _op_base(node.target)
-                if base.startswith(_SKIP_PREFIXES):
-                    continue
-                entries = self._stack_of(node)
-                if group is not None and node.target is operator.getitem and \
-                        node.args[0] in group.nodes:  # fmt: skip
-                    group.nodes.append(node)
-                    continue
-                leaf = None
-                if entries and self.is_leaf(*entries[-1][1:]):
-                    leaf = entries[-1]
-                    entries = entries[:-1]
-                if group is not None and (leaf is None or leaf[0] != group.key):
-                    self._leaf(group)
-                    group = None
-                if leaf is not None:
-                    if group is None:
-                        group = _Group(*leaf, entries)
-                    group.nodes.append(node)
-                    continue
-                self._function(node, entries)
-            if group is not None:
-                self._leaf(group)
-                group = None
-            t.complete = True
-        except _Abort:
-            pass
-        except Exception as e:  # something this front-end cannot follow
-            scope = t.calls[t._stack[-1]] if t._stack else None
-            where = scope.path if scope and scope.path else "(model)"
-            t._error(where, None, scope.type if scope else "", _clean(e), [], True)
-        self._close_all()
-        if self.propagate and self.exported_shape is not None:
-            was = rules.fmt_shape(self.exported_shape)
-            for e in t.errors:
-                if e.fatal and not e.suggestion:
-                    e.suggestion = (
-                        f"the program was exported for input {was}; sizes recorded in its graph "
-                        f"may hold for that input only (export with dynamic shapes, or analyse at "
-                        f"{was})"
-                    )
-        t.calls[0].type = self.root_type
-        t.calls[0].last_op = len(t.ops) - 1
-        t._stack.clear()
-        if t.complete and out_node is not None:
-            outs = [self.vid[a] for a in self.user_outputs if a in self.vid]
-            t.output_values = outs
-            t.calls[0].outputs = list(outs)
-            o = t._add_op("output", "output", "Output", list(outs))
-            o.scope = 0
-        self._call_edges()
-        return t
+        for node in self.graph.nodes:
+            if node.op == "output":
+                self._has_output = True
+            elif self._is_recorded(node):
+                group = self._step(node, group)
+        if group is not None:
+            self._leaf(group)
+
+    def _is_recorded(self, node) -> bool:
+        """A call the trace shows (not an assertion, not a getitem already given its value)."""
+        if node.op != "call_function" or node in self._done:
+            return False
+        return not _op_base(node.target).startswith(_SKIP_PREFIXES)
+
+    def _step(self, node, group: _Group | None) -> _Group | None:
+        """Record ``node`` as a function op, or gather it into the leaf layer call it belongs to;
+        returns the leaf layer call being gathered now (recorded once its last node is seen)."""
+        if group is not None and node.target is operator.getitem and node.args[0] in group.nodes:
+            group.nodes.append(node)
+            return group
+        entries = self._stack_of(node)
+        leaf = None
+        if entries and self.is_leaf(*entries[-1][1:]):
+            leaf, entries = entries[-1], entries[:-1]
+        if group is not None and (leaf is None or leaf[0] != group.key):
+            self._leaf(group)
+            group = None
+        if leaf is None:
+            self._function(node, entries)
+            return None
+        if group is None:
+            group = _Group(*leaf, entries)
+        group.nodes.append(node)
+        return group
+
+    def _suggest_exported_shape(self) -> None:
+        was = rules.fmt_shape(self.exported_shape)
+        for e in self.builder.errors:
+            if e.fatal and not e.suggestion:
+                e.suggestion = (
+                    f"the program was exported for input {was}; sizes recorded in its graph "
+                    f"may hold for that input only (export with dynamic shapes, or analyse at "
+                    f"{was})"
+                )
 
     def _call_edges(self) -> None:
         """Outputs of the non-leaf calls: values made inside and used after them."""
-        t = self.trace
+        ops, calls = self.builder.ops, self.builder.calls
         users: dict[int, list[int]] = {}
-        for op in t.ops:
+        for op in ops:
             for v in op.inputs:
                 users.setdefault(v, []).append(op.id)
-        for call in t.calls[1:]:
+        for call in calls[1:]:
             first, last = call.first_op, call.last_op
             outs: list[int] = []
-            for op in t.ops[first : last + 1]:
+            for op in ops[first : last + 1]:
                 for v in op.outputs:
                     if any(u > last for u in users.get(v, ())):
                         outs.append(v)
-            if not outs and last >= first and t.ops[last].outputs:
-                outs = [t.ops[last].outputs[-1]]  # nothing used after it: the trace stopped here
-            call.outputs = outs
+            if not outs and last >= first and ops[last].outputs:
+                outs = [ops[last].outputs[-1]]  # nothing used after it: the trace stopped here
+            self.builder.set_call_outputs(call.id, outs)
 
 
 def _flat_nodes(obj) -> list:

@@ -1,4 +1,4 @@
-"""Plain records written by the tracer and the analysis passes.
+"""Plain records written by the tracers (through ``builder.TraceBuilder``) and the analysis passes.
 
 They hold numbers and strings only (plus a reference to the traced module where one exists), so the
 renderer, the GUI and the JSON report can read them without knowing anything about tracing. The
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..inputs import Input
 
 Shape = tuple[int, ...]
 
@@ -69,6 +71,41 @@ class Call:
 
 
 @dataclass(slots=True)
+class ShapeError:
+    """Any other failure to compute a shape: wrong in_features, too few channels, a failing op."""
+
+    module: str  # qualified name of the module or op
+    op: int | None
+    type: str
+    message: str
+    input_shapes: list[Shape] = field(default_factory=list)
+    fatal: bool = False  # tracing had to stop here
+    suggestion: str = ""
+
+
+@dataclass(slots=True, repr=False)
+class Trace:
+    """The recorded graph of one forward pass, as a tracer's
+    :class:`~resviz.core.tracing.builder.TraceBuilder` finished it: plain records, no tracing state."""
+
+    input_shape: Shape
+    inputs: list[Input]  # every input, in call order
+    dtype: Any  # the first input's torch dtype
+    device: Any  # the torch device the trace ran on ('meta' unless asked otherwise)
+    values: list[Value]
+    ops: list[Op]
+    calls: list[Call]
+    errors: list[ShapeError]
+    candidate_adds: list[int]  # add ops of two distinct traced tensors, for the residual analysis
+    complete: bool  # the forward ran to the end
+    output_values: list[int]
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "stopped"
+        return f"<Trace {len(self.ops)} ops, {len(self.calls)} calls, {len(self.errors)} errors, {state}>"
+
+
+@dataclass(slots=True)
 class ResidualAdd:
     """An add whose two operands both derive from one block input through different paths."""
 
@@ -118,19 +155,6 @@ class Mismatch:
     # the diagnosis's edits in their terse form (``path: nn.X(...)``, ``path: attr=value``, a bare
     # ``nn.Sequential(...)`` for the block's shortcut): what "Apply fix" applies (patch_fix.py)
     fix_edits: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class ShapeError:
-    """Any other failure to compute a shape: wrong in_features, too few channels, a failing op."""
-
-    module: str  # qualified name of the module or op
-    op: int | None
-    type: str
-    message: str
-    input_shapes: list[Shape] = field(default_factory=list)
-    fatal: bool = False  # tracing had to stop here
-    suggestion: str = ""
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ The package, by the seams of that work:
 * ``api.py``: :func:`trace_script_module`, the entry point;
 * ``interp.py``: the interpreter loop: prim nodes, control flow, module and function calls;
 * ``graphs.py``: TorchScript graphs compiled once into node lists;
-* ``recording.py``: aten ops recorded into the trace, residual adds;
+* ``recording.py``: aten ops recorded through the trace builder;
 * ``aten.py``: one aten op evaluated: aten-level shape rules, else meta tensors;
 * ``leaves.py``: submodules, and leaf layers as one op each;
 * ``layers.py``: a layer's shape rule and hyper-parameters from what an archive keeps;
@@ -52,24 +52,22 @@ wrong channel count) is dropped and a later layer is blamed instead; it is a pri
 interpreter stays: it is the sturdier path, and it reads TorchScript's graph internals in
 ``graphs.py``, ``layers.py`` and ``leaves.py`` only.
 
-``export_trace.py`` builds on the same machinery (traced tensors, aten evaluation, layer
-attributes, residual adds); the names it uses are exported here.
+``exported.py`` builds on the same machinery (traced tensors, aten evaluation, layer
+attributes); the names it uses are exported here. Every front-end records through
+:class:`~resviz.core.tracing.builder.TraceBuilder`.
 """
 
 from __future__ import annotations
 
-from ..shape_rules import leaf_macs  # shared with the eager tracer; imported from here by export_trace.py
+from ..shape_rules import leaf_macs  # shared with the eager tracer; imported from here by exported.py
 from .api import trace_script_module
 from .aten import aten_eval
 
-# export_trace.py follows exported graphs with the same traced tensors.
-from .common import _T as _T
-from .common import _TENSORS as _TENSORS
-from .common import _shape_of as _shape_of
+# exported.py follows exported graphs with the same traced tensors.
+from .common import TENSOR_TYPES, TracedTensor, shape_of
 from .layers import hyper_from_aten, hyper_object, module_rule_by_name
-from .recording import add_shape
 
 __all__ = [
-    "trace_script_module", "aten_eval", "add_shape", "module_rule_by_name", "leaf_macs",
-    "hyper_object", "hyper_from_aten",
+    "trace_script_module", "aten_eval", "module_rule_by_name", "leaf_macs", "hyper_object",
+    "hyper_from_aten", "TracedTensor", "TENSOR_TYPES", "shape_of",
 ]  # fmt: skip

@@ -10,20 +10,20 @@ from collections.abc import Sequence
 
 import torch
 
-from ..eager import Trace
-from ..records import Call
-from .common import _T, _Abort, _clean, _flat_tensors
+from ..builder import TraceAborted, TraceBuilder, clean_message
+from ..records import Trace
+from .common import TracedTensor, flat_tensors
 from .interp import _Interp
 from .layers import module_rule_by_name
 from .leaves import _Mod
 
 
-def _forward_args(sm, x: _T) -> list | str:
+def _forward_args(sm, x: TracedTensor) -> list | str:
     """``[x]`` plus the defaults of any further arguments of ``forward``; a message if one has
     no default."""
     try:
         arguments = sm._c._get_method("forward").schema.arguments[1:]
-    except Exception:
+    except (AttributeError, RuntimeError):  # no readable schema: call forward with the input alone
         return [x]
     if not arguments:
         return "forward takes no input"
@@ -46,41 +46,44 @@ _GRAPH_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def trace_script_module(sm, input_shape: Sequence[int], *, dtype=torch.float32) -> Trace:
     """Trace a ``torch.jit.ScriptModule`` for an input of ``input_shape``; never raises for shape
     problems (they land in ``trace.errors``; ``trace.complete`` says whether it ran to the end)."""
-    trace = Trace(input_shape, dtype=dtype)
+    builder = TraceBuilder(input_shape, dtype=dtype)
     try:
         cache = _GRAPH_CACHE.setdefault(sm, {})
-    except TypeError:
+    except TypeError:  # a module that cannot be weakly referenced: compile for this trace only
         cache = {}
-    interp = _Interp(trace, cache)
+    interp = _Interp(builder, cache)
     root = _Mod(sm._c, sm, "")
-    inp = trace._add_op("input", "input", "Input", [])
-    x = _T(tuple(trace.input_shape), dtype)
+    inp = builder.input()
+    x = TracedTensor(tuple(builder.input_shape), dtype)
     inp.outputs = [interp._new_value(x, inp.id)]
+    builder.enter("", root.type, [x.vid], module=sm)
     out = None
-    cid = 0
-    trace.calls.append(Call(0, "", root.type, None, [x.vid], first_op=len(trace.ops), module=sm))
-    trace._stack.append(cid)
+    complete = False
     try:
-        args = _forward_args(sm, x)
-        if isinstance(args, str):
-            trace._error("(model)", None, root.type, args, [x.shape], fatal=True)
-            raise _Abort
-        if root.leaf and module_rule_by_name(root.type, root.qualname) is not None:
-            out = interp.call_leaf(root, "forward", args)  # a single layer
-        else:  # a model, or a frozen one (its layers inlined): record its ops one by one
-            out = interp.run_method(root, "forward", args)
-        trace.calls[0].outputs = [interp._vid(o) for o in _flat_tensors(out, [])]
-        trace.complete = True
-    except _Abort:
+        out = _run_forward(interp, sm, root, x)
+        complete = True
+    except TraceAborted:
         out = None
-    except Exception as e:  # the interpreter itself could not follow the graph
-        trace._fatal_outside_ops(_clean(e))
+    except Exception as e:  # noqa: BLE001 - the interpreter could not follow the graph: recorded as a fatal ShapeError the user sees
+        builder.fail_in_call(clean_message(e))
         out = None
     finally:
-        trace._close_open_calls()
+        builder.exit_all()
     if out is not None:
-        outs = _flat_tensors(out, [])
-        trace.output_values = [interp._vid(o) for o in outs]
-        o = trace._add_op("output", "output", "Output", list(trace.output_values))
-        o.scope = 0
-    return trace
+        builder.output([interp._vid(o) for o in flat_tensors(out, [])])
+    return builder.finish(complete=complete)
+
+
+def _run_forward(interp: _Interp, sm, root: _Mod, x: TracedTensor):
+    """The model's forward interpreted; its outputs set on the model's call."""
+    builder = interp.builder
+    args = _forward_args(sm, x)
+    if isinstance(args, str):
+        builder.fail("(model)", None, root.type, args, [x.shape], fatal=True)
+        raise TraceAborted
+    if root.leaf and module_rule_by_name(root.type, root.qualname) is not None:
+        out = interp.call_leaf(root, "forward", args)  # a single layer
+    else:  # a model, or a frozen one (its layers inlined): record its ops one by one
+        out = interp.run_method(root, "forward", args)
+    builder.set_call_outputs(0, [interp._vid(o) for o in flat_tensors(out, [])])
+    return out

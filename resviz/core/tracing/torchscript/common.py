@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 
 from .. import shape_rules as rules
-from ..eager import _clean_message
+from ..builder import PlainMessage, TraceAborted, clean_message
 
 Shape = tuple[int, ...]
 
 
-class _T:
+class TracedTensor:
     """A tensor the interpreter follows: its shape, dtype and current value id (None while quiet)."""
 
     __slots__ = ("shape", "dtype", "vid")
@@ -31,7 +31,9 @@ class _T:
         return f"_T({rules.fmt_shape(self.shape)}, {self.dtype}, v{self.vid})"
 
 
-_TENSORS = (_T, torch.Tensor)
+_T = TracedTensor  # the short name the interpreter's modules use
+TENSOR_TYPES = (TracedTensor, torch.Tensor)  # what counts as a tensor here: traced, or a real constant
+_TENSORS = TENSOR_TYPES
 _META = torch.device("meta")
 
 # c10::ScalarType numbering: TorchScript passes dtypes around as these ints.
@@ -43,31 +45,41 @@ _DTYPES = [
 _DTYPE_INT = {d: i for i, d in enumerate(_DTYPES)}
 
 
-def _shape_of(x) -> Shape:
+def shape_of(x) -> Shape:
+    """The shape of a traced tensor or a real one, as a tuple."""
     return x.shape if isinstance(x, _T) else tuple(x.shape)
 
 
-def _has_tensor(obj) -> bool:
+_shape_of = shape_of
+
+
+def has_tensor(obj) -> bool:
+    """Is there a tensor (traced or real) in ``obj`` at any depth?"""
     if isinstance(obj, _TENSORS):
         return True
     if isinstance(obj, (list, tuple)):
-        return any(_has_tensor(o) for o in obj)
+        return any(has_tensor(o) for o in obj)
     if isinstance(obj, dict):
-        return any(_has_tensor(o) for o in obj.values())
+        return any(has_tensor(o) for o in obj.values())
     return False
 
 
-def _flat_tensors(obj, out: list) -> list:
-    # trace._tensors does this for real tensors only; here a _T counts as much as a constant
+
+def flat_tensors(obj, out: list) -> list:
+    """The tensors in ``obj`` at any depth, appended to ``out``: a traced one counts as much as a
+    constant (the eager tracer's ``_tensors`` does this for real tensors only)."""
     if isinstance(obj, _TENSORS):
         out.append(obj)
     elif isinstance(obj, (list, tuple)):
         for o in obj:
-            _flat_tensors(o, out)
+            flat_tensors(o, out)
     elif isinstance(obj, dict):
         for o in obj.values():
-            _flat_tensors(o, out)
+            flat_tensors(o, out)
     return out
+
+
+_flat_tensors = flat_tensors
 
 
 def _shapes(obj):
@@ -92,14 +104,13 @@ def _first_tensor(args):
     return None
 
 
-class _Abort(Exception):
-    """Unwinds the interpretation once a fatal error has been recorded."""
+# Unwinds the interpretation once a fatal error has been recorded: the tracers' one abort.
+_Abort = TraceAborted
 
 
-class _Quiet(Exception):
-    """A failure inside a leaf layer's own code; the leaf records it."""
+class QuietFailure(PlainMessage):
+    """A failure inside a leaf layer's own code (run quietly, recording nothing); the leaf records it."""
 
 
-def _clean(e: BaseException) -> str:
-    # A rule's message and a quiet failure already read as a diagnosis, like PyTorch's own errors.
-    return _clean_message(e, plain=(RuntimeError, rules.RuleError, _Quiet))
+_Quiet = QuietFailure
+_clean = clean_message  # a rule's message and a quiet failure read as a diagnosis (PlainMessage)

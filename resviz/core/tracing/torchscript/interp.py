@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 
-from ..eager import Trace
-from ..records import Call
+from ..builder import TraceBuilder
 from .common import _DTYPE_INT, _META, _T, _TENSORS, _Abort, _clean, _flat_tensors, _Quiet, _shape_of
 from .graphs import _Block, _Fn, _GraphCompiler
 from .leaves import _LeafLayers, _Mod
@@ -39,8 +38,8 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
     leaf layers; this class holds the state they share and runs nodes and calls.
     """
 
-    def __init__(self, trace: Trace, cache: dict):
-        self.trace = trace
+    def __init__(self, builder: TraceBuilder, cache: dict):
+        self.builder = builder
         self.graphs = cache  # (qualname, method, inlined) -> _Block, shared by traces of one module
         self.quiet = 0
         self.const_vids: dict[int, int] = {}
@@ -221,12 +220,9 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
     def _fail(self, message: str):
         if self.quiet:
             raise _Quiet(message)
-        t = self.trace
-        scope = t._stack[-1] if t._stack else 0
-        call = t.calls[scope] if t.calls else None
-        where = call.path if call and call.path else "(model)"
-        shapes = [t.values[v].shape for v in call.inputs] if call else []
-        t._error(where, None, call.type if call else "", message, shapes, fatal=True)
+        call = self.builder.open_call
+        shapes = [self.builder.values[v].shape for v in call.inputs] if call else []
+        self.builder.fail_in_call(message, shapes=shapes)
         raise _Abort
 
     # ------------------------------------------------------------------ python-level ops
@@ -280,18 +276,10 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
             return self.run_method(mod, method, args)
         if mod.leaf:
             return self.call_leaf(mod, method, args)
-        t = self.trace
         inputs = [self._vid(a) for a in _flat_tensors(args, [])]
-        cid = len(t.calls)
-        parent = t._stack[-1] if t._stack else None
-        t.calls.append(Call(cid, mod.path, mod.type, parent, inputs, first_op=len(t.ops), module=mod.py,
-                            params=self._own_params(mod)))  # fmt: skip
-        t._stack.append(cid)
+        cid = self.builder.enter(mod.path, mod.type, inputs, module=mod.py, params=self._own_params(mod))
         out = self.run_method(mod, method, args)
-        outs = _flat_tensors(out, [])
-        t.calls[cid].outputs = [self._vid(o) for o in outs]
-        t.calls[cid].last_op = len(t.ops) - 1
-        t._stack.pop()
+        self.builder.exit(cid, [self._vid(o) for o in _flat_tensors(out, [])])
         return out
 
     def _callfunction(self, node, env):
@@ -331,7 +319,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
         fname = fn.name.lstrip("_") or fn.name
         if err is not None:
             op = self._record(fname, tensors, source)
-            self.trace._error(op.name, op.id, fname, err, [_shape_of(x) for x in tensors], True)
+            self.builder.fail(op.name, op.id, fname, err, [_shape_of(x) for x in tensors], fatal=True)
             raise _Abort
         outs = _flat_tensors(out, [])
         if len(outs) == 1 and tensors and outs[0] is tensors[0] and not _inplace_call(fname, args):

@@ -69,7 +69,7 @@ class _LeafInfo:
 
 
 class _LeafLayers:
-    """The interpreter's leaf-layer calls (a mixin of ``interp._Interp``); it uses ``self.trace``,
+    """The interpreter's leaf-layer calls (a mixin of ``interp._Interp``); it uses ``self.builder``,
     ``self.graphs``, ``self.hypers`` and the interpreter's value records and quiet runs."""
 
     def _leaf_info(self, mod: _Mod) -> _LeafInfo:
@@ -141,13 +141,13 @@ class _LeafLayers:
         return hyper_from_aten(base, args, base.endswith("_"))
 
     def call_leaf(self, mod: _Mod, method: str, args: list):
-        t = self.trace
+        t = self.builder
         info = self._leaf_info(mod)
         in_tensors = _flat_tensors(args, [])
         inputs = [self._vid(x) for x in in_tensors]
         n = mod.ncalls
         mod.ncalls = n + 1
-        op = t._add_op(
+        op = t.op(
             "module", mod.path, mod.type, inputs, params=info.params if n == 0 else 0,
             module=info.hyper if info.hyper is not None else mod.py, call_index=n,
         )  # fmt: skip
@@ -155,7 +155,7 @@ class _LeafLayers:
         if info.rule is not None and len(args) == 1 and isinstance(args[0], _T):
             x = args[0]
             in_shape = x.shape
-            out_shape = t._rule_shape(info.rule, info.hyper, in_shape, op)
+            out_shape = t.layer_shape(info.rule, info.hyper, in_shape, op)
             if out_shape is None:
                 raise _Abort
             out = x if info.inplace and out_shape == in_shape else _T(out_shape, x.dtype)
@@ -163,7 +163,7 @@ class _LeafLayers:
         else:
             out, err = self._quietly(self.run_method, mod, method, args, True)
             if err is not None:
-                t._error(mod.path, op.id, op.type, err, [_shape_of(x) for x in in_tensors], True)
+                t.fail(mod.path, op.id, op.type, err, [_shape_of(x) for x in in_tensors], fatal=True)
                 raise _Abort
             op.outputs = [self._as_output(o, op.id) for o in _flat_tensors(out, [])]
         if info.weights and op.outputs:
