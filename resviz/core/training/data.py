@@ -27,6 +27,7 @@ import math
 import os
 import pickle
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -368,7 +369,7 @@ def _read_pickle(path: Path) -> dict:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a corrupt pickle raises almost any error; the user is told which, and what was expected
         raise DataError(
             f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e}); expected a pickled dict "
             "with 'data' (N×3072 uint8) and 'labels'"
@@ -442,6 +443,19 @@ def load_npz(path: str | os.PathLike, sample_shape: Sequence[int], seed: int = 0
     if not p.is_file():
         raise DataError(f"{where}: no such file; expected an .npz with arrays x and y")
     _check_npz_size(p, where)
+    x, y = _read_npz_arrays(p, where)
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise DataError(f"{where}: x must be numeric, got {x.dtype}")
+    y = npz_labels(y, where)
+    _check_label_count(len(x), y, where)
+    want = tuple(sample_shape)
+    x = _to_nchw(x, want, where)
+    return ArrayData(x, y, sample_shape=want, num_classes=int(y.max()) + 1, seed=seed, where=where,
+                     name=f"{p.name} ({len(y)} samples)")  # fmt: skip
+
+
+def _read_npz_arrays(p: Path, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays ``x`` and ``y`` of an .npz (no pickled objects)."""
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = list(z.keys())
@@ -449,7 +463,7 @@ def load_npz(path: str | os.PathLike, sample_shape: Sequence[int], seed: int = 0
                 raise DataError(
                     f"{where}: expected arrays named x (samples) and y (labels), found {', '.join(keys) or 'none'}"
                 )
-            x, y = z["x"], z["y"]
+            return z["x"], z["y"]
     except DataError:
         raise
     except ValueError as e:
@@ -458,28 +472,30 @@ def load_npz(path: str | os.PathLike, sample_shape: Sequence[int], seed: int = 0
         ) from None
     except (OSError, zipfile.BadZipFile) as e:
         raise DataError(f"{where}: not a readable .npz file ({e})") from None
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise DataError(f"{where}: x must be numeric, got {x.dtype}")
+
+
+def npz_labels(y: np.ndarray, where: str) -> np.ndarray:
+    """``y`` as a 1-d array of integer labels: an N×1 column and whole-valued floats are accepted."""
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        if y.ndim == 1 and np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
-            y = y.astype(np.int64)
-        else:
-            raise DataError(
-                f"{where}: y must be a 1-d array of integer class labels, got shape "
-                f"{'x'.join(map(str, y.shape))} {y.dtype}"
-            )
-    if len(x) != len(y):
-        raise DataError(f"{where}: x has {len(x)} samples but y has {len(y)} labels")
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+        return y
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+        return y.astype(np.int64)
+    raise DataError(
+        f"{where}: y must be a 1-d array of integer class labels, got shape "
+        f"{'x'.join(map(str, y.shape))} {y.dtype}"
+    )
+
+
+def _check_label_count(n: int, y: np.ndarray, where: str) -> None:
+    """One label, 0 or more, for each of the ``n`` samples, and at least one sample."""
+    if n != len(y):
+        raise DataError(f"{where}: x has {n} samples but y has {len(y)} labels")
     if len(y) == 0:
         raise DataError(f"{where}: x and y are empty")
     if y.min() < 0:
         raise DataError(f"{where}: labels must be 0 or more, found {y.min()}")
-    want = tuple(sample_shape)
-    x = _to_nchw(x, want, where)
-    return ArrayData(x, y, sample_shape=want, num_classes=int(y.max()) + 1, seed=seed, where=where,
-                     name=f"{p.name} ({len(y)} samples)")  # fmt: skip
 
 
 def _npz_headers(p: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -498,12 +514,16 @@ def _npz_headers(p: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     return out
 
 
+# What a truncated or corrupt .npz raises while its headers are read (found by fuzzing real files)
+_BROKEN_ZIP = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError)
+
+
 def _check_npz_size(p: Path, where: str) -> None:
     """A compressed .npz can inflate a thousandfold: refuse before reading what will not fit."""
     try:
         headers = _npz_headers(p)
-    except Exception:
-        return  # not readable this way: np.load says what is wrong, in its words
+    except _BROKEN_ZIP:
+        return  # not readable this way: np.load, next, says what is wrong, in its words
     need = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
     free = available_memory("cpu")
     if free is not None and need > free * _MEMORY_HEADROOM:
@@ -523,7 +543,7 @@ def available_memory(device: str = "cpu") -> int | None:
     if str(device).startswith("cuda"):
         try:
             return int(torch.cuda.mem_get_info(torch.device(device))[0])
-        except Exception:
+        except (RuntimeError, AssertionError, ValueError):  # no CUDA, not built with it, no such GPU
             return None
     try:
         with open("/proc/meminfo") as fh:
@@ -644,7 +664,7 @@ def read_image(path: Path) -> np.ndarray:
             return a[:, :, None] if a.ndim == 2 else a
     except DataError:
         raise
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - Pillow and numpy raise many kinds on a corrupt image; the user is told which, and the file
         raise DataError(f"{path}: cannot read this image ({type(e).__name__}: {e})") from None
     raise DataError(f"{path}: unsupported image type {suffix}")
 
@@ -655,12 +675,22 @@ def _read_pnm(path: Path) -> np.ndarray:
     if magic not in (b"P2", b"P3", b"P5", b"P6"):
         raise DataError(f"{path}: not a PPM/PGM image (expected P2, P3, P5 or P6 at the start)")
     channels = 3 if magic in (b"P3", b"P6") else 1
-    # header: magic, width, height, maxval separated by whitespace, '#' comments allowed
+    (w, h, maxval), pos = pnm_header(data, path)
+    if w <= 0 or h <= 0 or not 0 < maxval < 65536:
+        raise DataError(f"{path}: bad PPM/PGM size {w}x{h} or maxval {maxval}")
+    raster = _pnm_raster(data, pos, binary=magic in (b"P5", b"P6"), n=w * h * channels, maxval=maxval)
+    if raster is None:
+        raise DataError(f"{path}: truncated image data ({w}x{h}, {channels} channels)")
+    return pnm_scaled(raster.reshape(h, w, channels), maxval)
+
+
+def pnm_header(data: bytes, path: Path) -> tuple[list[int], int]:
+    """Width, height and maxval of a PPM/PGM (after its 2-byte magic), and where they end:
+    decimal fields apart by whitespace, with ``#`` comments to the end of a line."""
     fields: list[int] = []
     pos = 2
     while len(fields) < 3:
-        while pos < len(data) and data[pos : pos + 1].isspace():
-            pos += 1
+        pos = _skip_blanks(data, pos)
         if data[pos : pos + 1] == b"#":
             while pos < len(data) and data[pos : pos + 1] not in (b"\n", b"\r"):
                 pos += 1
@@ -671,30 +701,36 @@ def _read_pnm(path: Path) -> np.ndarray:
         if start == pos:
             raise DataError(f"{path}: malformed PPM/PGM header")
         fields.append(int(data[start:pos]))
-    w, h, maxval = fields
-    if w <= 0 or h <= 0 or not 0 < maxval < 65536:
-        raise DataError(f"{path}: bad PPM/PGM size {w}x{h} or maxval {maxval}")
-    n = w * h * channels
-    if magic in (b"P5", b"P6"):
+    return fields, pos
+
+
+def _skip_blanks(data: bytes, pos: int) -> int:
+    while pos < len(data) and data[pos : pos + 1].isspace():
+        pos += 1
+    return pos
+
+
+def _pnm_raster(data: bytes, pos: int, binary: bool, n: int, maxval: int) -> np.ndarray | None:
+    """The ``n`` samples after the header ending at ``pos``: big-endian bytes or words (P5/P6) or
+    decimal text (P2/P3). None when the file holds fewer."""
+    if binary:
         pos += 1  # exactly one whitespace byte before the raster
         dtype = np.dtype(">u2") if maxval > 255 else np.dtype(np.uint8)
-        raster = (
-            np.frombuffer(data, dtype=dtype, count=n, offset=pos)
-            if len(data) - pos >= n * dtype.itemsize
-            else None
-        )
-        if raster is None:
-            raise DataError(f"{path}: truncated image data ({w}x{h}, {channels} channels)")
-    else:
-        vals = data[pos:].split()
-        if len(vals) < n:
-            raise DataError(f"{path}: truncated image data ({w}x{h}, {channels} channels)")
-        raster = np.array([int(v) for v in vals[:n]], dtype=np.uint16 if maxval > 255 else np.uint8)
-    a = raster.reshape(h, w, channels)
+        if len(data) - pos < n * dtype.itemsize:
+            return None
+        return np.frombuffer(data, dtype=dtype, count=n, offset=pos)
+    vals = data[pos:].split()
+    if len(vals) < n:
+        return None
+    return np.array([int(v) for v in vals[:n]], dtype=np.uint16 if maxval > 255 else np.uint8)
+
+
+def pnm_scaled(a: np.ndarray, maxval: int) -> np.ndarray:
+    """Samples as uint8 (maxval 255), native uint16 (65535) or float in 0..1 (any other maxval)."""
     if maxval not in (255, 65535):
-        a = a.astype(np.float32) / maxval
-    elif a.dtype != np.uint8:
-        a = a.astype(np.uint16)
+        return a.astype(np.float32) / maxval
+    if a.dtype != np.uint8:
+        return a.astype(np.uint16)
     return a
 
 
@@ -702,10 +738,27 @@ def load_image_folder(path: str | os.PathLike, sample_shape: Sequence[int], seed
     """One sub-folder per class (sorted by name); images resized to the model's input size."""
     root = Path(path)
     where = f"folder:{path}"
+    want = tuple(sample_shape)
+    classes = class_folders(root, want, where)
+    files, skipped = scan_images(root, classes, where)
+    decoded = [decode_image(f, want[1:]) for f, _ in files]
+    integer = all(whole for _, whole in decoded)
+    x = stack_images([t for t, _ in decoded], want[0], integer)
+    y = np.array([label for _, label in files], dtype=np.int64)
+    note = f", {sum(skipped.values())} files skipped ({_pil_hint(skipped)})" if skipped else ""
+    return ArrayData(
+        x.numpy(), y, sample_shape=want, num_classes=len(classes), seed=seed, where=where,
+        name=f"{root.name}/ ({len(files)} images, {len(classes)} classes{note})", class_names=classes,
+        scale=1 / 255 if integer else 1.0,
+    )  # fmt: skip
+
+
+def class_folders(root: Path, want: tuple[int, ...], where: str) -> list[str]:
+    """The class sub-folders of ``root``, sorted (hidden ones left out); at least two, for a
+    model that takes images (``want`` is C×H×W)."""
     if not root.is_dir():
         raise DataError(f"{where}: {'no such folder' if not root.exists() else 'not a folder'}; expected a "
                         "folder with one sub-folder of images per class")  # fmt: skip
-    want = tuple(sample_shape)
     if len(want) != 3:
         raise DataError(f"{where}: image folders need a model that takes images (C×H×W); this one takes "
                         f"{'x'.join(map(str, want))}")  # fmt: skip
@@ -715,66 +768,71 @@ def load_image_folder(path: str | os.PathLike, sample_shape: Sequence[int], seed
             f"{where}: found {len(classes)} class sub-folder(s); expected one sub-folder per class "
             "(at least 2), e.g. cat/, dog/"
         )
+    return classes
+
+
+def scan_images(root: Path, classes: list[str], where: str) -> tuple[list[tuple[Path, int]], dict[str, int]]:
+    """Every image file resviz can read, with its class's index, and the count of images skipped
+    by suffix (PNG/JPEG/... without Pillow). A class without a readable image is refused."""
     pil = _have_pil()
     readable = _NUMPY_IMAGES + (_PIL_IMAGES if pil else ())
     files: list[tuple[Path, int]] = []
     skipped: dict[str, int] = {}
     for label, name in enumerate(classes):
-        n_before = len(files)
-        for f in sorted((root / name).rglob("*")):
-            if not f.is_file() or f.name.startswith("."):
-                continue
-            s = f.suffix.lower()
-            if s in readable:
-                files.append((f, label))
-            elif s in _PIL_IMAGES:
-                skipped[s] = skipped.get(s, 0) + 1
-        if len(files) == n_before:
+        found = _class_images(root / name, readable, skipped)
+        if not found:
             hint = (
                 _pil_hint(skipped)
                 if skipped
                 else ("resviz reads .npy, .ppm and .pgm" + (" and PNG/JPEG/BMP/TIFF/WebP" if pil else ""))
             )
             raise DataError(f"{where}: no readable images in {name}/ ({hint})")
-    _, h, w = want
-    images = []
-    integer = True
-    for f, _ in files:
-        a = read_image(f)
-        a = np.ascontiguousarray(a)
-        if not a.flags.writeable:  # torch.from_numpy wants memory it may write
-            a = a.copy()
-        t = torch.from_numpy(a).permute(2, 0, 1)
-        if a.dtype == np.uint8:
-            t = t.float() / 255
-        elif a.dtype == np.uint16:
-            t = t.float() / 65535
-        else:
-            integer = False
-            t = t.float()
-        if t.shape[0] not in (1, 3, 4):
-            raise DataError(f"{f}: images must have 1, 3 or 4 channels, this one has {t.shape[0]}")
-        if tuple(t.shape[1:]) != (h, w):
-            t = F.interpolate(t[None], size=(h, w), mode="bilinear", align_corners=False,
-                              antialias=h < t.shape[1] or w < t.shape[2])[0]  # fmt: skip
-        images.append(t)
+        files += [(f, label) for f in found]
+    return files, skipped
+
+
+def _class_images(folder: Path, readable: tuple[str, ...], skipped: dict[str, int]) -> list[Path]:
+    """The readable images under ``folder`` (recursively, sorted, hidden files left out); images
+    of a kind that needs Pillow are counted into ``skipped``."""
+    found = []
+    for f in sorted(folder.rglob("*")):
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        s = f.suffix.lower()
+        if s in readable:
+            found.append(f)
+        elif s in _PIL_IMAGES:
+            skipped[s] = skipped.get(s, 0) + 1
+    return found
+
+
+def decode_image(f: Path, size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
+    """One image as a C×H×W float tensor resized to ``size`` (bilinear, antialiased when
+    shrinking), in 0..1 for integer images, and whether it was an integer image."""
+    a = np.ascontiguousarray(read_image(f))
+    if not a.flags.writeable:  # torch.from_numpy wants memory it may write
+        a = a.copy()
+    t = torch.from_numpy(a).permute(2, 0, 1)
+    integer = a.dtype in (np.uint8, np.uint16)
+    t = t.float() / (255 if a.dtype == np.uint8 else 65535) if integer else t.float()
+    if t.shape[0] not in (1, 3, 4):
+        raise DataError(f"{f}: images must have 1, 3 or 4 channels, this one has {t.shape[0]}")
+    h, w = size
+    if tuple(t.shape[1:]) != (h, w):
+        t = F.interpolate(t[None], size=(h, w), mode="bilinear", align_corners=False,
+                          antialias=h < t.shape[1] or w < t.shape[2])[0]  # fmt: skip
+    return t, integer
+
+
+def stack_images(images: list[torch.Tensor], want_c: int, integer: bool) -> torch.Tensor:
+    """Images of 1, 3 or 4 channels as one N×C×H×W batch: C is the most any has (alpha dropped
+    unless the model takes 4), grey spread to RGB; back to uint8 when all were integer images."""
     c = max(t.shape[0] for t in images)
-    c = 3 if c == 4 and want[0] != 4 else c
-    stack = []
-    for t in images:
-        if t.shape[0] != c:
-            t = t.expand(c, -1, -1) if t.shape[0] == 1 else t[:c]
-        stack.append(t)
-    x = torch.stack(stack)
+    c = 3 if c == 4 and want_c != 4 else c
+    x = torch.stack([t if t.shape[0] == c else t.expand(c, -1, -1) if t.shape[0] == 1 else t[:c] for t in images])
     if integer:
         x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-    y = np.array([label for _, label in files], dtype=np.int64)
-    note = f", {sum(skipped.values())} files skipped ({_pil_hint(skipped)})" if skipped else ""
-    return ArrayData(
-        x.numpy(), y, sample_shape=want, num_classes=len(classes), seed=seed, where=where,
-        name=f"{root.name}/ ({len(files)} images, {len(classes)} classes{note})", class_names=classes,
-        scale=1 / 255 if integer else 1.0,
-    )  # fmt: skip
+    return x
 
 
 def _pil_hint(skipped: dict[str, int]) -> str:

@@ -24,7 +24,8 @@ series (a network, or its plain twin):
       store.on("faulted", lambda store, payload: ...)       # a NaN/Inf record arrived
 
   A callback that raises is removed from nothing and does not stop the others; the error is kept
-  in ``store.callback_errors`` (the training loop must never die of a viewer's bug).
+  in ``store.callback_errors`` and said once per callback as a ``RuntimeWarning`` (the training
+  loop must never die of a viewer's bug, nor hide it).
 
 ``append`` takes a :class:`~resviz.core.training.steps.StepRecord` or its payload dict
 (``StepRecord.to_dict()`` with an optional wall time ``"t"``; JSON ``null`` reads as NaN).
@@ -38,6 +39,7 @@ import enum
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -146,6 +148,7 @@ class RunStore:
         self._probes = np.full((self.capacity, len(self.names), len(PROBES)), np.nan)
         self._callbacks: dict[str, list[Callable]] = {e: [] for e in EVENTS}
         self.callback_errors: list[str] = []
+        self._warned: set[tuple[str, int]] = set()
         self.state = RunState.IDLE
         self.clear()
 
@@ -166,8 +169,16 @@ class RunStore:
         for cb in list(self._callbacks[event]):
             try:
                 cb(self, *args)
-            except Exception as e:  # a viewer's bug must not stop the run
-                self.callback_errors.append(f"{event} callback {getattr(cb, '__name__', cb)!r}: {e!r}")
+            except Exception as e:  # noqa: BLE001 - a viewer's bug must not stop the run; kept and warned once
+                self._callback_failed(event, cb, e)
+
+    def _callback_failed(self, event: str, cb: Callable, e: Exception) -> None:
+        what = f"{event} callback {getattr(cb, '__name__', cb)!r}: {e!r}"
+        self.callback_errors.append(what)
+        if (event, id(cb)) not in self._warned:  # once per callback: it may fail at every step
+            self._warned.add((event, id(cb)))
+            warnings.warn(f"resviz: the run store's {what}; the run goes on, the callback may have missed "
+                          "this and later events", RuntimeWarning, stacklevel=3)  # fmt: skip
 
     def set_state(self, state: RunState | str) -> None:
         new = RunState(state)

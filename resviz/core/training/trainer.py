@@ -198,6 +198,67 @@ def _state_clone(module: nn.Module, device=None) -> dict:
     }
 
 
+def _check_eager(model) -> None:
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise TrainingError(
+            f"can only train an eager torch.nn.Module, not a {type(model).__name__} "
+            "(TorchScript and torch.export models cannot be instrumented)"
+        )
+
+
+def _analysed(model: nn.Module, report, input_shape, name: str):
+    """``report``, or the model analysed at ``input_shape`` when there is none."""
+    if report is not None:
+        return report
+    from ..analysis.pipeline import analyze
+
+    if input_shape is None:
+        raise ResvizError("Trainer needs input_shape (or a report) to know what the model takes")
+    return analyze(model, input_shape, name=name, suggest_sizes=False)
+
+
+def training_copy(model: nn.Module, report, name: str, *, owned: bool, plain: bool) -> tuple[nn.Module, list[str]]:
+    """The network to train and what the user should know about it: ``model`` itself when the
+    trainer ``owned`` it (a fresh build), else a deep copy; with ``plain``, its plain twin (the
+    shortcuts dropped at every residual add of ``report``)."""
+    if any(p.is_meta for p in model.parameters()):
+        raise TrainingError(f"{name}: the model's weights are on the meta device (no values); build it "
+                            "on cpu, or use Trainer.from_loaded, which rebuilds it")  # fmt: skip
+    net = model
+    if not owned:
+        try:
+            net = copy.deepcopy(model)
+        except Exception as e:  # noqa: BLE001 - the user's modules may raise anything when copied; the user is told which
+            raise TrainingError(f"{name}: cannot copy the model to train it ({type(e).__name__}: {e})") from None
+    notes = []
+    if plain:
+        if not report.residual_adds:
+            notes.append("the model has no residual adds: its plain twin is the model itself")
+        net = plain_twin(net, report, copy=False)
+    return net, notes
+
+
+def classifier_classes(report, name: str) -> int:
+    """The number of classes of a model whose output is (batch, classes)."""
+    out = report.output_shapes[0] if report.output_shapes else ()
+    if len(out) != 2:
+        raise TrainingError(
+            f"{name}: training needs a classifier with output (batch, classes); the model gives "
+            f"{'x'.join(map(str, out)) or 'nothing'}"
+        )
+    return int(out[1])
+
+
+def training_data(data: DataSource | str | None, sample_shape, num_classes: int, seed: int) -> DataSource:
+    """``data`` as a source (a ``--data`` string is opened at ``sample_shape``), with no more
+    classes than the model has outputs."""
+    source = data if isinstance(data, DataSource) else open_data(data, sample_shape, num_classes, seed)
+    if source.num_classes > num_classes:
+        raise ResvizError(f"{source.name} has {source.num_classes} classes but the model gives "
+                          f"{num_classes} outputs")  # fmt: skip
+    return source
+
+
 @dataclass
 class _Snapshot:
     step: int
@@ -223,68 +284,29 @@ class Trainer:
                  report=None, data: DataSource | str | None = None, plain: bool = False,
                  name: str | None = None, history: int = 4096, probe_match: str = "auto",
                  _owned: bool = False, _plain_built: bool = False):  # fmt: skip
-        if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
-            raise TrainingError(
-                f"can only train an eager torch.nn.Module, not a {type(model).__name__} "
-                "(TorchScript and torch.export models cannot be instrumented)"
-            )
+        _check_eager(model)
         self.config = (config or TrainConfig()).resolved()
         cfg = self.config
         self.device = torch.device(cfg.device)
         self.name = name or type(model).__name__
         self.plain = plain
         self.notes: list[str] = []
-        if report is None:
-            from ..analysis.pipeline import analyze
-
-            if input_shape is None:
-                raise ResvizError("Trainer needs input_shape (or a report) to know what the model takes")
-            report = analyze(model, input_shape, name=self.name, suggest_sizes=False)
-        self.report = report
+        self.report = report = _analysed(model, report, input_shape, self.name)
         self._check_report(report)
-        if any(p.is_meta for p in model.parameters()):
-            raise TrainingError(f"{self.name}: the model's weights are on the meta device (no values); build it "
-                                "on cpu, or use Trainer.from_loaded, which rebuilds it")  # fmt: skip
-        if _owned:
-            net = model
-        else:
-            try:
-                net = copy.deepcopy(model)
-            except Exception as e:
-                raise TrainingError(
-                    f"{self.name}: cannot copy the model to train it ({type(e).__name__}: {e})"
-                ) from None
-        if plain and not _plain_built:
-            if not report.residual_adds:
-                self.notes.append("the model has no residual adds: its plain twin is the model itself")
-            net = plain_twin(net, report, copy=False)
+        net, notes = training_copy(model, report, self.name, owned=_owned, plain=plain and not _plain_built)
+        self.notes += notes
         self.model = net.to(self.device)
         self.model.train()
         self.input_shape = tuple(report.input_shape)
-        out = report.output_shapes[0] if report.output_shapes else ()
-        if len(out) != 2:
-            raise TrainingError(
-                f"{self.name}: training needs a classifier with output (batch, classes); the model gives "
-                f"{'x'.join(map(str, out)) or 'nothing'}"
-            )
-        self.num_classes = int(out[1])
-        if isinstance(data, DataSource):
-            self.data = data
-        else:
-            self.data = open_data(data, self.input_shape[1:], self.num_classes, cfg.seed)
-        if self.data.num_classes > self.num_classes:
-            raise ResvizError(f"{self.data.name} has {self.data.num_classes} classes but the model gives "
-                              f"{self.num_classes} outputs")  # fmt: skip
+        self.num_classes = classifier_classes(report, self.name)
+        self.data = training_data(data, self.input_shape[1:], self.num_classes, cfg.seed)
         self.probes: ProbeSet | None = None
-        names = probe_blocks(report)
         if cfg.probes:
-            self.probes = ProbeSet(self.model, report, names, residual_ratio=not plain, device=self.device,
-                                   match=probe_match)  # fmt: skip
-            self.block_names = list(self.probes.names)
-            self.params = self.probes.params
+            self.probes = ProbeSet(self.model, report, probe_blocks(report), residual_ratio=not plain,
+                                   device=self.device, match=probe_match)  # fmt: skip
+            self.block_names, self.params = list(self.probes.names), self.probes.params
         else:
-            self.block_names = []
-            self.params = [p for p in self.model.parameters() if p.requires_grad]
+            self.block_names, self.params = [], [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
             raise TrainingError(f"{self.name}: the model has no trainable parameters")
         self.optimizer = make_optimizer(self.params, cfg)
@@ -334,7 +356,7 @@ class Trainer:
                 model = _seeded_build(lambda: build("cpu"), cfg.seed)
             except ResvizError:
                 raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the user's build code may raise anything; the user is told which, and where
                 raise _model_error(e, "build") from None
         plain_built = False
         if plain and getattr(loaded, "plain_twin", None) is not None and report.residual_adds:
@@ -459,6 +481,28 @@ class Trainer:
         x, y = batch if batch is not None else self.next_batch()
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
+        logits, loss = self._forward_backward(x, y, step)
+        values, measured, alias = self._measure(loss, logits, y)
+        loss_v, correct_v, grad_sq = values[0], values[1], values[2]
+        nonfinite = not (math.isfinite(loss_v) and math.isfinite(grad_sq))
+        blocks: dict[str, dict[str, float]] = {}
+        origin = None
+        if self.probes is not None:
+            blocks, origin = self._block_values(values[3:], measured, alias, nonfinite)
+        lr = self._lr
+        message = self._fault(step, loss_v, origin, lr) if nonfinite else self._update(step)
+        self.step_index = step + 1
+        rec = StepRecord(
+            step=step, loss=loss_v, accuracy=correct_v / x.shape[0], lr=lr,
+            seconds=time.perf_counter() - t0, blocks=blocks, flags=flag_norms(blocks),
+            nonfinite=nonfinite, message=message,
+        )  # fmt: skip
+        self.history.append(rec)
+        return rec
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the loss, its gradients left on the parameters; on any failure the probes
+        and the gradients are cleared before the error goes on."""
         self.optimizer.zero_grad(set_to_none=True)
         probes = self.probes
         if probes is not None:
@@ -467,13 +511,13 @@ class Trainer:
             with self._rng(step):
                 try:
                     out = self.model(x)
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - the user's forward may raise anything; the user is told which, and where in their code
                     raise _model_error(e, "forward") from None
                 logits = _logits(out, x.shape[0])
                 loss = F.cross_entropy(logits.float(), y)
                 try:
                     loss.backward()
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - as the forward: the user's backward hooks and autograd functions
                     raise _model_error(e, "backward") from None
         except BaseException:
             if probes is not None:
@@ -481,6 +525,13 @@ class Trainer:
                 probes.sink.clear()
             self.optimizer.zero_grad(set_to_none=True)
             raise
+        return logits, loss
+
+    def _measure(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> tuple[list[float], set[int], dict[int, int]]:
+        """The step's numbers in one device-to-host copy: loss, correct count, the squared gradient
+        norm, then (with probes) each block's squared gradient norm and the activation statistics;
+        and which probes measured and which alias others."""
+        probes = self.probes
         with torch.no_grad():
             grads = [p.grad if p.grad is not None else self._zero for p in self.params]
             param_sq = param_sq_norms(grads)
@@ -500,36 +551,32 @@ class Trainer:
                 values[2] = param_sq.sum().item()
                 if probes is not None:
                     values[3 : 3 + len(probes.names)] = probes.block_grad_sq(param_sq).tolist()
-        loss_v, correct_v, grad_sq = values[0], values[1], values[2]
-        nonfinite = not (math.isfinite(loss_v) and math.isfinite(grad_sq))
-        blocks: dict[str, dict[str, float]] = {}
-        origin = None
-        if probes is not None:
-            nb = len(probes.names)
-            blocks = probes.decode(values[3 : 3 + nb], values[3 + nb :], measured, alias)
-            if nonfinite:
-                origin = probes.nonfinite_origin(blocks, measured, alias)
-        lr = self._lr
-        message = ""
-        if nonfinite:
-            self.optimizer.zero_grad(set_to_none=True)
-            message = self._fault_message(step, loss_v, origin, lr)
-            self._blocked = message
-            self._blocked_lr = lr
-        else:
-            self.optimizer.step()
-            if self.config.snapshot_every and (step + 1) % self.config.snapshot_every == 0:
-                self._good = _Snapshot(
-                    step + 1, _state_clone(self.model), copy.deepcopy(self.optimizer.state_dict())
-                )
-        self.step_index = step + 1
-        rec = StepRecord(
-            step=step, loss=loss_v, accuracy=correct_v / x.shape[0], lr=lr,
-            seconds=time.perf_counter() - t0, blocks=blocks, flags=flag_norms(blocks),
-            nonfinite=nonfinite, message=message,
-        )  # fmt: skip
-        self.history.append(rec)
-        return rec
+        return values, measured, alias
+
+    def _block_values(self, values: list[float], measured: set[int], alias: dict[int, int],
+                      nonfinite: bool) -> tuple[dict[str, dict[str, float]], tuple[str, str] | None]:  # fmt: skip
+        """Per-block numbers from the probes' part of the step's ``values`` (block gradient norms,
+        then activation statistics), and, when the step went non-finite, where it began."""
+        probes = self.probes
+        nb = len(probes.names)
+        blocks = probes.decode(values[:nb], values[nb:], measured, alias)
+        origin = probes.nonfinite_origin(blocks, measured, alias) if nonfinite else None
+        return blocks, origin
+
+    def _fault(self, step: int, loss: float, origin: tuple[str, str] | None, lr: float) -> str:
+        """A non-finite step: no update, training blocked until resumed or reset; the message."""
+        self.optimizer.zero_grad(set_to_none=True)
+        message = self._fault_message(step, loss, origin, lr)
+        self._blocked = message
+        self._blocked_lr = lr
+        return message
+
+    def _update(self, step: int) -> str:
+        """A good step: apply the update, and snapshot every ``snapshot_every`` steps."""
+        self.optimizer.step()
+        if self.config.snapshot_every and (step + 1) % self.config.snapshot_every == 0:
+            self._good = _Snapshot(step + 1, _state_clone(self.model), copy.deepcopy(self.optimizer.state_dict()))
+        return ""
 
     def _rng(self, step: int):
         """Seed torch's RNG for this step's forward (dropout) and restore it afterwards."""
