@@ -30,7 +30,7 @@ keep_dropped_objects_alive()
 # 2-core machine a small conv took 16 ms with 2 threads and 1.9 ms with one (test_mismatch.py's
 # property test: 15 s -> 4 s). Tests that are about threads set their own count.
 torch.set_num_threads(1)
-os.environ.setdefault("RESVIZ_TRAIN_THREADS", "1")  # the app's training threads, for the same reason
+os.environ.setdefault("RESVIZ_TRAIN_THREADS", "1")  # the app started by a test sets the same at start
 
 
 def _running_qthreads() -> list:

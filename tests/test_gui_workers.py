@@ -64,3 +64,20 @@ def test_a_long_job_sees_that_its_owner_is_stopping(qtbot):
     worker.submit("a", long_job)
     qtbot.waitUntil(started.is_set, timeout=TIMEOUT)
     assert worker.stop() and ended == [True]
+
+
+def test_a_thread_that_outlives_its_owner_s_wait_is_handed_to_the_application(qtbot):
+    """A job in one long call cannot see the stop flag: closing the window must not destroy its
+    running QThread, so the QApplication takes the handle over until the thread ends."""
+    window = QWidget()
+    qtbot.addWidget(window)
+    worker = QtWorker("test-outlives", window)
+    handle = worker._handle
+    started, gate = threading.Event(), threading.Event()
+    worker.submit("a", lambda: started.set() or gate.wait(TIMEOUT / 1000))
+    qtbot.waitUntil(started.is_set, timeout=TIMEOUT)
+    assert not worker.stop(timeout_ms=1)  # still inside the job
+    assert handle.parent() is QApplication.instance() and handle.thread_() in running_worker_threads()
+    gate.set()
+    qtbot.waitUntil(lambda: handle.state == "stopped" and handle.parent() is None, timeout=TIMEOUT)
+    assert not running_worker_threads()  # the application let go once the thread ended

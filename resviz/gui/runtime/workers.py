@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
 from ...core.errors import NeedsTrust, ResvizError
 from . import ui_thread_gc
@@ -113,7 +113,9 @@ class WorkerThread(QObject):
     @Slot()
     def _finished_late(self) -> None:
         self._set_state(WorkerState.STOPPED)
-        self.setParent(None)
+        # let go of the application's ownership from a later event, not from inside this slot:
+        # the last reference may go with it, and an object must not be deleted in its own slot
+        QTimer.singleShot(0, lambda handle=self: handle.setParent(None))
 
 
 def running_worker_threads() -> list[QThread]:

@@ -21,15 +21,6 @@ CIFAR_TWIN = "resnet20"  # the CIFAR-size ResNet offered (basic blocks, 32x32, 0
 _SPEED: dict[int, float] = {}  # torch threads -> MAC/s of this CPU
 
 
-def usable_cores() -> int:
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def training_threads() -> int:
     """The intra-op threads a CPU training run uses: torch's count as the process has it (the
     host's own under ``resviz.show``; in the app, what ``run_app`` set once at start, see

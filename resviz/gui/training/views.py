@@ -167,27 +167,23 @@ class TrainingViewsMixin:
         self.acc_plot.fit()
 
     def _update_status(self) -> None:
-        state = self.run_state()
+        text = " · ".join(p for p in self._status_parts(self.run_state()) if p)
+        if text != self.status.text():
+            self.status.setText(text)
+        self._update_detail()
+
+    def _status_parts(self, state: str) -> list[str]:
+        """The status line's pieces: the state, then the latest step, or what to do next."""
         color, word = STATE_TEXT.get(state, ("#6b7280", state))
         parts = [f"<b style='color:{color}'>● {word}</b>"]
         watch = self.watches.get("residual")
         res = self.buffers.get("residual")
         if res is not None and res.latest is not None:
-            last = res.latest
             target = self.steps.value() if watch is None else int((watch.follower.meta.get("config") or {}).get("steps") or 0)
-            parts.append(f"step <b>{last['step'] + 1}</b>" + (f" / {target}" if target else ""))
             plain = self.buffers.get("plain")
-            if plain is not None and plain.latest is not None:
-                pl = plain.latest
-                other = "plain" if watch is None else "overlay"
-                parts.append(f"loss <b>{fmt(last['loss'])}</b> · {other} <b>{fmt(pl['loss'])}</b>")
-                parts.append(f"acc <b>{last['accuracy']:.0%}</b> · {other} <b>{pl['accuracy']:.0%}</b>")
-            else:
-                parts.append(f"loss <b>{fmt(last['loss'])}</b>")
-                parts.append(f"acc <b>{last['accuracy']:.1%}</b>")
-            if state == "running":
-                parts.append(rate_text(res.steps_per_second(), last.get("seconds")))
-            parts.append(f"lr {last['lr']:g}")
+            rate = rate_text(res.steps_per_second(), res.latest.get("seconds")) if state == "running" else ""
+            parts += step_parts(res.latest, plain.latest if plain is not None else None, target,
+                                "plain" if watch is None else "overlay", rate)  # fmt: skip
             if watch is not None and watch.follower.live and watch.follower.quiet_for() > QUIET_S:
                 parts.append(f"no new step for {_duration(watch.follower.quiet_for())}")
         elif watch is not None:
@@ -196,10 +192,11 @@ class TrainingViewsMixin:
             parts.append("open a model to train it")
         elif state in ("idle", "stopped"):
             parts.append(f"{len(self.names)} blocks · press Start (or Compare with plain twin)")
-        text = " · ".join(p for p in parts if p)
-        if text != self.status.text():
-            self.status.setText(text)
-        info = self.info
+        return parts
+
+    def _update_detail(self) -> None:
+        """The line under the status: the followed run, else the run's settings, else the model."""
+        watch = self.watches.get("residual")
         if watch is not None:
             over = self.watches.get("plain")
             errors = watch.follower.errors
@@ -208,15 +205,8 @@ class TrainingViewsMixin:
                                 + (f" · {len(errors)} probe error{'s' if len(errors) != 1 else ''} in events.jsonl"
                                    if errors else ""))  # fmt: skip
             self.detail.setToolTip("\n".join(errors[-5:]) if errors else str(watch.follower.path))
-        elif info:
-            threads = (
-                f", {info['threads']} thread{'s' if info['threads'] != 1 else ''}"
-                if info.get("threads")
-                else ""
-            )
-            twin = " + plain twin" if info.get("twin") else ""
-            self.detail.setText(f"{info.get('model', '')}{twin} · {info.get('data', '')} · {info.get('optimizer', '')} · "
-                                f"batch {info.get('batch_size', '')} · {info.get('device', '')}{threads}")  # fmt: skip
+        elif self.info:
+            self.detail.setText(run_detail(self.info))
         elif self.session is not None:
             self.detail.setText(f"{getattr(self.session.report, 'model_name', '')}")
         else:
@@ -227,6 +217,31 @@ class TrainingViewsMixin:
 
 
 QUIET_S = 60  # a live run with no new record for this long says so (its writer may have died)
+
+def step_parts(last: dict, plain: dict | None, target: int, other: str, rate: str = "") -> list[str]:
+    """The status line's pieces for the latest step ``last`` (and the plain twin's or the overlaid
+    run's, ``plain``, named ``other``): step / target, loss, accuracy, rate, learning rate."""
+    parts = [f"step <b>{last['step'] + 1}</b>" + (f" / {target}" if target else "")]
+    if plain is not None:
+        parts.append(f"loss <b>{fmt(last['loss'])}</b> · {other} <b>{fmt(plain['loss'])}</b>")
+        parts.append(f"acc <b>{last['accuracy']:.0%}</b> · {other} <b>{plain['accuracy']:.0%}</b>")
+    else:
+        parts.append(f"loss <b>{fmt(last['loss'])}</b>")
+        parts.append(f"acc <b>{last['accuracy']:.1%}</b>")
+    if rate:
+        parts.append(rate)
+    parts.append(f"lr {last['lr']:g}")
+    return parts
+
+
+def run_detail(info: dict) -> str:
+    """``resnet20 + plain twin · synthetic · sgd · batch 32 · cpu, 4 threads`` (the ``started`` info)."""
+    n = info.get("threads")
+    threads = f", {n} thread{'s' if n != 1 else ''}" if n else ""
+    twin = " + plain twin" if info.get("twin") else ""
+    return (f"{info.get('model', '')}{twin} · {info.get('data', '')} · {info.get('optimizer', '')} · "
+            f"batch {info.get('batch_size', '')} · {info.get('device', '')}{threads}")  # fmt: skip
+
 
 
 def rate_text(steps_per_second: float, seconds_per_step: float | None = None) -> str:

@@ -16,11 +16,9 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
 from ..runtime.workers import WorkerThread
-from .run_loop import RunState, TrainingLoop, describe_error
+from .run_loop import RunState, TrainingLoop
 
 JOIN_MS = 2000  # how long closing the window waits for the training thread
-
-__all__ = ["JOIN_MS", "RunState", "TrainingController", "TrainingWorker", "describe_error"]
 
 
 class TrainingWorker(QObject):
