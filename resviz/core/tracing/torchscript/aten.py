@@ -209,39 +209,62 @@ def aten_eval(opo, args: Sequence, kwargs: dict, base: str | None = None):
     if base is None:
         base = opo._opname
     tensors = _flat_tensors((args, kwargs), [])
-    if any(isinstance(t, _T) for t in tensors):
-        if base in _IDENTITY_OPS:
-            return args[0]
-        rule = ATEN_RULES.get(base)
-        if rule is not None:
-            try:
-                out_shape, inplace = rule(_shapes(list(args)), _shapes(kwargs))
-            except NotImplementedError:
-                pass
-            else:
-                if inplace is not None:
-                    return args[inplace]
-                ref = _first_tensor(args)
-                dtype = ref.dtype
-                if base in ("add", "sub", "mul", "div", "true_divide", "maximum", "minimum") and \
-                        isinstance(args[1], _TENSORS):  # fmt: skip
-                    dtype = torch.promote_types(dtype, args[1].dtype)
-                if base in ("div", "true_divide") and not dtype.is_floating_point:
-                    dtype = torch.get_default_dtype()
-                return _T(out_shape, dtype)
-        margs = _to_meta(list(args), True)
-        mkw = {k: _to_meta(v, True) for k, v in kwargs.items()}
-        back = {}
-        _pair_back(args, margs, back)
-        out = opo(*margs, **mkw)
-        return _from_meta(out, back)
-    # no traced tensor: constants and parameters only
+    if not any(isinstance(t, _T) for t in tensors):
+        return _constant_eval(opo, args, kwargs, tensors)
+    if base in _IDENTITY_OPS:
+        return args[0]
+    out = _rule_eval(base, args, kwargs)
+    if out is not None:
+        return out
+    return _meta_eval(opo, args, kwargs)
+
+
+_PROMOTING = frozenset({"add", "sub", "mul", "div", "true_divide", "maximum", "minimum"})
+
+
+def _rule_eval(base: str, args: Sequence, kwargs: dict):
+    """The op's result by its shape rule; None when it has none (or the rule declines)."""
+    rule = ATEN_RULES.get(base)
+    if rule is None:
+        return None
+    try:
+        out_shape, inplace = rule(_shapes(list(args)), _shapes(kwargs))
+    except NotImplementedError:
+        return None
+    if inplace is not None:
+        return args[inplace]
+    return _T(out_shape, result_dtype(base, args))
+
+
+def result_dtype(base: str, args: Sequence) -> torch.dtype:
+    """The dtype of a ruled op's result: its first tensor's, promoted with the second operand's
+    for arithmetic, and a true division of integers gives the default float."""
+    dtype = _first_tensor(args).dtype
+    if base in _PROMOTING and isinstance(args[1], _TENSORS):
+        dtype = torch.promote_types(dtype, args[1].dtype)
+    if base in ("div", "true_divide") and not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    return dtype
+
+
+def _meta_eval(opo, args: Sequence, kwargs: dict):
+    """Run the op for real on meta tensors made on the fly; its traced inputs come back as themselves."""
+    margs = _to_meta(list(args), True)
+    mkw = {k: _to_meta(v, True) for k, v in kwargs.items()}
+    back = {}
+    _pair_back(args, margs, back)
+    return _from_meta(opo(*margs, **mkw), back)
+
+
+def _constant_eval(opo, args: Sequence, kwargs: dict, tensors: list):
+    """An op on constants and parameters only: run for real, on meta when any of them is, and a
+    tensor created inside forward is made on meta, never allocated."""
     if any(t.device.type == "meta" for t in tensors):
         args = _to_meta(list(args), True)
         kwargs = {k: _to_meta(v, True) for k, v in kwargs.items()}
     elif "device" in kwargs or _creates_on_device(opo):
         kwargs = dict(kwargs)
-        kwargs["device"] = _META  # a tensor created inside forward: never allocate it for real
+        kwargs["device"] = _META
     return opo(*args, **kwargs)
 
 
@@ -261,7 +284,7 @@ def _creates_on_device(opo) -> bool:
     if hit is None:
         try:
             hit = any(a.name == "device" and a.kwarg_only for a in opo._schema.arguments)
-        except Exception:
+        except AttributeError:  # not an OpOverload (a Python callable): it takes no device
             hit = False
         _DEVICE_ARG[opo] = hit
     return hit

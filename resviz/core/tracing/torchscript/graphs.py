@@ -81,7 +81,7 @@ def _node_source(n) -> tuple[str, int] | None:
     traced graphs the Python stack of the tracing run, both before the archive's own code."""
     try:
         text = n.sourceRange()
-    except Exception:
+    except RuntimeError:  # a node made by a pass, with no source: the op is shown without a line
         return None
     original = text.split("Serialized", 1)[0]
     m = _SOURCE_TRACED.match(original.strip()) or _SOURCE.search(original) or _SOURCE.search(text)
@@ -95,7 +95,7 @@ def _const_value(n):
         return _Fn(str(t), n.s("name") if n.hasAttribute("name") else str(t).rsplit(".", 1)[-1])
     try:
         v = out.toIValue()
-    except Exception:
+    except RuntimeError:  # a constant Python cannot hold; an op that uses it fails and says so
         return None
     return v
 
@@ -152,7 +152,7 @@ class _GraphCompiler:
         ops = type(self)
         try:
             text = n.schema()
-        except Exception:
+        except RuntimeError:
             text = "(no schema)"
         if text == "(no schema)":
             node.attr = f"unsupported TorchScript node {node.kind}"

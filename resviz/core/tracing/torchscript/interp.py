@@ -26,6 +26,33 @@ def _missing():
     return None
 
 
+# TorchScript type names (``prim::isinstance``'s types) -> what a Python value of that type is.
+_SCALAR_TYPES: dict[str, Any] = {
+    "NoneType": lambda v: v is None,
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, float),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def is_instance_of(v, type_name: str) -> bool:
+    """``isinstance(v, T)`` for a value of the interpreter (a traced tensor is a Tensor) and
+    TorchScript's name of ``T``: 'Tensor', 'int', 'List[int]' or 'int[]', 'Tuple[...]', 'Dict[...]'."""
+    if type_name.startswith("Tensor"):
+        return isinstance(v, _TENSORS)
+    scalar = _SCALAR_TYPES.get(type_name)
+    if scalar is not None:
+        return scalar(v)
+    if type_name.endswith("[]") or type_name.startswith("List"):
+        return isinstance(v, list)
+    if type_name.startswith(("Tuple", "(")):
+        return isinstance(v, tuple)
+    if type_name.startswith("Dict"):
+        return isinstance(v, dict)
+    return False
+
+
 def _inplace_call(fname: str, args) -> bool:
     # A library function that modifies its input returns that very tensor, yet is an op to record.
     return fname.endswith("_") or any(a is True for a in args[1:] if isinstance(a, bool))
@@ -126,27 +153,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
 
     def _isinstance(self, node, env):
         v = env[node.ins[0]]
-        ok = False
-        for t in node.attr:
-            if t.startswith("Tensor"):
-                ok |= isinstance(v, _TENSORS)
-            elif t == "NoneType":
-                ok |= v is None
-            elif t == "int":
-                ok |= isinstance(v, int) and not isinstance(v, bool)
-            elif t == "float":
-                ok |= isinstance(v, float)
-            elif t == "bool":
-                ok |= isinstance(v, bool)
-            elif t == "str":
-                ok |= isinstance(v, str)
-            elif t.endswith("[]") or t.startswith("List"):
-                ok |= isinstance(v, list)
-            elif t.startswith("Tuple") or t.startswith("("):
-                ok |= isinstance(v, tuple)
-            elif t.startswith("Dict"):
-                ok |= isinstance(v, dict)
-        env[node.outs[0]] = ok
+        env[node.outs[0]] = any(is_instance_of(v, t) for t in node.attr)
 
     def _if(self, node, env):
         cond = env[node.ins[0]]
@@ -236,7 +243,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
             out = fn(*args)
         except (_Abort, _Quiet):
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the model's own Python-level op failed, however: a fatal error at that op, its message said
             self._fail(f"{node.attr or node.kind}: {_clean(e)}")
         if len(node.outs) == 1:
             env[node.outs[0]] = out
@@ -264,10 +271,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
         if mod.py is None or mod.path in self.entered:
             return 0
         self.entered.add(mod.path)
-        try:
-            return sum(p.numel() for p in mod.py._parameters.values() if p is not None)
-        except Exception:  # a compiled module without a readable parameter table
-            return 0
+        return sum(p.numel() for p in mod.py._parameters.values() if p is not None)
 
     def call_module(self, mod: _Mod, method: str, args: list, same: bool = False):
         if self.quiet:
@@ -335,7 +339,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
             return fn(*args), None
         except _Abort:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a leaf's own code failing in any way is that leaf's error: its message is recorded against it
             return None, _clean(e)
         finally:
             self.quiet -= 1

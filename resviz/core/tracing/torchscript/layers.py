@@ -89,58 +89,87 @@ def _one(v, nd):
     return v[0] if len(set(v)) == 1 else tuple(v)
 
 
+def _conv_attrs(base: str, args: Sequence) -> dict[str, Any]:
+    # conv2d(input, weight, bias, stride, padding, dilation, groups) or
+    # (_)convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+    w = _shape_of(args[1])
+    nd = len(w) - 2
+    if base.startswith("conv") and base[-2:] in ("1d", "2d", "3d"):
+        transposed, out_pad, groups = False, (0,) * nd, int(args[6])
+    else:
+        transposed, out_pad, groups = bool(args[6]), tuple(args[7]), int(args[8])
+    pad = args[4]
+    attrs = {
+        "kernel_size": tuple(w[2:]), "stride": rules.as_tuple(tuple(args[3]), nd),
+        "padding": pad if isinstance(pad, str) else rules.as_tuple(tuple(pad), nd),
+        "dilation": rules.as_tuple(tuple(args[5]), nd), "groups": groups,
+        "bias": True if args[2] is not None else None, "padding_mode": "zeros",
+    }  # fmt: skip
+    if transposed:
+        attrs.update(in_channels=w[0], out_channels=w[1] * groups,
+                     output_padding=rules.as_tuple(out_pad, nd))  # fmt: skip
+    else:
+        attrs.update(in_channels=w[1] * groups, out_channels=w[0])
+    return attrs
+
+
+def _max_pool_attrs(base: str, args: Sequence) -> dict[str, Any]:
+    nd = 2 if "2d" in base else int(base[-2]) if base[-1] == "d" else 2
+    return {**_pool_attrs(args, nd, True), "return_indices": base.endswith("indices")}
+
+
+def _avg_pool_attrs(base: str, args: Sequence) -> dict[str, Any]:
+    return _pool_attrs(args, int(base[-2]), False)
+
+
+def _adaptive_pool_attrs(base: str, args: Sequence) -> dict[str, Any]:
+    size = list(args[1])
+    return {"output_size": size[0] if len(set(size)) == 1 else tuple(size), "return_indices": False}
+
+
+def _linear_attrs(base: str, args: Sequence) -> dict[str, Any]:
+    if base == "addmm":  # addmm(bias, input, weight.t())
+        w = _shape_of(args[2])
+        return {"in_features": w[0], "out_features": w[1], "bias": True}
+    w = _shape_of(args[1])
+    return {"in_features": w[1], "out_features": w[0], "bias": True if args[2] is not None else None}
+
+
+def _batch_norm_attrs(base: str, args: Sequence) -> dict[str, Any] | None:
+    for t in args[1:5]:  # the weight, bias or statistics: whichever the call has
+        if isinstance(t, _TENSORS):
+            return {"num_features": _shape_of(t)[0]}
+    return None
+
+
+def _flatten_attrs(base: str, args: Sequence) -> dict[str, Any]:
+    return {"start_dim": int(args[1]), "end_dim": int(args[2])}
+
+
+# The layer attributes each principal aten call shows, by the op's name.
+_ATTRS_FROM_CALL = {
+    **dict.fromkeys(("conv1d", "conv2d", "conv3d", "convolution", "_convolution"), _conv_attrs),
+    **dict.fromkeys(("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices"), _max_pool_attrs),
+    **dict.fromkeys(("avg_pool1d", "avg_pool2d", "avg_pool3d"), _avg_pool_attrs),
+    **dict.fromkeys(("linear", "addmm"), _linear_attrs),
+    **dict.fromkeys(("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm",
+                     "_native_batch_norm_legit", "cudnn_batch_norm"), _batch_norm_attrs),
+    "flatten": _flatten_attrs,
+}  # fmt: skip
+
+
 def hyper_from_aten(base: str, args: Sequence, inplace_name: bool) -> dict[str, Any] | None:
     """Layer attributes from the principal aten call of a layer (traced and exported graphs keep
     no constants): convolution, pooling, linear, batch norm, flatten, activation."""
+    read = _ATTRS_FROM_CALL.get(base)
+    if read is None and base.startswith(("adaptive_avg_pool", "adaptive_max_pool", "_adaptive_avg_pool")):
+        read = _adaptive_pool_attrs
+    if read is None:
+        return {"inplace": inplace_name} if base in SHAPE_PRESERVING else None
     try:
-        if base in ("conv1d", "conv2d", "conv3d", "convolution", "_convolution"):
-            w = _shape_of(args[1])
-            nd = len(w) - 2
-            if base.startswith("conv") and base[-2:] in ("1d", "2d", "3d"):
-                transposed, out_pad, groups = False, (0,) * nd, int(args[6])
-            else:
-                transposed, out_pad, groups = bool(args[6]), tuple(args[7]), int(args[8])
-            pad = args[4]
-            attrs = {
-                "kernel_size": tuple(w[2:]), "stride": rules.as_tuple(tuple(args[3]), nd),
-                "padding": pad if isinstance(pad, str) else rules.as_tuple(tuple(pad), nd),
-                "dilation": rules.as_tuple(tuple(args[5]), nd), "groups": groups,
-                "bias": True if args[2] is not None else None, "padding_mode": "zeros",
-            }  # fmt: skip
-            if transposed:
-                attrs.update(in_channels=w[0], out_channels=w[1] * groups,
-                             output_padding=rules.as_tuple(out_pad, nd))  # fmt: skip
-            else:
-                attrs.update(in_channels=w[1] * groups, out_channels=w[0])
-            return attrs
-        if base in ("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices"):
-            nd = 2 if "2d" in base else int(base[-2]) if base[-1] == "d" else 2
-            return {**_pool_attrs(args, nd, True), "return_indices": base.endswith("indices")}
-        if base in ("avg_pool1d", "avg_pool2d", "avg_pool3d"):
-            return _pool_attrs(args, int(base[-2]), False)
-        if base.startswith(("adaptive_avg_pool", "adaptive_max_pool", "_adaptive_avg_pool")):
-            size = list(args[1])
-            return {"output_size": size[0] if len(set(size)) == 1 else tuple(size),
-                    "return_indices": False}  # fmt: skip
-        if base in ("linear", "addmm"):
-            w = _shape_of(args[1] if base == "linear" else args[2])
-            if base == "addmm":  # addmm(bias, input, weight.t())
-                return {"in_features": w[0], "out_features": w[1], "bias": True}
-            return {"in_features": w[1], "out_features": w[0],
-                    "bias": True if args[2] is not None else None}  # fmt: skip
-        if base in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm",
-                    "_native_batch_norm_legit", "cudnn_batch_norm"):  # fmt: skip
-            for t in args[1:5]:
-                if isinstance(t, _TENSORS):
-                    return {"num_features": _shape_of(t)[0]}
-            return None
-        if base == "flatten":
-            return {"start_dim": int(args[1]), "end_dim": int(args[2])}
-        if base in SHAPE_PRESERVING:
-            return {"inplace": inplace_name}
-    except (IndexError, TypeError, ValueError):
+        return read(base, args)
+    except (IndexError, TypeError, ValueError):  # a call of another overload: no attributes
         return None
-    return None
 
 
 # ---------------------------------------------------------------------- traced layers' graphs
@@ -163,26 +192,30 @@ def scan_layer_graph(graph):
     self_id = next(iter(graph.inputs())).unique()
     for n in graph.nodes():
         kind = n.kind()
-        if kind == "prim::Constant":
-            if n.output().type().kind() != "FunctionType":
-                consts[n.output().unique()] = n.output().toIValue()
-        elif kind == "prim::ListConstruct":
-            ins = [v.unique() for v in n.inputs()]
-            if all(i in consts for i in ins):
-                consts[n.output().unique()] = [consts[i] for i in ins]
-        elif kind == "prim::GetAttr":
-            ins = list(n.inputs())
-            if ins[0].unique() == self_id:
-                attrs[n.output().unique()] = n.s("name")
-        elif kind.startswith("aten::") and kind[6:] in _LAYER_OPS:
-            spec = []
-            for v in n.inputs():
-                u = v.unique()
-                if u in consts:
-                    spec.append(("const", consts[u]))
-                elif u in attrs:
-                    spec.append(("attr", attrs[u]))
-                else:
-                    spec.append(("input", _T((), torch.float32)))
-            return kind[6:], spec
+        if kind.startswith("aten::") and kind[6:] in _LAYER_OPS:
+            return kind[6:], [_argument_kind(v.unique(), consts, attrs) for v in n.inputs()]
+        _note_value(n, kind, self_id, consts, attrs)
     return None
+
+
+def _note_value(n, kind: str, self_id: int, consts: dict[int, Any], attrs: dict[int, str]) -> None:
+    """Remember what a node before the layer op makes: a constant (a list of constants is one
+    too), or an attribute of the module itself."""
+    if kind == "prim::Constant":
+        if n.output().type().kind() != "FunctionType":
+            consts[n.output().unique()] = n.output().toIValue()
+    elif kind == "prim::ListConstruct":
+        ins = [v.unique() for v in n.inputs()]
+        if all(i in consts for i in ins):
+            consts[n.output().unique()] = [consts[i] for i in ins]
+    elif kind == "prim::GetAttr":
+        if next(iter(n.inputs())).unique() == self_id:
+            attrs[n.output().unique()] = n.s("name")
+
+
+def _argument_kind(u: int, consts: dict[int, Any], attrs: dict[int, str]) -> tuple[str, Any]:
+    if u in consts:
+        return ("const", consts[u])
+    if u in attrs:
+        return ("attr", attrs[u])
+    return ("input", _T((), torch.float32))

@@ -102,7 +102,7 @@ class _LeafLayers:
                 if c.hasattr(name):
                     try:
                         attrs[name] = plain_value(c.getattr(name))
-                    except Exception:
+                    except (AttributeError, RuntimeError):  # not readable from Python: the graph says
                         pass
             self.hypers[mod.qualname] = attrs
         attrs = dict(attrs)
@@ -113,7 +113,7 @@ class _LeafLayers:
         if mod.c.hasattr("bias") and ("in_channels" in attrs or "in_features" in attrs):
             try:
                 attrs["bias"] = True if mod.c.getattr("bias") is not None else None
-            except Exception:
+            except (AttributeError, RuntimeError):  # not readable: the layer is shown without it
                 pass
         return attrs
 
@@ -124,7 +124,7 @@ class _LeafLayers:
         if spec is None:
             try:
                 spec = scan_layer_graph(mod.c._get_method("forward").graph)
-            except Exception:
+            except RuntimeError:  # no forward graph to read: the layer's graph is interpreted instead
                 spec = None
             self.graphs[key] = spec = spec or False
         if not spec:
@@ -135,7 +135,7 @@ class _LeafLayers:
             if kind == "attr":
                 try:
                     v = mod.c.getattr(v)
-                except Exception:
+                except (AttributeError, RuntimeError):  # the layer's graph is interpreted instead
                     return None
             args.append(v)
         return hyper_from_aten(base, args, base.endswith("_"))
