@@ -228,3 +228,17 @@ def test_the_shared_pieces_are_thread_safe_plain_objects():
     assert gens.is_latest("view", first)
     gens.bump_all()
     assert not gens.is_latest("view", first)
+
+
+def test_a_pause_sent_while_the_run_is_built_acts_before_its_first_step(monkeypatch):
+    h = Harness(monkeypatch)
+    make = h.loop._make_run
+
+    def slow_build(session, spec):  # the user presses Pause while the model is being built
+        h.send("pause")
+        return make(session, spec)
+
+    h.loop._make_run = slow_build
+    h.send("build", SPEC, "run", 1, "session")
+    h.turn()
+    assert h.states() == ["building", "running", "paused"] and h.steps() == []

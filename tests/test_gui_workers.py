@@ -20,9 +20,9 @@ def test_a_worker_without_an_owner_belongs_to_the_application_until_it_is_stoppe
     worker = QtWorker("test-unowned")
     handle = worker._handle
     assert handle.parent() is QApplication.instance()  # stopped at aboutToQuit, found by the leak check
-    assert handle.thread_() in running_worker_threads()
+    assert handle.qthread() in running_worker_threads()
     assert worker.stop()
-    assert handle.thread_() not in running_worker_threads()
+    assert handle.qthread() not in running_worker_threads()
     assert handle.parent() is None  # nothing runs: the application no longer keeps it
 
 
@@ -31,7 +31,7 @@ def test_a_window_s_worker_is_found_through_the_window_and_joined_by_it(qtbot):
     qtbot.addWidget(window)
     worker = QtWorker("test-owned", window)
     assert worker._handle.parent() is worker and worker.parent() is window
-    assert worker._handle.thread_() in running_worker_threads()
+    assert worker._handle.qthread() in running_worker_threads()
     worker.stop()
     assert not running_worker_threads()
 
@@ -77,7 +77,7 @@ def test_a_thread_that_outlives_its_owner_s_wait_is_handed_to_the_application(qt
     worker.submit("a", lambda: started.set() or gate.wait(TIMEOUT / 1000))
     qtbot.waitUntil(started.is_set, timeout=TIMEOUT)
     assert not worker.stop(timeout_ms=1)  # still inside the job
-    assert handle.parent() is QApplication.instance() and handle.thread_() in running_worker_threads()
+    assert handle.parent() is QApplication.instance() and handle.qthread() in running_worker_threads()
     gate.set()
     qtbot.waitUntil(lambda: handle.state == "stopped" and handle.parent() is None, timeout=TIMEOUT)
     assert not running_worker_threads()  # the application let go once the thread ended

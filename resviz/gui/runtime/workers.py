@@ -23,6 +23,7 @@ end from inside (the stop hooks). What is shared here is small: a thread, a stop
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class WorkerThread(QObject):
     def is_running(self) -> bool:
         return self._thread.isRunning()
 
-    def thread_(self) -> QThread:
+    def qthread(self) -> QThread:
         return self._thread
 
     def stop(self, timeout_ms: int = 60_000) -> bool:
@@ -85,8 +86,6 @@ class WorkerThread(QObject):
         flight, and wait up to ``timeout_ms`` for it. True when the thread has ended."""
         if self.state is WorkerState.STOPPED:
             return True
-        import time
-
         self._set_state(WorkerState.STOPPING)
         self.stop_flag.request()
         self._thread.quit()
@@ -132,7 +131,7 @@ def running_worker_threads() -> list[QThread]:
     for owner in owners:
         for handle in owner.findChildren(WorkerThread):
             if handle.is_running():
-                found[id(handle)] = handle.thread_()
+                found[id(handle)] = handle.qthread()
     return list(found.values())
 
 

@@ -215,11 +215,13 @@ class TrainingLoop:
     def turn(self) -> bool:
         """Handle every command that waits, then train one step if running; True: turn again."""
         commands = self.commands.drain()
-        last_build = max((i for i, c in enumerate(commands) if c.name == "build"), default=-1)
-        for i, cmd in enumerate(commands):
-            if cmd.name == "build" and i < last_build:
-                continue  # a newer run was asked for in the same breath: build only that one
-            self._handlers[cmd.name](*cmd.args)
+        while commands:  # those sent while these were handled (during a long build) act before a step
+            last_build = max((i for i, c in enumerate(commands) if c.name == "build"), default=-1)
+            for i, cmd in enumerate(commands):
+                if cmd.name == "build" and i < last_build:
+                    continue  # a newer run was asked for in the same breath: build only that one
+                self._handlers[cmd.name](*cmd.args)
+            commands = self.commands.drain()
         if self.running:
             self._tick()
         return self.running
