@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import ResvizError
 from ..gcpause import gc_paused
 from ..inputs import Input, resolve_inputs
 from ..shapes import human_shape
+from ..tracing.dispatch import is_exported_program, is_script_module, trace_any
 from ..tracing.eager import trace_module
 from ..tracing.records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Trace, Value
 from . import grouping
@@ -183,52 +185,59 @@ def analyze(
     if not isinstance(model, nn.Module):
         raise ResvizError(f"expected a torch.nn.Module, got {type(model).__name__}")
     specs = resolve_inputs(input_shape, inputs, dtype)
-    t0 = time.perf_counter()
-    with gc_paused():
-        trace, evidence = trace_blaming(lambda: trace_module(model, inputs=specs))
-        with carrying_shortcut(evidence):
-            report = build_report(trace, model, name or type(model).__name__)
-        _hint_integer_inputs(report)
-        if suggest_sizes and not report.ok and _one_image(specs):
-            _suggest_sizes(model, report, size_budget_s)
-    report.seconds = time.perf_counter() - t0
-    return report
+    return _analyze(model, specs, name or type(model).__name__, archive=False,
+                    suggest_sizes=suggest_sizes, size_budget_s=size_budget_s)  # fmt: skip
 
 
 def analyze_any(obj, input_shape=None, *, inputs=None, dtype=None, name: str | None = None,
                 suggest_sizes: bool = True, size_budget_s: float = 1.5) -> Report:  # fmt: skip
     """Like :func:`analyze`, for anything resviz can load: an eager module, a TorchScript module or
     a ``torch.export`` program (those two take one float input)."""
-    import torch
-
-    if not (isinstance(obj, torch.jit.ScriptModule) or _is_exported(obj)):
+    if not (is_script_module(obj) or is_exported_program(obj)):
         return analyze(obj, input_shape, inputs=inputs, dtype=dtype, name=name,
                        suggest_sizes=suggest_sizes, size_budget_s=size_budget_s)  # fmt: skip
-    from ..tracing.dispatch import trace_any
-
     specs = resolve_inputs(input_shape, inputs, dtype)
     if len(specs) != 1 or specs[0].name or specs[0].dtype != torch.float32:
         raise ResvizError(
             "TorchScript and torch.export archives are traced with one positional float32 input; "
             f"got {', '.join(i.describe() for i in specs)}"
         )
-    shape = specs[0].shape
+    return _analyze(obj, specs, name or "model", archive=True, suggest_sizes=suggest_sizes,
+                    size_budget_s=size_budget_s)  # fmt: skip
+
+
+def _analyze(obj, specs: list[Input], name: str, *, archive: bool, suggest_sizes: bool,
+             size_budget_s: float) -> Report:  # fmt: skip
+    """The pipeline, for an eager module or (``archive``) a TorchScript module or torch.export
+    program: trace (again where a residual branch proves to be the broken path), the analysis
+    passes, then hints and the input sizes that work."""
     t0 = time.perf_counter()
+    if archive:
+        tracer, first = trace_any, (lambda: trace_any(obj, specs[0].shape))
+    else:
+        tracer, first = trace_module, (lambda: trace_module(obj, inputs=specs))
     with gc_paused():
-        trace, evidence = trace_blaming(lambda: trace_any(obj, shape))
+        trace, evidence = trace_blaming(first)
         with carrying_shortcut(evidence):
-            report = build_report(trace, None, name or "model")
-        if _is_exported(obj):
-            names = set(obj.graph_signature.parameters)
-            params = [v for k, v in obj.state_dict.items() if k in names]
-        else:
-            params = list(obj.parameters())
-        report.total_params = sum(p.numel() for p in params)
-        report.trainable_params = sum(p.numel() for p in params if p.requires_grad)
-        if suggest_sizes and not report.ok and len(shape) == 4:
-            _suggest_sizes(obj, report, size_budget_s, tracer=trace_any)
+            report = build_report(trace, None if archive else obj, name)
+        if archive:
+            report.total_params, report.trainable_params = _archive_params(obj)
+        else:  # an archive takes float inputs only: no integer hint for it
+            _hint_integer_inputs(report)
+        if suggest_sizes and not report.ok and _one_image(specs):
+            _suggest_sizes(obj, report, size_budget_s, tracer=tracer)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _archive_params(obj) -> tuple[int, int]:
+    """(total, trainable) parameters of a TorchScript module or a torch.export program."""
+    if is_exported_program(obj):
+        names = set(obj.graph_signature.parameters)
+        params = [v for k, v in obj.state_dict.items() if k in names]
+    else:
+        params = list(obj.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
 def _one_image(specs: list[Input]) -> bool:
@@ -251,10 +260,6 @@ def _hint_integer_inputs(report: Report) -> None:
         f"--input {'x'.join(map(str, shape))}:int64 on the command line, or from Python "
         f"analyze(model, {shape!r}, dtype=torch.int64)"
     )
-
-
-def _is_exported(obj) -> bool:
-    return type(obj).__name__ == "ExportedProgram"
 
 
 def build_report(trace: Trace, model: nn.Module | None, name: str) -> Report:
@@ -292,46 +297,53 @@ def _count_params(model: nn.Module | None) -> tuple[int, int]:
     return total, trainable
 
 
-def _signature(report: Report) -> tuple[set[str], bool]:
-    return {m.block for m in report.mismatches}, bool(report.errors) or not report.complete
-
-
 def _suggest_sizes(model, report: Report, budget_s: float, tracer=trace_module) -> None:
     """Re-trace at common square sizes; say which sizes work, globally and per broken block."""
+    n, c, _, _ = report.input_shape
+    good = _sizes_that_work(model, report, budget_s, tracer)
+    report.suggested_sizes = good
+    # Only a size at which the whole net traces clean "works", for every broken block alike: a
+    # trace that stopped early never reached the block, so its absence there says nothing.
+    for m in report.mismatches:
+        m.input_sizes = list(good)
+    if good:
+        sizes = ", ".join(str(s) for s in good[:6])
+        for e in report.errors:
+            e.suggestion = f"the model runs at input sizes {sizes} (as {n}x{c}xSxS)"
+
+
+def _sizes_that_work(model, report: Report, budget_s: float, tracer) -> list[int]:
+    """The common square sizes (other than the report's) at which the whole net traces clean,
+    tried in order until ``budget_s`` seconds have passed or trying fails."""
     n, c, h, w = report.input_shape
     start = time.perf_counter()
-    broken_blocks = {m.block for m in report.mismatches}
-    works_for: dict[str, list[int]] = {b: [] for b in broken_blocks}
     good: list[int] = []
     for size in COMMON_SIZES:
         if (size, size) == (h, w):
             continue
         if time.perf_counter() - start > budget_s:
             break
-        try:
-            t = tracer(model, (n, c, size, size))
-        except ResvizError:  # the model cannot be traced at this size: it does not work there
-            continue
-        except Exception as e:  # noqa: BLE001 - a bug: say so, and keep the report the user asked for
-            warnings.warn(
-                f"resviz: trying input size {size}×{size} for {report.model_name} failed "
-                f"({type(e).__name__}: {e}); this is a bug in resviz, please report it. The report "
-                "is complete, with the sizes found to work before it.",
-                RuntimeWarning, stacklevel=2,
-            )  # fmt: skip
+        verdict = _traces_clean(model, report, tracer, size)
+        if verdict is None:
             break
-        r = build_report(t, None, report.model_name)
-        # Only a size at which the whole net traces clean "works": a trace that stopped early
-        # never reached the block, so its absence from r.mismatches says nothing.
-        if r.ok:
+        if verdict:
             good.append(size)
-            for b in broken_blocks:
-                works_for[b].append(size)
-    report.suggested_sizes = good
-    for m in report.mismatches:
-        m.input_sizes = works_for.get(m.block, [])
-    if good:
-        sizes = ", ".join(str(s) for s in good[:6])
-        for e in report.errors:
-            e.suggestion = f"the model runs at input sizes {sizes} (as {n}x{c}xSxS)"
+    return good
 
+
+def _traces_clean(model, report: Report, tracer, size: int) -> bool | None:
+    """Does the whole net trace clean at ``size``×``size``? None: trying failed (a bug, warned)."""
+    n, c = report.input_shape[:2]
+    try:
+        trace = tracer(model, (n, c, size, size))
+    except ResvizError:  # the model cannot be traced at this size: it does not work there
+        return False
+    except Exception as e:  # noqa: BLE001 - a bug: say so, and keep the report the user asked for
+        warnings.warn(
+            f"resviz: trying input size {size}×{size} for {report.model_name} failed "
+            f"({type(e).__name__}: {e}); this is a bug in resviz, please report it. The report "
+            "is complete, with the sizes found to work before it.",
+            RuntimeWarning, stacklevel=4,
+        )  # fmt: skip
+        return None
+    return build_report(trace, None, report.model_name).ok
