@@ -136,6 +136,7 @@ class Monitor:
         self.report = report
         params = [p for p in model.parameters()]
         self.device = params[0].device if params else torch.device("cpu")
+        self._host = self.device.type == "cpu" and not self.distributed  # see _host_values
         self.step_index = 0  # mon.step calls so far
         self.errors: list[str] = []
         self.error_count = 0
@@ -255,11 +256,49 @@ class Monitor:
 
     def _record(self, k: int, loss, accuracy, lr, grad_scale=None) -> StepRecord:
         probes = self.probes
-        sink = probes.sink
-        sink.end()
-        nb = len(probes.names)
+        probes.sink.end()
         with torch.no_grad():
             grads = [p.grad if p.grad is not None else self._zero for p in probes.params]
+            host = self._host_values(loss, grads, grad_scale) if self._host else None
+        if host is not None:
+            values, measured, alias = host
+        else:
+            values, measured, alias = self._device_values(k, loss, grads, grad_scale)
+        return self._make_record(k, values, measured, alias, loss, accuracy, lr)
+
+    def _host_values(self, loss, grads, grad_scale):
+        """One process on the CPU: the step's numbers as Python floats with one tensor op (the
+        parameter-gradient norms); the same values as :meth:`_device_values`. None when a value
+        is not a Python float yet (then the device path runs)."""
+        probes = self.probes
+        sink = probes.sink
+        reduced = sink.reduce_host()
+        if reduced is None:
+            return None
+        sink.clear()
+        act, measured, alias = reduced
+        if isinstance(loss, torch.Tensor):
+            loss_v = loss.detach().reshape(-1)[0].item()
+        else:
+            loss_v = math.nan if loss is None else float(loss)
+        norms = torch.stack(torch._foreach_norm(grads)).tolist() if grads else []
+        param_sq = [n * n for n in norms]  # float32 norms squared in float64, as on the device
+        grad_sq = sum(param_sq)
+        if not math.isfinite(grad_sq):  # float32 norms overflow past ~1.8e19: redo in float64
+            param_sq = param_sq_norms(grads, exact=True).tolist()
+            grad_sq = sum(param_sq)
+        block_sq = [sum(param_sq[i] for i in idx) for idx in probes.block_params]
+        if grad_scale is not None and float(grad_scale) not in (0.0, 1.0):
+            s2 = float(grad_scale) ** 2
+            act = [v / s2 if i % SLOTS in (IN, OUT) else v for i, v in enumerate(act)]
+        return [loss_v, grad_sq, *block_sq, *act], measured, alias
+
+    def _device_values(self, k: int, loss, grads, grad_scale):
+        """The step's numbers reduced on the device (and across ranks), copied to the host once."""
+        probes = self.probes
+        sink = probes.sink
+        nb = len(probes.names)
+        with torch.no_grad():
             param_sq = (
                 param_sq_norms(grads) if grads else torch.zeros(0, dtype=torch.float64, device=self.device)
             )
@@ -290,6 +329,11 @@ class Monitor:
                 param_sq = param_sq_norms(grads, exact=True)
                 values[1] = param_sq.sum().item()
                 values[2 : 2 + nb] = probes.block_grad_sq(param_sq).tolist()
+        return values, measured, alias
+
+    def _make_record(self, k: int, values, measured, alias, loss, accuracy, lr) -> StepRecord:
+        probes = self.probes
+        nb = len(probes.names)
         loss_v, grad_sq = values[0], values[1]
         blocks = probes.decode(values[2 : 2 + nb], values[2 + nb :], measured, alias)
         nonfinite = not (math.isfinite(grad_sq) and (loss is None or math.isfinite(loss_v)))

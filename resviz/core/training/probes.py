@@ -237,6 +237,16 @@ class ProbeSink:
             self.vals.append(v)
             self.slots.append(slot)
 
+    def reduce_host(self) -> tuple[list[float], set[int], dict[int, int]] | None:
+        """:meth:`reduce` as Python floats, without a tensor op, when every value already is one
+        (CPU float32 tensors); None otherwise."""
+        sums = [0.0] * self.n_slots
+        for slot, v in zip(self.slots, self.vals):
+            if type(v) is not float:
+                return None
+            sums[slot] += v
+        return sums, set(self.slots), dict(self.alias)
+
     def reduce(self, device) -> tuple[torch.Tensor, set[int], dict[int, int]]:
         """Sum of squared norms per slot (a float64 device tensor), the set of slots measured and
         the slot aliases (host side)."""
@@ -681,6 +691,9 @@ class ProbeSet:
         device = device or (self.params[0].device if self.params else torch.device("cpu"))
         self.param_index = torch.tensor(pi, dtype=torch.long, device=device)
         self.block_index = torch.tensor(bi, dtype=torch.long, device=device)
+        self.block_params: list[list[int]] = [[] for _ in self.names]  # for sums on the host
+        for p, b in zip(pi, bi):
+            self.block_params[b].append(p)
         self.ratio_blocks = {w.block_index for w in self.watches if w._lookup and not w.drop_shortcut}
 
     def remove(self) -> None:
