@@ -13,7 +13,7 @@ from torch import nn
 
 from resviz.core.tracing import shape_rules as rules
 from resviz.core.tracing.torchscript.aten import _constant_eval, _rule_eval, result_dtype
-from resviz.core.tracing.torchscript.common import _T
+from resviz.core.tracing.torchscript.common import TracedTensor
 from resviz.core.tracing.torchscript.interp import is_instance_of
 from resviz.core.tracing.torchscript.layers import hyper_from_aten, scan_layer_graph
 
@@ -100,7 +100,7 @@ def test_module_rules_say_what_they_need_of_a_layer():
 
 
 def test_isinstance_on_torchscript_type_names():
-    t = _T((1, 2), torch.float32)
+    t = TracedTensor((1, 2), torch.float32)
     cases = [
         (t, "Tensor", True), (torch.zeros(1), "Tensor", True), (None, "NoneType", True),
         (3, "int", True), (True, "int", False), (True, "bool", True), (1.5, "float", True),
@@ -112,8 +112,8 @@ def test_isinstance_on_torchscript_type_names():
 
 
 def test_aten_rule_eval_and_result_dtypes():
-    x = _T((2, 3), torch.int64)
-    y = _T((2, 3), torch.float16)
+    x = TracedTensor((2, 3), torch.int64)
+    y = TracedTensor((2, 3), torch.float16)
     assert result_dtype("add", [x, y]) == torch.float16
     assert result_dtype("div", [x, 2]) == torch.get_default_dtype()
     assert result_dtype("relu", [x]) == torch.int64

@@ -21,7 +21,7 @@ from resviz.core.tracing import shape_rules as rules
 from resviz.core.tracing.eager import trace_module
 from resviz.core.tracing.exported import trace_exported
 from resviz.core.tracing.torchscript import aten_eval, trace_script_module
-from resviz.core.tracing.torchscript.common import _T
+from resviz.core.tracing.torchscript.common import TracedTensor
 
 
 class FunctionalLinear(nn.Module):
@@ -161,5 +161,5 @@ def test_aten_convolution_says_it_as_the_conv_layer_does():
     w = torch.empty(8, 3, 3, 3, device="meta")
     op = torch.ops.aten._convolution.default
     with pytest.raises(rules.RuleError, match=r"^conv2d expects 3 input channels but got 4 \(input 1×4×8×8\)$"):
-        aten_eval(op, [_T((1, 4, 8, 8), torch.float32), w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+        aten_eval(op, [TracedTensor((1, 4, 8, 8), torch.float32), w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
                        False, False, True, True], {})  # fmt: skip

@@ -7,11 +7,11 @@ How it works, and why this way:
   Python, so every ``prim::CallMethod`` on a submodule is a module call with its exact path:
   a leaf layer (no children, or a layer with a shape rule) becomes ONE 'module' op, any other
   submodule becomes a :class:`Call` whose graph is interpreted recursively.
-* Tensors are not materialised. A traced tensor is a :class:`_T` (shape, dtype, value id); the
-  shapes come from the same rules as the eager tracer (``rules.py``) and from aten-level rules
-  (``aten.py``). Only ops without a rule run for real, on meta tensors made on the fly, and the result is
-  turned back into a :class:`_T`. Parameters and buffers become meta copies, made only when an op
-  without a rule needs them; graph constants (and sizes turned into tensors by
+* Tensors are not materialised. A traced tensor is a :class:`TracedTensor` (shape, dtype, value
+  id); the shapes come from the eager tracer's rule table (``shape_rules.py``), looked up by aten
+  op name (``aten.py``). Only ops without a rule run for real, on meta tensors made on the fly,
+  and the result is turned back into a :class:`TracedTensor`. Parameters and buffers become meta
+  copies, made only when an op without a rule needs them; graph constants (and sizes turned into tensors by
   ``prim::NumToTensor`` in traced graphs) stay real CPU tensors, so size arithmetic stays exact.
 * A leaf layer's hyper-parameters come from the module's constants (scripted modules keep
   ``in_channels``, ``stride``, ...) or, for traced modules that keep none, from the constant

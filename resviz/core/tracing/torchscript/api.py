@@ -13,9 +13,9 @@ import torch
 from ..builder import TraceAborted, TraceBuilder, clean_message
 from ..records import Trace
 from .common import TracedTensor, flat_tensors
-from .interp import _Interp
+from .interp import Interpreter
 from .layers import module_rule_by_name
-from .leaves import _Mod
+from .leaves import Submodule
 
 
 def _forward_args(sm, x: TracedTensor) -> list | str:
@@ -51,8 +51,8 @@ def trace_script_module(sm, input_shape: Sequence[int], *, dtype=torch.float32) 
         cache = _GRAPH_CACHE.setdefault(sm, {})
     except TypeError:  # a module that cannot be weakly referenced: compile for this trace only
         cache = {}
-    interp = _Interp(builder, cache)
-    root = _Mod(sm._c, sm, "")
+    interp = Interpreter(builder, cache)
+    root = Submodule(sm._c, sm, "")
     inp = builder.input()
     x = TracedTensor(tuple(builder.input_shape), dtype)
     inp.outputs = [interp._new_value(x, inp.id)]
@@ -74,7 +74,7 @@ def trace_script_module(sm, input_shape: Sequence[int], *, dtype=torch.float32) 
     return builder.finish(complete=complete)
 
 
-def _run_forward(interp: _Interp, sm, root: _Mod, x: TracedTensor):
+def _run_forward(interp: Interpreter, sm, root: Submodule, x: TracedTensor):
     """The model's forward interpreted; its outputs set on the model's call."""
     builder = interp.builder
     args = _forward_args(sm, x)

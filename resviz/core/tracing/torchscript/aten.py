@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .. import shape_rules as rules
-from .common import _META, _T, _TENSORS, Shape, _first_tensor, _flat_tensors, _shapes
+from .common import META, TENSOR_TYPES, Shape, TracedTensor, arg_shapes, first_tensor, flat_tensors
 
 # ---------------------------------------------------------------------- aten-level shape rules
 # Each takes (args, kwargs) in the op's schema order with tensors replaced by their shapes and
@@ -173,11 +173,11 @@ _IDENTITY_OPS = frozenset({"contiguous", "alias", "lift_fresh", "lift_fresh_copy
 
 
 def _to_meta(obj, cpu_to_meta: bool):
-    if isinstance(obj, _T):
-        return torch.empty(obj.shape, dtype=obj.dtype, device=_META)
+    if isinstance(obj, TracedTensor):
+        return torch.empty(obj.shape, dtype=obj.dtype, device=META)
     if isinstance(obj, torch.Tensor):
         if cpu_to_meta and obj.device.type != "meta":
-            return torch.empty_like(obj, device=_META)
+            return torch.empty_like(obj, device=META)
         return obj
     if isinstance(obj, list):
         return [_to_meta(o, cpu_to_meta) for o in obj]
@@ -186,14 +186,14 @@ def _to_meta(obj, cpu_to_meta: bool):
     return obj
 
 
-def _from_meta(obj, back: dict[int, _T]):
+def _from_meta(obj, back: dict[int, TracedTensor]):
     if isinstance(obj, torch.Tensor):
         if obj.device.type != "meta":
             return obj
         hit = back.get(id(obj))
         if hit is not None:
             return hit
-        return _T(tuple(obj.shape), obj.dtype)
+        return TracedTensor(tuple(obj.shape), obj.dtype)
     if isinstance(obj, (list, tuple)):
         return type(obj)(_from_meta(o, back) for o in obj)
     return obj
@@ -202,14 +202,14 @@ def _from_meta(obj, back: dict[int, _T]):
 def aten_eval(opo, args: Sequence, kwargs: dict, base: str | None = None):
     """Evaluate an aten op on interpreter values: a rule when there is one, else meta tensors.
 
-    Returns the op's result with tensors as :class:`_T` (the very input object for an op that
+    Returns the op's result with tensors as :class:`TracedTensor` (the very input object for an op that
     returns its ``self``, such as an in-place op) or, when no traced tensor took part, whatever the
     op returns for real. Raises :class:`rules.RuleError` or the op's own exception.
     """
     if base is None:
         base = opo._opname
-    tensors = _flat_tensors((args, kwargs), [])
-    if not any(isinstance(t, _T) for t in tensors):
+    tensors = flat_tensors((args, kwargs), [])
+    if not any(isinstance(t, TracedTensor) for t in tensors):
         return _constant_eval(opo, args, kwargs, tensors)
     if base in _IDENTITY_OPS:
         return args[0]
@@ -228,19 +228,19 @@ def _rule_eval(base: str, args: Sequence, kwargs: dict):
     if rule is None:
         return None
     try:
-        out_shape, inplace = rule(_shapes(list(args)), _shapes(kwargs))
+        out_shape, inplace = rule(arg_shapes(list(args)), arg_shapes(kwargs))
     except NotImplementedError:
         return None
     if inplace is not None:
         return args[inplace]
-    return _T(out_shape, result_dtype(base, args))
+    return TracedTensor(out_shape, result_dtype(base, args))
 
 
 def result_dtype(base: str, args: Sequence) -> torch.dtype:
     """The dtype of a ruled op's result: its first tensor's, promoted with the second operand's
     for arithmetic, and a true division of integers gives the default float."""
-    dtype = _first_tensor(args).dtype
-    if base in _PROMOTING and isinstance(args[1], _TENSORS):
+    dtype = first_tensor(args).dtype
+    if base in _PROMOTING and isinstance(args[1], TENSOR_TYPES):
         dtype = torch.promote_types(dtype, args[1].dtype)
     if base in ("div", "true_divide") and not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
@@ -264,13 +264,13 @@ def _constant_eval(opo, args: Sequence, kwargs: dict, tensors: list):
         kwargs = {k: _to_meta(v, True) for k, v in kwargs.items()}
     elif "device" in kwargs or _creates_on_device(opo):
         kwargs = dict(kwargs)
-        kwargs["device"] = _META
+        kwargs["device"] = META
     return opo(*args, **kwargs)
 
 
 def _pair_back(args, margs, back):
     for a, m in zip(args, margs):
-        if isinstance(a, _T):
+        if isinstance(a, TracedTensor):
             back[id(m)] = a
         elif isinstance(a, (list, tuple)):
             _pair_back(a, m, back)

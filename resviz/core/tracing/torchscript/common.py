@@ -1,9 +1,9 @@
-"""What every part of the TorchScript interpreter shares: the traced tensor :class:`_T`, walking
-nested arguments for tensors, TorchScript's dtype numbering, and the two exceptions that unwind
-an interpretation.
+"""What every part of the TorchScript interpreter shares: the traced tensor :class:`TracedTensor`,
+walking nested arguments for tensors, TorchScript's dtype numbering, and the failure of a leaf's
+quiet run (the abort that unwinds an interpretation is the builder's ``TraceAborted``).
 
-It sits below everything else in the package (and under ``export_trace.py``, which follows
-exported aten graphs with the same :class:`_T`), so that the aten evaluator, the layer readers
+It sits below everything else in the package (and under ``exported.py``, which follows exported
+aten graphs with the same :class:`TracedTensor`), so that the aten evaluator, the layer readers
 and the interpreter agree on what a tensor is without importing one another.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import shape_rules as rules
-from ..builder import PlainMessage, TraceAborted, clean_message
+from ..builder import PlainMessage
 
 Shape = tuple[int, ...]
 
@@ -28,34 +28,31 @@ class TracedTensor:
         self.vid = vid
 
     def __repr__(self):
-        return f"_T({rules.fmt_shape(self.shape)}, {self.dtype}, v{self.vid})"
+        return f"TracedTensor({rules.fmt_shape(self.shape)}, {self.dtype}, v{self.vid})"
 
 
-_T = TracedTensor  # the short name the interpreter's modules use
 TENSOR_TYPES = (TracedTensor, torch.Tensor)  # what counts as a tensor here: traced, or a real constant
-_TENSORS = TENSOR_TYPES
-_META = torch.device("meta")
+META = torch.device("meta")
 
 # c10::ScalarType numbering: TorchScript passes dtypes around as these ints.
-_DTYPES = [
+DTYPES = [
     torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.float32,
     torch.float64, torch.complex32, torch.complex64, torch.complex128, torch.bool, torch.qint8,
     torch.quint8, torch.qint32, torch.bfloat16,
 ]  # fmt: skip
-_DTYPE_INT = {d: i for i, d in enumerate(_DTYPES)}
+DTYPE_INT = {d: i for i, d in enumerate(DTYPES)}
 
 
 def shape_of(x) -> Shape:
     """The shape of a traced tensor or a real one, as a tuple."""
-    return x.shape if isinstance(x, _T) else tuple(x.shape)
+    return x.shape if isinstance(x, TracedTensor) else tuple(x.shape)
 
 
-_shape_of = shape_of
 
 
 def has_tensor(obj) -> bool:
     """Is there a tensor (traced or real) in ``obj`` at any depth?"""
-    if isinstance(obj, _TENSORS):
+    if isinstance(obj, TENSOR_TYPES):
         return True
     if isinstance(obj, (list, tuple)):
         return any(has_tensor(o) for o in obj)
@@ -68,7 +65,7 @@ def has_tensor(obj) -> bool:
 def flat_tensors(obj, out: list) -> list:
     """The tensors in ``obj`` at any depth, appended to ``out``: a traced one counts as much as a
     constant (the eager tracer's ``_tensors`` does this for real tensors only)."""
-    if isinstance(obj, _TENSORS):
+    if isinstance(obj, TENSOR_TYPES):
         out.append(obj)
     elif isinstance(obj, (list, tuple)):
         for o in obj:
@@ -79,38 +76,33 @@ def flat_tensors(obj, out: list) -> list:
     return out
 
 
-_flat_tensors = flat_tensors
 
 
-def _shapes(obj):
+def arg_shapes(obj):
     """Arguments with every tensor replaced by its shape (a tuple), as ``rules.FUNC_RULES`` want."""
-    if isinstance(obj, _TENSORS):
-        return _shape_of(obj)
+    if isinstance(obj, TENSOR_TYPES):
+        return shape_of(obj)
     if isinstance(obj, list):
-        return [_shapes(o) for o in obj]
+        return [arg_shapes(o) for o in obj]
     if isinstance(obj, tuple):
-        return tuple(_shapes(o) for o in obj)
+        return tuple(arg_shapes(o) for o in obj)
     return obj
 
 
-def _first_tensor(args):
+def first_tensor(args):
     for a in args:
-        if isinstance(a, _TENSORS):
+        if isinstance(a, TENSOR_TYPES):
             return a
         if isinstance(a, (list, tuple)):
-            t = _first_tensor(a)
+            t = first_tensor(a)
             if t is not None:
                 return t
     return None
 
 
-# Unwinds the interpretation once a fatal error has been recorded: the tracers' one abort.
-_Abort = TraceAborted
 
 
 class QuietFailure(PlainMessage):
     """A failure inside a leaf layer's own code (run quietly, recording nothing); the leaf records it."""
 
 
-_Quiet = QuietFailure
-_clean = clean_message  # a rule's message and a quiet failure read as a diagnosis (PlainMessage)

@@ -2,7 +2,7 @@
 
 Walking ``torch._C`` graph objects is slow (every ``n.kind()``, ``n.inputs()`` is a call into C++),
 and a model's method graphs are run once per call of the module — a ResNet-152 runs its
-Bottleneck's graph 50 times. So each graph is turned once into :class:`_Block` s of
+Bottleneck's graph 50 times. So each graph is turned once into :class:`CompiledBlock` s of
 :class:`_Node` s holding value ids, constants, the resolved aten overload and the Python function
 that runs the node; the compiled graphs are cached per ScriptModule and shared by its traces.
 """
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .pyops import _PY_OPS
+from .pyops import PY_OPS
 
 if TYPE_CHECKING:
-    from .leaves import _Mod
+    from .leaves import Submodule
 
 
-class _Fn:
+class FunctionRef:
     """A ``prim::Constant`` of function type: the function called by ``prim::CallFunction``."""
 
     __slots__ = ("qualname", "name")
@@ -61,7 +61,7 @@ class _Node:
         return self._source
 
 
-class _Block:
+class CompiledBlock:
     """A graph or a sub-block of ``prim::If`` / ``prim::Loop``: value ids in and out, its nodes."""
 
     __slots__ = ("ins", "outs", "nodes")
@@ -92,7 +92,7 @@ def _const_value(n):
     out = n.output()
     t = out.type()
     if t.kind() == "FunctionType":
-        return _Fn(str(t), n.s("name") if n.hasAttribute("name") else str(t).rsplit(".", 1)[-1])
+        return FunctionRef(str(t), n.s("name") if n.hasAttribute("name") else str(t).rsplit(".", 1)[-1])
     try:
         v = out.toIValue()
     except RuntimeError:  # a constant Python cannot hold; an op that uses it fails and says so
@@ -107,11 +107,11 @@ def _schema_has_tensor(schema) -> bool:
     return False
 
 
-class _GraphCompiler:
-    """The interpreter's graph compilation (a mixin of ``interp._Interp``); it uses ``self.graphs``
+class GraphCompiler:
+    """The interpreter's graph compilation (a mixin of ``interp.Interpreter``); it uses ``self.graphs``
     (the per-module cache) and ``self.handlers`` (node kind -> handler)."""
 
-    def _graph(self, mod: _Mod, method: str, inlined: bool) -> _Block:
+    def _graph(self, mod: Submodule, method: str, inlined: bool) -> CompiledBlock:
         key = (mod.qualname, method, inlined)
         g = self.graphs.get(key)
         if g is None:
@@ -121,7 +121,7 @@ class _GraphCompiler:
             self.graphs[("graph", *key)] = graph  # the compiled nodes point into it
         return g
 
-    def _compile(self, inputs, outputs, nodes) -> _Block:
+    def _compile(self, inputs, outputs, nodes) -> CompiledBlock:
         out = []
         for n in nodes:
             kind = n.kind()
@@ -144,7 +144,7 @@ class _GraphCompiler:
                 handler = self._schema_op(n, node)
             node.run = handler
             out.append(node)
-        return _Block(tuple(v.unique() for v in inputs), tuple(v.unique() for v in outputs), out)
+        return CompiledBlock(tuple(v.unique() for v in inputs), tuple(v.unique() for v in outputs), out)
 
     def _schema_op(self, n, node: _Node):
         # Handlers are stored unbound, like those in self.handlers: the loop calls
@@ -164,8 +164,8 @@ class _GraphCompiler:
         node.argn = sum(1 for a in schema.arguments if not a.kwarg_only)
         node.kwn = tuple(a.name for a in schema.arguments if a.kwarg_only)
         node.tnode = n
-        py = _PY_OPS.get(node.attr) or _PY_OPS.get(name)
-        if py is not None and (node.attr in _PY_OPS or not _schema_has_tensor(schema)):
+        py = PY_OPS.get(node.attr) or PY_OPS.get(name)
+        if py is not None and (node.attr in PY_OPS or not _schema_has_tensor(schema)):
             node.value = py
             return ops._pyop
         try:
@@ -177,7 +177,7 @@ class _GraphCompiler:
         node.value = py  # scalar overloads of tensor ops (aten::add.int) run as Python
         return ops._aten
 
-    def _function_graph(self, fn: _Fn, call_node: _Node) -> _Block:
+    def _function_graph(self, fn: FunctionRef, call_node: _Node) -> CompiledBlock:
         key = ("fn", fn.qualname)
         g = self.graphs.get(key)
         if g is None:

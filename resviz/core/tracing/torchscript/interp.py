@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from ..builder import TraceBuilder
-from .common import _DTYPE_INT, _META, _T, _TENSORS, _Abort, _clean, _flat_tensors, _Quiet, _shape_of
-from .graphs import _Block, _Fn, _GraphCompiler
-from .leaves import _LeafLayers, _Mod
-from .recording import _Recorder
+from ..builder import TraceAborted, TraceBuilder, clean_message
+from .common import DTYPE_INT, META, TENSOR_TYPES, QuietFailure, TracedTensor, flat_tensors, shape_of
+from .graphs import CompiledBlock, FunctionRef, GraphCompiler
+from .leaves import LeafLayers, Submodule
+from .recording import AtenRecorder
 
 
 def _missing():
@@ -40,7 +40,7 @@ def is_instance_of(v, type_name: str) -> bool:
     """``isinstance(v, T)`` for a value of the interpreter (a traced tensor is a Tensor) and
     TorchScript's name of ``T``: 'Tensor', 'int', 'List[int]' or 'int[]', 'Tuple[...]', 'Dict[...]'."""
     if type_name.startswith("Tensor"):
-        return isinstance(v, _TENSORS)
+        return isinstance(v, TENSOR_TYPES)
     scalar = _SCALAR_TYPES.get(type_name)
     if scalar is not None:
         return scalar(v)
@@ -58,7 +58,7 @@ def _inplace_call(fname: str, args) -> bool:
     return fname.endswith("_") or any(a is True for a in args[1:] if isinstance(a, bool))
 
 
-class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
+class Interpreter(GraphCompiler, AtenRecorder, LeafLayers):
     """Interprets the graphs of one ScriptModule into one trace.
 
     Split over mixins along what each part needs: compiling graphs, recording aten ops, calling
@@ -67,7 +67,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
 
     def __init__(self, builder: TraceBuilder, cache: dict):
         self.builder = builder
-        self.graphs = cache  # (qualname, method, inlined) -> _Block, shared by traces of one module
+        self.graphs = cache  # (qualname, method, inlined) -> CompiledBlock, shared by traces of one module
         self.quiet = 0
         self.const_vids: dict[int, int] = {}
         self.keep: list[Any] = []  # constants given value ids, kept alive so ids stay unique
@@ -77,7 +77,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
 
     # ------------------------------------------------------------------ running graphs
 
-    def run_method(self, mod: _Mod, method: str, args: list, inlined: bool = False):
+    def run_method(self, mod: Submodule, method: str, args: list, inlined: bool = False):
         g = self._graph(mod, method, inlined)
         env: dict[int, Any] = {g.ins[0]: mod, -1: mod}  # -1: the module whose method this is
         for k, a in zip(g.ins[1:], args):
@@ -86,7 +86,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
         outs = [env[k] for k in g.outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def _block(self, block: _Block, env: dict) -> None:
+    def _block(self, block: CompiledBlock, env: dict) -> None:
         for node in block.nodes:
             node.run(self, node, env)
 
@@ -115,18 +115,18 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
 
     def _dtype(self, node, env):
         x = env[node.ins[0]]
-        env[node.outs[0]] = _DTYPE_INT.get(x.dtype, 6)
+        env[node.outs[0]] = DTYPE_INT.get(x.dtype, 6)
 
     def _device(self, node, env):
         x = env[node.ins[0]]
-        env[node.outs[0]] = x.device if isinstance(x, torch.Tensor) else _META
+        env[node.outs[0]] = x.device if isinstance(x, torch.Tensor) else META
 
     def _shape(self, node, env):
-        env[node.outs[0]] = list(_shape_of(env[node.ins[0]]))
+        env[node.outs[0]] = list(shape_of(env[node.ins[0]]))
 
     def _numtotensor(self, node, env):
         v = env[node.ins[0]]
-        env[node.outs[0]] = v if isinstance(v, _TENSORS) else torch.tensor(v)
+        env[node.outs[0]] = v if isinstance(v, TENSOR_TYPES) else torch.tensor(v)
 
     def _list(self, node, env):
         env[node.outs[0]] = [env[i] for i in node.ins]
@@ -157,7 +157,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
 
     def _if(self, node, env):
         cond = env[node.ins[0]]
-        if isinstance(cond, _TENSORS):
+        if isinstance(cond, TENSOR_TYPES):
             self._fail("a condition depends on tensor values, which shape analysis cannot know")
         block = node.blocks[0] if cond else node.blocks[1]
         self._block(block, env)
@@ -176,7 +176,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
                 env[k] = v
             self._block(body, env)
             cond = env[body.outs[0]]
-            if isinstance(cond, _TENSORS):
+            if isinstance(cond, TENSOR_TYPES):
                 self._fail("a loop condition depends on tensor values")
             carried = [env[k] for k in body.outs[1:]]
             i += 1
@@ -186,7 +186,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
     def _getattr(self, node, env):
         obj = env[node.ins[0]]
         name = node.attr
-        if not isinstance(obj, _Mod):
+        if not isinstance(obj, Submodule):
             env[node.outs[0]] = getattr(obj, name)
             return
         if name in obj.overlay:
@@ -201,7 +201,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
                 if isinstance(v, torch._C.ScriptModule):
                     hit = obj.child(name, v)
                 elif isinstance(v, torch.Tensor):
-                    hit = v if v.device.type == "meta" else torch.empty_like(v, device=_META)
+                    hit = v if v.device.type == "meta" else torch.empty_like(v, device=META)
                 else:
                     hit = v
             obj.cache[name] = hit
@@ -209,7 +209,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
 
     def _setattr(self, node, env):
         obj = env[node.ins[0]]
-        if isinstance(obj, _Mod):
+        if isinstance(obj, Submodule):
             obj.overlay[node.attr] = env[node.ins[1]]
 
     def _raise(self, node, env):
@@ -226,11 +226,11 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
 
     def _fail(self, message: str):
         if self.quiet:
-            raise _Quiet(message)
+            raise QuietFailure(message)
         call = self.builder.open_call
         shapes = [self.builder.values[v].shape for v in call.inputs] if call else []
         self.builder.fail_in_call(message, shapes=shapes)
-        raise _Abort
+        raise TraceAborted
 
     # ------------------------------------------------------------------ python-level ops
 
@@ -241,10 +241,10 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
             if fn is None:
                 raise RuntimeError(f"unsupported operator {node.kind}")
             out = fn(*args)
-        except (_Abort, _Quiet):
+        except (TraceAborted, QuietFailure):
             raise
         except Exception as e:  # noqa: BLE001 - the model's own Python-level op failed, however: a fatal error at that op, its message said
-            self._fail(f"{node.attr or node.kind}: {_clean(e)}")
+            self._fail(f"{node.attr or node.kind}: {clean_message(e)}")
         if len(node.outs) == 1:
             env[node.outs[0]] = out
         else:
@@ -256,7 +256,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
     def _callmethod(self, node, env):
         target = env[node.ins[0]]
         args = [env[i] for i in node.ins[1:]]
-        if not isinstance(target, _Mod):
+        if not isinstance(target, Submodule):
             out = getattr(target, node.attr)(*args)
         else:
             out = self.call_module(target, node.attr, args, same=target is env.get(-1))
@@ -266,30 +266,30 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
             for o, v in zip(node.outs, out):
                 env[o] = v
 
-    def _own_params(self, mod: _Mod) -> int:
+    def _own_params(self, mod: Submodule) -> int:
         """Parameters a non-leaf module holds itself (a layer-scale gamma), at its first call."""
         if mod.py is None or mod.path in self.entered:
             return 0
         self.entered.add(mod.path)
         return sum(p.numel() for p in mod.py._parameters.values() if p is not None)
 
-    def call_module(self, mod: _Mod, method: str, args: list, same: bool = False):
+    def call_module(self, mod: Submodule, method: str, args: list, same: bool = False):
         if self.quiet:
             return self.run_method(mod, method, args, True)
         if same:  # a helper method of the module running: same scope
             return self.run_method(mod, method, args)
         if mod.leaf:
             return self.call_leaf(mod, method, args)
-        inputs = [self._vid(a) for a in _flat_tensors(args, [])]
+        inputs = [self._vid(a) for a in flat_tensors(args, [])]
         cid = self.builder.enter(mod.path, mod.type, inputs, module=mod.py, params=self._own_params(mod))
         out = self.run_method(mod, method, args)
-        self.builder.exit(cid, [self._vid(o) for o in _flat_tensors(out, [])])
+        self.builder.exit(cid, [self._vid(o) for o in flat_tensors(out, [])])
         return out
 
     def _callfunction(self, node, env):
         fn = env[node.ins[0]]
         args = [env[i] for i in node.ins[1:]]
-        if not isinstance(fn, _Fn):
+        if not isinstance(fn, FunctionRef):
             self._fail("call of an unknown function")
         g = self._function_graph(fn, node)
         if self.quiet:
@@ -304,7 +304,7 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
             for o, v in zip(node.outs, out):
                 env[o] = v
 
-    def _run_function(self, g: _Block, args):
+    def _run_function(self, g: CompiledBlock, args):
         env: dict[int, Any] = {}
         for k, a in zip(g.ins, args):
             env[k] = a
@@ -312,20 +312,20 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
         outs = [env[k] for k in g.outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def _library_function(self, fn: _Fn, g: _Block, args, source):
+    def _library_function(self, fn: FunctionRef, g: CompiledBlock, args, source):
         """``F.batch_norm``, ``F.dropout``...: ONE op, as under the eager tracer's function mode."""
-        tensors = _flat_tensors(args, [])
+        tensors = flat_tensors(args, [])
         out, err = self._quietly(self._run_function, g, args)
-        if not any(isinstance(x, _T) for x in tensors):
+        if not any(isinstance(x, TracedTensor) for x in tensors):
             if err is not None:
                 self._fail(err)
             return out
         fname = fn.name.lstrip("_") or fn.name
         if err is not None:
             op = self._record(fname, tensors, source)
-            self.builder.fail(op.name, op.id, fname, err, [_shape_of(x) for x in tensors], fatal=True)
-            raise _Abort
-        outs = _flat_tensors(out, [])
+            self.builder.fail(op.name, op.id, fname, err, [shape_of(x) for x in tensors], fatal=True)
+            raise TraceAborted
+        outs = flat_tensors(out, [])
         if len(outs) == 1 and tensors and outs[0] is tensors[0] and not _inplace_call(fname, args):
             return out
         op = self._record(fname, tensors, source)
@@ -337,29 +337,29 @@ class _Interp(_GraphCompiler, _Recorder, _LeafLayers):
         self.quiet += 1
         try:
             return fn(*args), None
-        except _Abort:
+        except TraceAborted:
             raise
         except Exception as e:  # noqa: BLE001 - a leaf's own code failing in any way is that leaf's error: its message is recorded against it
-            return None, _clean(e)
+            return None, clean_message(e)
         finally:
             self.quiet -= 1
 
 
 _HANDLERS = {
-    "prim::Constant": _Interp._constant, "prim::GetAttr": _Interp._getattr,
-    "prim::SetAttr": _Interp._setattr, "prim::CallMethod": _Interp._callmethod,
-    "prim::CallFunction": _Interp._callfunction, "prim::ListConstruct": _Interp._list,
-    "prim::TupleConstruct": _Interp._tuple, "prim::ListUnpack": _Interp._unpack,
-    "prim::TupleUnpack": _Interp._unpack, "prim::TupleIndex": _Interp._tupleindex,
-    "prim::DictConstruct": _Interp._dict, "prim::If": _Interp._if, "prim::Loop": _Interp._loop,
-    "prim::RaiseException": _Interp._raise, "prim::unchecked_cast": _Interp._passthrough,
-    "prim::unchecked_unwrap_optional": _Interp._passthrough, "prim::data": _Interp._passthrough,
-    "prim::isinstance": _Interp._isinstance, "prim::NumToTensor": _Interp._numtotensor,
-    "prim::dtype": _Interp._dtype, "prim::device": _Interp._device,
-    "prim::Uninitialized": _Interp._none, "prim::Print": _Interp._nothing,
-    "prim::Enter": _Interp._nothing, "prim::Exit": _Interp._nothing,
-    "prim::requires_grad": _Interp._false, "prim::is_cuda": _Interp._false,
-    "prim::layout": _Interp._layout, "prim::TupleSlice": _Interp._tupleslice,
-    "prim::shape": _Interp._shape, "prim::grad": _Interp._none,
+    "prim::Constant": Interpreter._constant, "prim::GetAttr": Interpreter._getattr,
+    "prim::SetAttr": Interpreter._setattr, "prim::CallMethod": Interpreter._callmethod,
+    "prim::CallFunction": Interpreter._callfunction, "prim::ListConstruct": Interpreter._list,
+    "prim::TupleConstruct": Interpreter._tuple, "prim::ListUnpack": Interpreter._unpack,
+    "prim::TupleUnpack": Interpreter._unpack, "prim::TupleIndex": Interpreter._tupleindex,
+    "prim::DictConstruct": Interpreter._dict, "prim::If": Interpreter._if, "prim::Loop": Interpreter._loop,
+    "prim::RaiseException": Interpreter._raise, "prim::unchecked_cast": Interpreter._passthrough,
+    "prim::unchecked_unwrap_optional": Interpreter._passthrough, "prim::data": Interpreter._passthrough,
+    "prim::isinstance": Interpreter._isinstance, "prim::NumToTensor": Interpreter._numtotensor,
+    "prim::dtype": Interpreter._dtype, "prim::device": Interpreter._device,
+    "prim::Uninitialized": Interpreter._none, "prim::Print": Interpreter._nothing,
+    "prim::Enter": Interpreter._nothing, "prim::Exit": Interpreter._nothing,
+    "prim::requires_grad": Interpreter._false, "prim::is_cuda": Interpreter._false,
+    "prim::layout": Interpreter._layout, "prim::TupleSlice": Interpreter._tupleslice,
+    "prim::shape": Interpreter._shape, "prim::grad": Interpreter._none,
 }  # fmt: skip
 

@@ -18,7 +18,7 @@ import torch
 
 from .. import shape_rules as rules
 from .aten import SHAPE_PRESERVING
-from .common import _T, _TENSORS, _shape_of
+from .common import TENSOR_TYPES, TracedTensor, shape_of
 
 # ---------------------------------------------------------------------- layers by class name
 
@@ -92,7 +92,7 @@ def _one(v, nd):
 def _conv_attrs(base: str, args: Sequence) -> dict[str, Any]:
     # conv2d(input, weight, bias, stride, padding, dilation, groups) or
     # (_)convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
-    w = _shape_of(args[1])
+    w = shape_of(args[1])
     nd = len(w) - 2
     if base.startswith("conv") and base[-2:] in ("1d", "2d", "3d"):
         transposed, out_pad, groups = False, (0,) * nd, int(args[6])
@@ -129,16 +129,16 @@ def _adaptive_pool_attrs(base: str, args: Sequence) -> dict[str, Any]:
 
 def _linear_attrs(base: str, args: Sequence) -> dict[str, Any]:
     if base == "addmm":  # addmm(bias, input, weight.t())
-        w = _shape_of(args[2])
+        w = shape_of(args[2])
         return {"in_features": w[0], "out_features": w[1], "bias": True}
-    w = _shape_of(args[1])
+    w = shape_of(args[1])
     return {"in_features": w[1], "out_features": w[0], "bias": True if args[2] is not None else None}
 
 
 def _batch_norm_attrs(base: str, args: Sequence) -> dict[str, Any] | None:
     for t in args[1:5]:  # the weight, bias or statistics: whichever the call has
-        if isinstance(t, _TENSORS):
-            return {"num_features": _shape_of(t)[0]}
+        if isinstance(t, TENSOR_TYPES):
+            return {"num_features": shape_of(t)[0]}
     return None
 
 
@@ -218,4 +218,4 @@ def _argument_kind(u: int, consts: dict[int, Any], attrs: dict[int, str]) -> tup
         return ("const", consts[u])
     if u in attrs:
         return ("attr", attrs[u])
-    return ("input", _T((), torch.float32))
+    return ("input", TracedTensor((), torch.float32))

@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from .. import shape_rules as rules
+from ..builder import TraceAborted
 from ..eager import leaf_params
 from ..shape_rules import layer_kind, layer_kind_of_class_name, leaf_macs
-from .common import _T, _Abort, _flat_tensors, _shape_of
+from .common import TracedTensor, flat_tensors, shape_of
 from .layers import hyper_from_aten, hyper_object, module_rule_by_name, plain_value, scan_layer_graph
 
 
-class _Mod:
+class Submodule:
     """One submodule of the ScriptModule, as the interpreter sees it."""
 
     __slots__ = ("c", "py", "path", "type", "qualname", "leaf", "children", "cache", "overlay",
@@ -34,13 +35,13 @@ class _Mod:
         self.type = t.name()
         names = list(py._modules.keys()) if py is not None else []
         self.leaf = not names or module_rule_by_name(self.type, self.qualname) is not None
-        self.children: dict[str, _Mod] = {}
+        self.children: dict[str, Submodule] = {}
         self.cache: dict[str, Any] = {}
         self.overlay: dict[str, Any] = {}
         self.ncalls = 0
         self.info: _LeafInfo | None = None
 
-    def child(self, name: str, c) -> _Mod:
+    def child(self, name: str, c) -> Submodule:
         m = self.children.get(name)
         if m is None:
             py = None
@@ -49,7 +50,7 @@ class _Mod:
                     py = self.py._modules[name]
                 except KeyError:
                     py = None
-            m = self.children[name] = _Mod(c, py, f"{self.path}.{name}" if self.path else name)
+            m = self.children[name] = Submodule(c, py, f"{self.path}.{name}" if self.path else name)
         return m
 
 
@@ -68,11 +69,11 @@ class _LeafInfo:
         self.inplace = inplace
 
 
-class _LeafLayers:
-    """The interpreter's leaf-layer calls (a mixin of ``interp._Interp``); it uses ``self.builder``,
+class LeafLayers:
+    """The interpreter's leaf-layer calls (a mixin of ``interp.Interpreter``); it uses ``self.builder``,
     ``self.graphs``, ``self.hypers`` and the interpreter's value records and quiet runs."""
 
-    def _leaf_info(self, mod: _Mod) -> _LeafInfo:
+    def _leaf_info(self, mod: Submodule) -> _LeafInfo:
         info = mod.info
         if info is not None:
             return info
@@ -91,7 +92,7 @@ class _LeafLayers:
         info = mod.info = _LeafInfo(params, weights, rule, hyper, inplace, kind)
         return info
 
-    def _hyper_attrs(self, mod: _Mod, rule) -> dict | None:
+    def _hyper_attrs(self, mod: Submodule, rule) -> dict | None:
         """Attributes from the module's constants (scripted) or its graph (traced)."""
         names = rule.reads if rule is not None else ()
         attrs = self.hypers.get(mod.qualname)
@@ -117,7 +118,7 @@ class _LeafLayers:
                 pass
         return attrs
 
-    def _hyper_from_graph(self, mod: _Mod) -> dict | None:
+    def _hyper_from_graph(self, mod: Submodule) -> dict | None:
         """A traced layer keeps no constants: read them off its aten call's constant arguments."""
         key = ("layer-call", mod.qualname)
         spec = self.graphs.get(key)
@@ -140,10 +141,10 @@ class _LeafLayers:
             args.append(v)
         return hyper_from_aten(base, args, base.endswith("_"))
 
-    def call_leaf(self, mod: _Mod, method: str, args: list):
+    def call_leaf(self, mod: Submodule, method: str, args: list):
         t = self.builder
         info = self._leaf_info(mod)
-        in_tensors = _flat_tensors(args, [])
+        in_tensors = flat_tensors(args, [])
         inputs = [self._vid(x) for x in in_tensors]
         n = mod.ncalls
         mod.ncalls = n + 1
@@ -152,20 +153,20 @@ class _LeafLayers:
             module=info.hyper if info.hyper is not None else mod.py, call_index=n,
         )  # fmt: skip
         op.attrs["layer"] = info.kind
-        if info.rule is not None and len(args) == 1 and isinstance(args[0], _T):
+        if info.rule is not None and len(args) == 1 and isinstance(args[0], TracedTensor):
             x = args[0]
             in_shape = x.shape
             out_shape = t.layer_shape(info.rule, info.hyper, in_shape, op)
             if out_shape is None:
-                raise _Abort
-            out = x if info.inplace and out_shape == in_shape else _T(out_shape, x.dtype)
+                raise TraceAborted
+            out = x if info.inplace and out_shape == in_shape else TracedTensor(out_shape, x.dtype)
             op.outputs = [self._new_value(out, op.id)]
         else:
             out, err = self._quietly(self.run_method, mod, method, args, True)
             if err is not None:
-                t.fail(mod.path, op.id, op.type, err, [_shape_of(x) for x in in_tensors], fatal=True)
-                raise _Abort
-            op.outputs = [self._as_output(o, op.id) for o in _flat_tensors(out, [])]
+                t.fail(mod.path, op.id, op.type, err, [shape_of(x) for x in in_tensors], fatal=True)
+                raise TraceAborted
+            op.outputs = [self._as_output(o, op.id) for o in flat_tensors(out, [])]
         if info.weights and op.outputs:
             op.macs = leaf_macs(info.kind, info.weights, t.values[op.outputs[0]].shape)
         return out

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from .. import shape_rules as rules
-from .common import _DTYPES, _T, _TENSORS, _shape_of
+from .common import DTYPES, TENSOR_TYPES, TracedTensor, shape_of
 
 
 def _size(x, dim=None):
-    s = _shape_of(x)
+    s = shape_of(x)
     return list(s) if dim is None else s[dim]
 
 
@@ -54,12 +54,12 @@ def _format(fmt, *args):
     out = parts[0]
     for i, p in enumerate(parts[1:]):
         a = args[i] if i < len(args) else ""
-        out += (rules.fmt_shape(_shape_of(a)) if isinstance(a, _TENSORS) else str(a)) + p
+        out += (rules.fmt_shape(shape_of(a)) if isinstance(a, TENSOR_TYPES) else str(a)) + p
     return out
 
 
 def _int(v):
-    if isinstance(v, _T):
+    if isinstance(v, TracedTensor):
         raise RuntimeError("the value of a traced tensor is not known during shape analysis")
     if isinstance(v, torch.Tensor):
         if v.device.type == "meta":
@@ -75,7 +75,7 @@ def _float(v):
 
 
 def _item(v):
-    if isinstance(v, _T) or (isinstance(v, torch.Tensor) and v.device.type == "meta"):
+    if isinstance(v, TracedTensor) or (isinstance(v, torch.Tensor) and v.device.type == "meta"):
         raise RuntimeError("the value of a tensor is not known during shape analysis")
     return v.item()
 
@@ -88,12 +88,12 @@ def _minmax(fn):
 
 
 def _tensor(data, dtype=None, device=None, requires_grad=False):
-    dt = _DTYPES[dtype] if isinstance(dtype, int) else dtype
+    dt = DTYPES[dtype] if isinstance(dtype, int) else dtype
     return torch.tensor(data, dtype=dt)
 
 
 def _numel(x):
-    return math.prod(_shape_of(x))
+    return math.prod(shape_of(x))
 
 
 def _is_fp(x):
@@ -104,10 +104,10 @@ def _div(a, b):
     return a / b
 
 
-_PY_OPS: dict[str, Any] = {
+PY_OPS: dict[str, Any] = {
     # always Python, whatever the argument types
-    "size": _size, "size.int": _size, "dim": lambda x: len(_shape_of(x)), "numel": _numel,
-    "len.Tensor": lambda x: _shape_of(x)[0], "is_floating_point": _is_fp,
+    "size": _size, "size.int": _size, "dim": lambda x: len(shape_of(x)), "numel": _numel,
+    "len.Tensor": lambda x: shape_of(x)[0], "is_floating_point": _is_fp,
     "__getitem__.t": operator.getitem, "__getitem__.Dict_str": operator.getitem,
     "__getitem__.Dict_int": operator.getitem, "len.t": len, "len": len, "append.t": _append,
     "__is__": operator.is_, "__isnot__": operator.is_not, "format": _format,

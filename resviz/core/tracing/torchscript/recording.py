@@ -20,8 +20,8 @@ from .common import TENSOR_TYPES, QuietFailure, TracedTensor, flat_tensors, has_
 _BINARY_NAMES = frozenset({"sub", "mul", "div", "true_divide", "sub_", "mul_", "div_"})
 
 
-class _Recorder:
-    """The interpreter's aten ops and trace records (a mixin of ``interp._Interp``); it uses
+class AtenRecorder:
+    """The interpreter's aten ops and trace records (a mixin of ``interp.Interpreter``); it uses
     ``self.builder``, ``self.quiet`` and the interpreter's ``_pyop`` and ``_fail``."""
 
     def _aten(self, node, env):
