@@ -35,6 +35,7 @@ from . import shape_rules as rules
 from .builder import SOURCE_LINE, TraceAborted, TraceBuilder, clean_message
 from .records import Op, Trace
 from .torchscript import (
+    LAYER_CALL_OPS,
     TENSOR_TYPES,
     TracedTensor,
     aten_eval,
@@ -48,14 +49,12 @@ from .torchscript import (
 __all__ = ["trace_exported"]
 
 _SKIP_PREFIXES = ("_assert", "sym_constrain_range", "_functional_assert", "_print")
-_LAYER_OPS = frozenset(
-    {"conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
-     "conv_transpose2d", "conv_transpose3d", "max_pool1d", "max_pool2d", "max_pool3d",
-     "max_pool2d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
-     "adaptive_avg_pool2d", "adaptive_avg_pool3d", "_adaptive_avg_pool2d", "adaptive_max_pool2d",
-     "linear", "addmm", "batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm",
-     "flatten"}
-)  # fmt: skip
+# A leaf layer's principal op in an exported graph: the layer ops of every graph form, and the
+# decomposed forms torch.export writes (a linear as addmm, a batch norm's functional kernels).
+_LAYER_OPS = LAYER_CALL_OPS | {
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "_adaptive_avg_pool2d", "addmm",
+    "_native_batch_norm_legit_no_training", "native_batch_norm",
+}  # fmt: skip
 
 
 def _class_name(t) -> str:

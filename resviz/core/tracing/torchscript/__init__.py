@@ -65,9 +65,9 @@ from .aten import aten_eval
 
 # exported.py follows exported graphs with the same traced tensors.
 from .common import TENSOR_TYPES, TracedTensor, shape_of
-from .layers import hyper_from_aten, hyper_object, module_rule_by_name
+from .layers import LAYER_CALL_OPS, hyper_from_aten, hyper_object, module_rule_by_name
 
 __all__ = [
     "trace_script_module", "aten_eval", "module_rule_by_name", "leaf_macs", "hyper_object",
-    "hyper_from_aten", "TracedTensor", "TENSOR_TYPES", "shape_of",
+    "hyper_from_aten", "LAYER_CALL_OPS", "TracedTensor", "TENSOR_TYPES", "shape_of",
 ]  # fmt: skip

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..builder import SOURCE_LINE
 from .pyops import PY_OPS
 
 if TYPE_CHECKING:
@@ -72,7 +73,6 @@ class CompiledBlock:
         self.nodes = nodes
 
 
-_SOURCE = re.compile(r'File "([^"]+)", line (\d+)')
 _SOURCE_TRACED = re.compile(r"^(.+?)\((\d+)\): ")
 
 
@@ -84,7 +84,7 @@ def _node_source(n) -> tuple[str, int] | None:
     except RuntimeError:  # a node made by a pass, with no source: the op is shown without a line
         return None
     original = text.split("Serialized", 1)[0]
-    m = _SOURCE_TRACED.match(original.strip()) or _SOURCE.search(original) or _SOURCE.search(text)
+    m = _SOURCE_TRACED.match(original.strip()) or SOURCE_LINE.search(original) or SOURCE_LINE.search(text)
     return (m.group(1), int(m.group(2))) if m else None
 
 

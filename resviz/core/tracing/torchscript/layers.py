@@ -175,13 +175,16 @@ def hyper_from_aten(base: str, args: Sequence, inplace_name: bool) -> dict[str, 
 # ---------------------------------------------------------------------- traced layers' graphs
 
 
-_LAYER_OPS = frozenset(
+# The aten calls of a layer whose arguments carry its hyper-parameters (``hyper_from_aten`` reads
+# them), in the form every graph has them: TorchScript's and torch.export's layer ops start here.
+LAYER_CALL_OPS = frozenset(
     {"conv1d", "conv2d", "conv3d", "convolution", "_convolution", "max_pool1d", "max_pool2d",
      "max_pool3d", "max_pool2d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
-     "adaptive_max_pool2d", "adaptive_max_pool3d", "linear", "batch_norm", "flatten"}
-    | SHAPE_PRESERVING
+     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool2d",
+     "linear", "batch_norm", "flatten"}
 )  # fmt: skip
+# A traced layer's principal op in its own TorchScript graph.
+_LAYER_OPS = LAYER_CALL_OPS | {"adaptive_max_pool1d", "adaptive_max_pool3d"} | SHAPE_PRESERVING
 
 
 def scan_layer_graph(graph):
