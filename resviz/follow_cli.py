@@ -102,44 +102,60 @@ def follow(run_dir, out=None, *, interval: float = 1.0, once: bool = False, slee
         out.flush()
 
     say(header(run))
-    faults_shown = 0
-    new = run.store.count
-
-    def report_news() -> None:
-        nonlocal faults_shown
-        for ev in run.new_events():
-            if ev.get("kind") in ("error", "note"):
-                say(f"{ev['kind']}: {ev.get('message', '')}")
-        for f in run.store.faults[faults_shown:]:
-            say(f"fault at step {f['step']}: {f.get('message') or 'NaN/Inf'}")
-        faults_shown = len(run.store.faults)
-
-    last_news = clock()
-    warned = False
     try:
-        while True:
-            report_news()
-            if new:
-                say(status_line(run))
-                last_news, warned = clock(), False
-            elif not warned and clock() - last_news > stale_after:
-                say(f"note: no new step for {clock() - last_news:.0f} s; run.json still says "
-                    f"{run.state.value} (the writer may have been killed); Ctrl-C to stop following")  # fmt: skip
-                warned = True
-            if once or not run.state.live:
-                break
-            sleep(interval)
-            new = len(run.poll())
-        n = run.store.count
-        msg = run.meta.get("message") or ""
-        say(f"run {run.state.value}: {n} steps read" + (f"; {msg}" if msg else "") if not once else
-            f"{n} steps read; the run is {run.state.value}")  # fmt: skip
-        if run.reader.skipped:
-            say(f"note: {run.reader.skipped} unreadable lines skipped (a crash mid-write)")
+        _watch(run, say, interval=interval, once=once, sleep=sleep, clock=clock, stale_after=stale_after)
+        for line in closing_lines(run, once):
+            say(line)
         return EXIT_OK
     except KeyboardInterrupt:
         say(f"stopped following after {run.store.count} steps (the run itself goes on)")
         return EXIT_INTERRUPTED
+
+
+def _watch(run, say, *, interval: float, once: bool, sleep, clock, stale_after: float) -> None:
+    """Say the news and the status after each look, until the run ends (or after one look)."""
+    faults_shown = 0
+    new = run.store.count
+    last_news = clock()
+    warned = False
+    while True:
+        lines, faults_shown = news_lines(run, faults_shown)
+        for line in lines:
+            say(line)
+        if new:
+            say(status_line(run))
+            last_news, warned = clock(), False
+        elif not warned and clock() - last_news > stale_after:
+            say(stale_line(run, clock() - last_news))
+            warned = True
+        if once or not run.state.live:
+            return
+        sleep(interval)
+        new = len(run.poll())
+
+
+def news_lines(run, faults_shown: int) -> tuple[list[str], int]:
+    """The run's new error and note events and the faults after the first ``faults_shown``, as
+    lines to print; and how many faults are shown after them."""
+    lines = [f"{ev['kind']}: {ev.get('message', '')}" for ev in run.new_events() if ev.get("kind") in ("error", "note")]
+    lines += [f"fault at step {f['step']}: {f.get('message') or 'NaN/Inf'}" for f in run.store.faults[faults_shown:]]
+    return lines, len(run.store.faults)
+
+
+def stale_line(run, quiet_s: float) -> str:
+    return (f"note: no new step for {quiet_s:.0f} s; run.json still says {run.state.value} (the writer "
+            "may have been killed); Ctrl-C to stop following")  # fmt: skip
+
+
+def closing_lines(run, once: bool) -> list[str]:
+    """What is said when following ends: the run's state and steps read, and lines skipped."""
+    n = run.store.count
+    msg = run.meta.get("message") or ""
+    lines = [f"run {run.state.value}: {n} steps read" + (f"; {msg}" if msg else "") if not once else
+             f"{n} steps read; the run is {run.state.value}"]  # fmt: skip
+    if run.reader.skipped:
+        lines.append(f"note: {run.reader.skipped} unreadable lines skipped (a crash mid-write)")
+    return lines
 
 
 def run_follow(args) -> int:

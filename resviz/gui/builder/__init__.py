@@ -111,7 +111,7 @@ def apply_patch(window, session, mismatch) -> None:
     except ResvizError as exc:
         window.banner.show_message("error", f"Could not apply the fix to {mismatch.block}: {exc}")
         return
-    except Exception as exc:  # the user's code failed while rebuilding: say so, keep the graph
+    except Exception as exc:  # noqa: BLE001 - the user's code (rebuild, copy) may raise anything: the banner says which, the graph stays
         window.banner.show_message(
             "error", f"Could not rebuild the model to patch it: {type(exc).__name__}: {exc}"
         )

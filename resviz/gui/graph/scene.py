@@ -45,6 +45,40 @@ def fonts() -> tuple[QFont, QFont, QFont]:
     return label, detail, small
 
 
+def node_look(theme: Theme, node: ViewNode, cat: str, highlight: QColor | None, selected: bool,
+              hover: bool) -> tuple[QColor, QColor, float]:  # fmt: skip
+    """A node box's fill, border colour and border width: its kind's colour (or its tint), red when
+    broken; selection, then hover, override the border."""
+    fill = QColor(theme.kinds.get(cat, theme.kinds["other"]))
+    if highlight is not None:
+        fill = highlight
+    border = QColor(theme.node_border)
+    width = 1.2
+    if node.broken:
+        border = QColor(theme.broken)
+        fill = QColor(theme.broken_fill) if highlight is None else fill
+        width = 2.2
+    if selected:
+        border, width = QColor(theme.selection), 3.0
+    elif hover:
+        border, width = QColor(theme.hover), 2.4
+    return fill, border, width
+
+
+def text_colors(theme: Theme, node: ViewNode, cat: str, highlight: QColor | None) -> tuple[QColor, QColor]:
+    """The colours of a node's label and of its detail line."""
+    text = QColor(theme.background if cat == "io" else theme.text)
+    dim = QColor(theme.background if cat == "io" else theme.text_dim)
+    if highlight is not None:
+        # a gradient tint can be light or dark whatever the theme: text follows the fill
+        light_fill = highlight.lightnessF() > 0.55
+        text = QColor("#111827" if light_fill else "#f9fafb")
+        dim = QColor("#374151" if light_fill else "#e5e7eb")
+    if node.broken and node.kind != "io":
+        dim = QColor(theme.broken)
+    return text, dim
+
+
 class NodeItem(QGraphicsItem):
     """One node: a rounded box with its name and what it is; an add is a small ⊕ circle."""
 
@@ -77,32 +111,40 @@ class NodeItem(QGraphicsItem):
         w, h = self.rect.width(), self.rect.height()
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
         cat = category(node.type, node.kind)
-        fill = QColor(theme.kinds.get(cat, theme.kinds["other"]))
-        if self._highlight is not None:
-            fill = self._highlight
-        border = QColor(theme.node_border)
-        width = 1.2
-        if node.broken:
-            border = QColor(theme.broken)
-            fill = QColor(theme.broken_fill) if self._highlight is None else fill
-            width = 2.2
-        if self.isSelected():
-            border, width = QColor(theme.selection), 3.0
-        elif self._hover:
-            border, width = QColor(theme.hover), 2.4
+        fill, border, width = node_look(theme, node, cat, self._highlight, self.isSelected(), self._hover)
         painter.setRenderHint(QPainter.Antialiasing, True)
         painter.setPen(QPen(border, width))
         painter.setBrush(QBrush(fill))
         if node.is_add and node.kind == "op":
-            d = min(w, h)
-            r = QRectF((w - d) / 2, (h - d) / 2, d, d)
-            painter.drawEllipse(r)
-            pen = QPen(QColor(theme.broken if node.broken else theme.text), 2)
-            painter.setPen(pen)
-            c = r.center()
-            painter.drawLine(QPointF(c.x() - d / 4, c.y()), QPointF(c.x() + d / 4, c.y()))
-            painter.drawLine(QPointF(c.x(), c.y() - d / 4), QPointF(c.x(), c.y() + d / 4))
+            self._paint_add(painter, w, h)
             return
+        self._paint_box(painter, cat, border, w, h)
+        if lod < 0.35:
+            return
+        label_font, detail_font, _ = self._scene.fonts
+        text, dim = text_colors(theme, node, cat, self._highlight)
+        painter.setPen(text)
+        painter.setFont(label_font)
+        painter.drawText(QRectF(8, 3, w - 12, h / 2), Qt.AlignHCenter | Qt.AlignVCenter, node.label)
+        painter.setPen(dim)
+        painter.setFont(detail_font)
+        painter.drawText(QRectF(8, h / 2 - 1, w - 12, h / 2 - 2), Qt.AlignHCenter | Qt.AlignVCenter,
+                         node.detail)  # fmt: skip
+
+    def _paint_add(self, painter: QPainter, w: float, h: float) -> None:
+        """An add op: a circle with a plus, in the pen and brush already set."""
+        theme = self._scene.theme
+        d = min(w, h)
+        r = QRectF((w - d) / 2, (h - d) / 2, d, d)
+        painter.drawEllipse(r)
+        painter.setPen(QPen(QColor(theme.broken if self.node.broken else theme.text), 2))
+        c = r.center()
+        painter.drawLine(QPointF(c.x() - d / 4, c.y()), QPointF(c.x() + d / 4, c.y()))
+        painter.drawLine(QPointF(c.x(), c.y() - d / 4), QPointF(c.x(), c.y() + d / 4))
+
+    def _paint_box(self, painter: QPainter, cat: str, border: QColor, w: float, h: float) -> None:
+        """The node's rounded box, a block's stripe in its shortcut's colour, a rollup's second edge."""
+        theme, node = self._scene.theme, self.node
         radius = h / 2 if cat == "io" else 6
         painter.drawRoundedRect(QRectF(0, 0, w, h), radius, radius)
         if node.kind in ("block", "rollup"):
@@ -115,25 +157,6 @@ class NodeItem(QGraphicsItem):
             painter.setPen(QPen(border, 1))
             painter.setBrush(Qt.NoBrush)
             painter.drawRoundedRect(QRectF(3, 3, w, h), 6, 6)
-        if lod < 0.35:
-            return
-        label_font, detail_font, _ = self._scene.fonts
-        text = QColor(theme.background if cat == "io" else theme.text)
-        dim = QColor(theme.background if cat == "io" else theme.text_dim)
-        if self._highlight is not None:
-            # a gradient tint can be light or dark whatever the theme: text follows the fill
-            light_fill = self._highlight.lightnessF() > 0.55
-            text = QColor("#111827" if light_fill else "#f9fafb")
-            dim = QColor("#374151" if light_fill else "#e5e7eb")
-        if node.broken and node.kind != "io":
-            dim = QColor(theme.broken)
-        painter.setPen(text)
-        painter.setFont(label_font)
-        painter.drawText(QRectF(8, 3, w - 12, h / 2), Qt.AlignHCenter | Qt.AlignVCenter, node.label)
-        painter.setPen(dim)
-        painter.setFont(detail_font)
-        painter.drawText(QRectF(8, h / 2 - 1, w - 12, h / 2 - 2), Qt.AlignHCenter | Qt.AlignVCenter,
-                         node.detail)  # fmt: skip
 
     def hoverEnterEvent(self, event) -> None:
         if not self.hasCursor():
@@ -429,13 +452,8 @@ class QtGraphScene(QGraphicsScene):
 
         painter.setRenderHint(QPainter.Antialiasing, False)
         painter.setPen(Qt.NoPen)
-        stage_i = 0
-        for g in sorted(graph.groups, key=lambda g: g.depth):
-            box = layout.groups.get(g.id)
-            if box is None or g.kind != "stage":
-                continue
-            painter.setBrush(QColor(t.stage_fills[stage_i % 2]).darker(104 if stage_i % 2 else 100))
-            stage_i += 1
+        for color, box in self._stage_bands():
+            painter.setBrush(color)
             painter.drawRect(to_px(box, 1.0))
         fills: dict[str, QColor] = {}
         broken = []
@@ -444,15 +462,7 @@ class QtGraphScene(QGraphicsScene):
             if node.broken:
                 broken.append(box)
                 continue
-            item = self.node_items.get(nid)
-            if item is not None and item._highlight is not None:
-                painter.setBrush(item._highlight)
-            else:
-                cat = category(node.type, node.kind)
-                fill = fills.get(cat)
-                if fill is None:
-                    fill = fills[cat] = QColor(t.kinds.get(cat, t.kinds["other"])).darker(115)
-                painter.setBrush(fill)
+            painter.setBrush(self._schematic_fill(nid, node, fills))
             bar = to_px(box, 1.0)
             painter.drawRect(bar)
             if node.kind in ("block", "rollup"):  # the shortcut's colour, as on the block's stripe
@@ -461,6 +471,29 @@ class QtGraphScene(QGraphicsScene):
         painter.setBrush(QColor(t.broken))
         for box in broken:  # last, so nothing covers them
             painter.drawRect(to_px(box, 3.0, 4.0))
+
+    def _stage_bands(self) -> list[tuple[QColor, object]]:
+        """Each stage's colour (alternating, outer stages first) and its box in the layout."""
+        bands = []
+        for g in sorted(self.graph.groups, key=lambda g: g.depth):
+            box = self.layout.groups.get(g.id)
+            if box is None or g.kind != "stage":
+                continue
+            i = len(bands)
+            bands.append((QColor(self.theme.stage_fills[i % 2]).darker(104 if i % 2 else 100), box))
+        return bands
+
+    def _schematic_fill(self, nid: str, node: ViewNode, fills: dict[str, QColor]) -> QColor:
+        """A node's bar colour in the schematic: its tint, else its kind's colour a shade darker
+        (memoised in ``fills``)."""
+        item = self.node_items.get(nid)
+        if item is not None and item._highlight is not None:
+            return item._highlight
+        cat = category(node.type, node.kind)
+        fill = fills.get(cat)
+        if fill is None:
+            fill = fills[cat] = QColor(self.theme.kinds.get(cat, self.theme.kinds["other"])).darker(115)
+        return fill
 
     # ------------------------------------------------------------------ state
 

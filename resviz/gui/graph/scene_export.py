@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QMarginsF, QPointF, QRectF, QSize, QSizeF, Qt
@@ -36,76 +37,89 @@ def export_scene(scene, path: str | os.PathLike, scale: float = 2.0,
     ext = path.suffix.lower()
     if ext not in FORMATS:
         raise ResvizError(f"cannot export to '{path.name}': use one of {', '.join(FORMATS)} or .dot")
+    rect, bg = scene_extent(scene)
+    box = (scene.layout or Layout({}, [], {}), rect.x(), rect.y(), rect.width(), rect.height())
+    # plan first: a picture no reader would open is refused before anything is written
+    if ext == ".png":
+        writer = partial(_write_png, scene, plan_png(*box, scale=scale, what=what, smaller=smaller), bg, path)
+    elif ext == ".pdf":
+        writer = partial(_write_pdf, scene, plan_pdf(*box, smaller=smaller), bg)
+    else:
+        writer = partial(_write_svg, scene, rect, bg)
+    with _uncached(scene):
+        return atomic_write(path, writer)
+
+
+def scene_extent(scene) -> tuple[QRectF, QColor]:
+    """What an export shows: every item with a 10-unit margin (at least the scene rect), and
+    the background colour (white where the scene has none)."""
     rect = scene.itemsBoundingRect().adjusted(-10, -10, 10, 10)
     rect = rect.united(scene.sceneRect())
     bg = scene.backgroundBrush().color() if scene.backgroundBrush().style() else QColor("white")
-    layout = scene.layout or Layout({}, [], {})
-    box = (layout, rect.x(), rect.y(), rect.width(), rect.height())
+    return rect, bg
 
-    def draw_sheet(painter: QPainter, plan: Plan, sheet: Sheet) -> None:
-        s = plan.scale
-        gap_pen = QPen(QColor(scene.theme.block_frame), 1, Qt.DashLine)
-        for i, (a, b) in enumerate(sheet.spans):
-            x = i * (plan.picture_width + COLUMN_GAP)
-            scene.render(painter, QRectF(x * s, 0, plan.picture_width * s, (b - a) * s),
-                         QRectF(plan.x0, a, plan.picture_width, b - a), Qt.IgnoreAspectRatio)  # fmt: skip
-            if i:  # where one column ends and the next begins
-                painter.setPen(gap_pen)
-                mid = (x - COLUMN_GAP / 2) * s
-                painter.drawLine(QPointF(mid, 0), QPointF(mid, sheet.height * s))
 
-    def write_png(tmp: str) -> None:
-        sheet = png_plan.sheets[0]
-        size = QSize(math.ceil(sheet.width * png_plan.scale), math.ceil(sheet.height * png_plan.scale))
-        image = QImage(size, QImage.Format_ARGB32)
-        if image.isNull():
-            raise ResvizError(f"could not write {path}: no memory for a {size.width()} x "
-                              f"{size.height()} px image")  # fmt: skip
-        image.fill(bg)
-        painter = QPainter(image)
-        painter.setRenderHint(QPainter.Antialiasing)
-        painter.setRenderHint(QPainter.TextAntialiasing)
-        draw_sheet(painter, png_plan, sheet)
-        painter.end()
-        if not image.save(tmp, "PNG"):
-            raise ResvizError(f"could not write {path}")
+def _draw_sheet(scene, painter: QPainter, plan: Plan, sheet: Sheet) -> None:
+    """One sheet of a plan: its columns side by side, a dashed line between two."""
+    s = plan.scale
+    gap_pen = QPen(QColor(scene.theme.block_frame), 1, Qt.DashLine)
+    for i, (a, b) in enumerate(sheet.spans):
+        x = i * (plan.picture_width + COLUMN_GAP)
+        scene.render(painter, QRectF(x * s, 0, plan.picture_width * s, (b - a) * s),
+                     QRectF(plan.x0, a, plan.picture_width, b - a), Qt.IgnoreAspectRatio)  # fmt: skip
+        if i:  # where one column ends and the next begins
+            painter.setPen(gap_pen)
+            mid = (x - COLUMN_GAP / 2) * s
+            painter.drawLine(QPointF(mid, 0), QPointF(mid, sheet.height * s))
 
-    def write_svg(tmp: str) -> None:
-        from PySide6.QtSvg import QSvgGenerator
 
-        gen = QSvgGenerator()
-        gen.setFileName(tmp)
-        gen.setSize(QSize(int(rect.width()), int(rect.height())))
-        gen.setViewBox(QRectF(0, 0, rect.width(), rect.height()))
-        gen.setTitle("resviz block graph")
-        painter = QPainter(gen)
-        painter.fillRect(QRectF(0, 0, rect.width(), rect.height()), bg)
-        scene.render(painter, QRectF(0, 0, rect.width(), rect.height()), rect)
-        painter.end()
+def _write_png(scene, plan: Plan, bg: QColor, path: Path, tmp: str) -> None:
+    sheet = plan.sheets[0]
+    size = QSize(math.ceil(sheet.width * plan.scale), math.ceil(sheet.height * plan.scale))
+    image = QImage(size, QImage.Format_ARGB32)
+    if image.isNull():
+        raise ResvizError(f"could not write {path}: no memory for a {size.width()} x "
+                          f"{size.height()} px image")  # fmt: skip
+    image.fill(bg)
+    painter = QPainter(image)
+    painter.setRenderHint(QPainter.Antialiasing)
+    painter.setRenderHint(QPainter.TextAntialiasing)
+    _draw_sheet(scene, painter, plan, sheet)
+    painter.end()
+    if not image.save(tmp, "PNG"):
+        raise ResvizError(f"could not write {path}")
 
-    def write_pdf(tmp: str) -> None:
-        writer = QPdfWriter(tmp)
-        writer.setResolution(72)
-        writer.setTitle("resviz block graph")
-        painter = None
-        for sheet in pdf_plan.sheets:
-            size = QSizeF(sheet.width * pdf_plan.scale, sheet.height * pdf_plan.scale)
-            writer.setPageSize(QPageSize(size, QPageSize.Point))  # the size of the next page
-            writer.setPageMargins(QMarginsF(0, 0, 0, 0))
-            if painter is None:
-                painter = QPainter(writer)
-            else:
-                writer.newPage()
-            painter.fillRect(QRectF(0, 0, size.width(), size.height()), bg)
-            draw_sheet(painter, pdf_plan, sheet)
-        painter.end()
 
-    # plan first: a picture no reader would open is refused before anything is written
-    png_plan = plan_png(*box, scale=scale, what=what, smaller=smaller) if ext == ".png" else None
-    pdf_plan = plan_pdf(*box, smaller=smaller) if ext == ".pdf" else None
-    writer = {".png": write_png, ".svg": write_svg, ".pdf": write_pdf}[ext]
-    with _uncached(scene):
-        return atomic_write(path, writer)
+def _write_svg(scene, rect: QRectF, bg: QColor, tmp: str) -> None:
+    from PySide6.QtSvg import QSvgGenerator
+
+    gen = QSvgGenerator()
+    gen.setFileName(tmp)
+    gen.setSize(QSize(int(rect.width()), int(rect.height())))
+    gen.setViewBox(QRectF(0, 0, rect.width(), rect.height()))
+    gen.setTitle("resviz block graph")
+    painter = QPainter(gen)
+    painter.fillRect(QRectF(0, 0, rect.width(), rect.height()), bg)
+    scene.render(painter, QRectF(0, 0, rect.width(), rect.height()), rect)
+    painter.end()
+
+
+def _write_pdf(scene, plan: Plan, bg: QColor, tmp: str) -> None:
+    writer = QPdfWriter(tmp)
+    writer.setResolution(72)
+    writer.setTitle("resviz block graph")
+    painter = None
+    for sheet in plan.sheets:
+        size = QSizeF(sheet.width * plan.scale, sheet.height * plan.scale)
+        writer.setPageSize(QPageSize(size, QPageSize.Point))  # the size of the next page
+        writer.setPageMargins(QMarginsF(0, 0, 0, 0))
+        if painter is None:
+            painter = QPainter(writer)
+        else:
+            writer.newPage()
+        painter.fillRect(QRectF(0, 0, size.width(), size.height()), bg)
+        _draw_sheet(scene, painter, plan, sheet)
+    painter.end()
 
 
 @contextmanager

@@ -34,9 +34,9 @@ def class_source(cls: type) -> str:
         if path:
             _, line = inspect.getsourcelines(cls)
             text = f"{path}:{line}"
-    except (TypeError, OSError, IndexError, AttributeError):
-        text = ""
-    except Exception:  # an odd class must never break the inspector
+    except (TypeError, OSError, IndexError, AttributeError, ValueError, SyntaxError):
+        # builtins and C classes (TypeError), lost files (OSError), a file edited since into
+        # something Python cannot parse (SyntaxError): no place to show, the rest of the page stays
         text = ""
     _SOURCE_CACHE[cls] = text
     return text

@@ -145,46 +145,62 @@ class QtIssuesPanel(QScrollArea):
         while self._layout.count():
             item = self._layout.takeAt(0)
             if item.widget() is not None:
+                # hidden now: until deleteLater runs, a widget out of the layout still paints
+                # where it was, over the new cards ("No model loaded." across the first card)
+                item.widget().hide()
                 item.widget().deleteLater()
         if self._load_error:
-            card = QtIssueCard("load", "Could not load the model", None)
-            card.add_text(_esc(self._load_error).replace("\n", "<br>"), selectable=True)
-            if self._report is not None:
-                card.add_text("<i>The graph shows the last version that loaded, greyed out.</i>")
-            self._add(card)
+            self._add(_load_error_card(self._load_error, greyed=self._report is not None))
         r = self._report
         if r is not None:
-            ops = r.ops
-            for m in r.mismatches[:MAX_CARDS]:
-                target = ops[m.add_op].name if 0 <= m.add_op < len(ops) else m.block
-                card = _mismatch_card(m, target)
-                tip = self.fix_available(m) if self.fix_available is not None else None
-                if tip:
-                    card.add_fix_button(tip, lambda _=False, m=m: self.fixRequested.emit(m))
-                self._add(card)
-            for e in r.errors[:MAX_CARDS]:
-                self._add(_error_card(e))
-            hidden = max(0, len(r.mismatches) - MAX_CARDS) + max(0, len(r.errors) - MAX_CARDS)
-            if hidden:
-                self._layout.addWidget(QLabel(f"… and {hidden} more (resviz check lists them all)."))
-            if not r.complete and not r.errors:
-                card = QtIssueCard("error", "The trace stopped early", None, AMBER)
-                card.add_text("Only the layers before the failure are drawn.")
-                self._add(card)
-            if r.ok and not self._load_error:
-                n = len(r.blocks)
-                card = QtIssueCard("ok", "No problems found", None, GREEN)
-                what = f"{n} blocks, all shortcuts match" if n else "every layer's shapes fit"
-                card.add_text(f"✓ {what} at input {shape_label(r.input_shape)}.")
-                self._add(card)
+            self._add_report_cards(r)
         elif not self._load_error:
             self._layout.addWidget(QLabel("No model loaded."))
         self._layout.addStretch(1)
+
+    def _add_report_cards(self, r) -> None:
+        """A card for each mismatch and shape error (at most MAX_CARDS of each, a line for the
+        rest), then one for a trace that stopped early or one that says all is well."""
+        ops = r.ops
+        for m in r.mismatches[:MAX_CARDS]:
+            target = ops[m.add_op].name if 0 <= m.add_op < len(ops) else m.block
+            card = _mismatch_card(m, target)
+            tip = self.fix_available(m) if self.fix_available is not None else None
+            if tip:
+                card.add_fix_button(tip, lambda _=False, m=m: self.fixRequested.emit(m))
+            self._add(card)
+        for e in r.errors[:MAX_CARDS]:
+            self._add(_error_card(e))
+        hidden = max(0, len(r.mismatches) - MAX_CARDS) + max(0, len(r.errors) - MAX_CARDS)
+        if hidden:
+            self._layout.addWidget(QLabel(f"… and {hidden} more (resviz check lists them all)."))
+        if not r.complete and not r.errors:
+            card = QtIssueCard("error", "The trace stopped early", None, AMBER)
+            card.add_text("Only the layers before the failure are drawn.")
+            self._add(card)
+        if r.ok and not self._load_error:
+            self._add(_ok_card(r))
 
     def _add(self, card: QtIssueCard) -> None:
         card.activated.connect(self.issueActivated)
         self.cards.append(card)
         self._layout.addWidget(card)
+
+
+def _load_error_card(message: str, greyed: bool) -> QtIssueCard:
+    card = QtIssueCard("load", "Could not load the model", None)
+    card.add_text(_esc(message).replace("\n", "<br>"), selectable=True)
+    if greyed:
+        card.add_text("<i>The graph shows the last version that loaded, greyed out.</i>")
+    return card
+
+
+def _ok_card(r) -> QtIssueCard:
+    n = len(r.blocks)
+    card = QtIssueCard("ok", "No problems found", None, GREEN)
+    what = f"{n} blocks, all shortcuts match" if n else "every layer's shapes fit"
+    card.add_text(f"✓ {what} at input {shape_label(r.input_shape)}.")
+    return card
 
 
 def _mismatch_card(m, target: str) -> QtIssueCard:

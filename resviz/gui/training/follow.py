@@ -197,6 +197,23 @@ class RunFollower:
         """File the records appended since the last poll (at most ``max_bytes`` of them); re-read
         ``run.json`` when it changed. Returns how many records arrived (``store.version`` also
         moves when NaN/Inf records of the sampled part were found)."""
+        recs = self._read_records(max_bytes)
+        for d in recs:
+            self._file(d)
+        if recs:
+            self.last_growth = time.monotonic()
+        self._reread_meta()
+        if self._scan is not None:
+            self._scan_faults(SCAN_BYTES)
+        for e in self.events.poll():
+            if e.get("kind") == "error":
+                self.errors.append(str(e.get("message", "")))
+        self.store.set_state(self.state)
+        return len(recs)
+
+    def _read_records(self, max_bytes: int | None) -> list[dict]:
+        """The records appended since the last read, at most ``max_bytes`` of them, unless the
+        next line alone is longer: then that line (and what else there is)."""
         recs = self.reader.poll(max_bytes)
         if not recs and max_bytes is not None and self.reader.pending():  # a line longer than the budget?
             try:
@@ -205,26 +222,21 @@ class RunFollower:
                 waiting = 0
             if waiting > max_bytes:
                 recs = self.reader.poll(None)
-        for d in recs:
-            self._file(d)
-        if recs:
-            self.last_growth = time.monotonic()
+        return recs
+
+    def _reread_meta(self) -> None:
+        """Read ``run.json`` again when it changed on disk (keeping the last good one while it is
+        being replaced)."""
         st = _stat(self.path / RUN_FILE)
-        if st != self._meta_stat:
-            self._meta_stat = st
-            try:
-                meta = read_json_object(self.path / RUN_FILE, "run file")
-            except ResvizError:
-                meta = None  # mid-replace on a shared file system: keep the last good one
-            if meta:
-                self.meta = meta
-        if self._scan is not None:
-            self._scan_faults(SCAN_BYTES)
-        for e in self.events.poll():
-            if e.get("kind") == "error":
-                self.errors.append(str(e.get("message", "")))
-        self.store.set_state(self.state)
-        return len(recs)
+        if st == self._meta_stat:
+            return
+        self._meta_stat = st
+        try:
+            meta = read_json_object(self.path / RUN_FILE, "run file")
+        except ResvizError:
+            meta = None  # mid-replace on a shared file system: keep the last good one
+        if meta:
+            self.meta = meta
 
     @property
     def behind(self) -> bool:
@@ -290,16 +302,46 @@ def _step_at(mm, a: int, b: int) -> int | None:
     return step if isinstance(step, int) else None
 
 
-def _plan(mm, capacity: int, every=None) -> _Plan | None:
+def _plan(mm, capacity: int, every=None) -> tuple[_Plan, int, int] | None:
     """Which lines appending every record would keep as rows, found by their step numbers
     (interpolating byte offsets, a few line scans each) rather than by counting every line;
     None when the steps are not evenly numbered (then every line is read)."""
-    end = mm.rfind(b"\n") + 1
-    head_end = end
+    head_end = _head_end(mm)
+    if head_end is None:
+        return None
+    steps = _even_steps(mm, head_end, every)
+    if steps is None:
+        return None
+    step0, every, count = steps
+    avg = head_end / count  # bytes a line
+    if count <= capacity or count > head_end:
+        return None
+    stride = _stride_for(count, capacity)
+    plan = _Plan()
+    plan.count = count
+    cursor = 0
+    for k in range(0, count, stride):
+        start, line_end = _line_of_step(mm, step0 + k * every, k, cursor, avg, every, head_end)
+        if start >= head_end:
+            break
+        plan.append((start, line_end))
+        cursor = line_end + 1
+    return plan, stride, head_end
+
+
+def _head_end(mm) -> int | None:
+    """Where the lines before the last TAIL end (None: the file has no more than TAIL lines)."""
+    head_end = mm.rfind(b"\n") + 1
     for _ in range(TAIL):  # the last TAIL lines are read by the poll, in full
         head_end = mm.rfind(b"\n", 0, head_end - 1) + 1
         if head_end <= 0:
             return None
+    return head_end
+
+
+def _even_steps(mm, head_end: int, every=None) -> tuple[int, int, int] | None:
+    """The first step, the spacing of steps (``every``, or the first two lines' difference) and
+    the number of lines before ``head_end``; None when they are not evenly numbered from there."""
     first_end = mm.find(b"\n")
     step0 = _step_at(mm, 0, first_end)
     last_start = mm.rfind(b"\n", 0, head_end - 1) + 1
@@ -309,35 +351,34 @@ def _plan(mm, capacity: int, every=None) -> _Plan | None:
         every = step1 - step0 if step0 is not None and step1 is not None else 0
     if step0 is None or step_last is None or every < 1 or (step_last - step0) % every:
         return None
-    count = (step_last - step0) // every + 1
-    avg = head_end / count  # bytes a line
-    if count <= capacity or count > head_end:
-        return None
+    return step0, every, (step_last - step0) // every + 1
+
+
+def _stride_for(count: int, capacity: int) -> int:
+    """The smallest power of two that thins ``count`` rows to ``capacity`` or fewer."""
     stride = 1
     while -(-count // stride) > capacity:
         stride *= 2
-    plan = _Plan()
-    plan.count = count
-    cursor = 0
-    for k in range(0, count, stride):
-        target = step0 + k * every
-        start = cursor if k == 0 else max(cursor, mm.rfind(b"\n", 0, max(1, int((k - 1) * avg))) + 1)
-        for _ in range(6):  # landed past the target (uneven lines): back off further
-            line_end = mm.find(b"\n", start)
-            step = _step_at(mm, start, line_end)
-            if step is None or step <= target or start == cursor:
-                break
-            back = int(((step - target) // every + 2) * avg)
-            start = max(cursor, mm.rfind(b"\n", 0, max(1, start - back)) + 1)
-        while step is not None and step < target and line_end + 1 < head_end:  # walk on to it
-            start = line_end + 1
-            line_end = mm.find(b"\n", start)
-            step = _step_at(mm, start, line_end)
-        if start >= head_end:
+    return stride
+
+
+def _line_of_step(mm, target: int, k: int, cursor: int, avg: float, every: int, head_end: int) -> tuple[int, int]:
+    """The byte range of the line of step ``target`` (the ``k``-th line), at or after ``cursor``:
+    a guess from the average line length ``avg``, backed off when it landed past the target,
+    then walked on to it."""
+    start = cursor if k == 0 else max(cursor, mm.rfind(b"\n", 0, max(1, int((k - 1) * avg))) + 1)
+    for _ in range(6):  # landed past the target (uneven lines): back off further
+        line_end = mm.find(b"\n", start)
+        step = _step_at(mm, start, line_end)
+        if step is None or step <= target or start == cursor:
             break
-        plan.append((start, line_end))
-        cursor = line_end + 1
-    return plan, stride, head_end
+        back = int(((step - target) // every + 2) * avg)
+        start = max(cursor, mm.rfind(b"\n", 0, max(1, start - back)) + 1)
+    while step is not None and step < target and line_end + 1 < head_end:  # walk on to it
+        start = line_end + 1
+        line_end = mm.find(b"\n", start)
+        step = _step_at(mm, start, line_end)
+    return start, line_end
 
 
 def _num(v) -> float:

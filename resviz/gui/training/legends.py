@@ -125,27 +125,37 @@ class DepthLegend(QWidget):
             return
         p = QPainter(self)
         p.setRenderHint(QPainter.Antialiasing)
-        fm = self.fontMetrics()
         text = self.palette().windowText().color()
         if self.is_list():
-            h = self._row_h()
-            for i, (name, color) in enumerate(zip(self.names, self.colors)):
-                y = i * h
-                if y + h > self.height():
-                    break
-                sel = name == self.selected
-                p.setPen(Qt.NoPen)
-                p.setBrush(QBrush(color))
-                p.drawRoundedRect(
-                    QRectF(2, y + h / 2 - 2.5 if not sel else y + h / 2 - 3.5, 12, 5 if not sel else 7), 2, 2
-                )
-                f = p.font()
-                f.setBold(sel)
-                p.setFont(f)
-                p.setPen(text)
-                p.drawText(QPointF(18, y + h / 2 + fm.ascent() / 2 - 1), name)
-            p.end()
-            return
+            self._paint_list(p, text)
+        else:
+            self._paint_bar(p, text)
+        p.end()
+
+    def _paint_list(self, p: QPainter, text: QColor) -> None:
+        """A swatch and a name per block, as many as fit; the selected one bold, its swatch taller."""
+        fm = self.fontMetrics()
+        h = self._row_h()
+        for i, (name, color) in enumerate(zip(self.names, self.colors)):
+            y = i * h
+            if y + h > self.height():
+                break
+            sel = name == self.selected
+            p.setPen(Qt.NoPen)
+            p.setBrush(QBrush(color))
+            p.drawRoundedRect(
+                QRectF(2, y + h / 2 - 2.5 if not sel else y + h / 2 - 3.5, 12, 5 if not sel else 7), 2, 2
+            )
+            f = p.font()
+            f.setBold(sel)
+            p.setFont(f)
+            p.setPen(text)
+            p.drawText(QPointF(18, y + h / 2 + fm.ascent() / 2 - 1), name)
+
+    def _paint_bar(self, p: QPainter, text: QColor) -> None:
+        """The depth colour bar, stage ticks and the last block's name beside it, a line at the
+        selected block."""
+        fm = self.fontMetrics()
         r = self._bar_rect()
         grad = QLinearGradient(r.topLeft(), r.bottomLeft())
         cmap = self.style_.depth_map()
@@ -155,26 +165,36 @@ class DepthLegend(QWidget):
         p.setBrush(QBrush(grad))
         p.drawRoundedRect(r, 3, 3)
         p.setPen(text)
-        n = len(self.names)
-
-        def y_of(i: int) -> float:
-            return r.top() + r.height() * (i / max(1, n - 1))
-
-        last_y = -1e9
-        for i, name in self._ticks() + [(n - 1, self.names[-1])]:
-            y = y_of(i)
-            if y - last_y < fm.height() and i != n - 1:
-                continue
-            if i == n - 1 and y - last_y < fm.height():
-                y = last_y + fm.height()
-            p.drawLine(QPointF(r.right(), y_of(i)), QPointF(r.right() + 3, y_of(i)))
+        ticks = self._ticks() + [(len(self.names) - 1, self.names[-1])]
+        for tick_y, y, name in bar_labels(ticks, len(self.names), r.top(), r.height(), fm.height()):
+            p.drawLine(QPointF(r.right(), tick_y), QPointF(r.right() + 3, tick_y))
             p.drawText(QPointF(r.right() + 5, min(self.height() - 2, y + fm.ascent() / 2 - 1)), name)
-            last_y = y
         if self.selected in self.names:
-            y = y_of(self.names.index(self.selected))
+            y = bar_y(self.names.index(self.selected), len(self.names), r.top(), r.height())
             p.setPen(QPen(QColor(self.style_.select), 2))
             p.drawLine(QPointF(r.left() - 2, y), QPointF(r.right() + 2, y))
-        p.end()
+
+
+def bar_y(i: int, n: int, top: float, height: float) -> float:
+    """Where block ``i`` of ``n`` lies on a depth bar."""
+    return top + height * (i / max(1, n - 1))
+
+
+def bar_labels(ticks: list[tuple[int, str]], n: int, top: float, height: float,
+               line_h: float) -> list[tuple[float, float, str]]:  # fmt: skip
+    """(tick y, label y, name) for each tick (block index, name) whose label does not overlap the
+    one above it; the last block (index ``n - 1``) always gets its label, pushed down if needed."""
+    out = []
+    last_y = -1e9
+    for i, name in ticks:
+        y = bar_y(i, n, top, height)
+        if y - last_y < line_h and i != n - 1:
+            continue
+        if i == n - 1 and y - last_y < line_h:
+            y = last_y + line_h
+        out.append((bar_y(i, n, top, height), y, name))
+        last_y = y
+    return out
 
 
 class ColorScale(QWidget):

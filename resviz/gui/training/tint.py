@@ -107,44 +107,63 @@ class GraphTintMixin:
         if key == self._tint_version and not force:
             return
         self._tint_version = key
-        probe = self.current_probe()
-        vals = res.latest_probe(probe)
-        bad = self.model.bad_blocks()
-        logs = {}
-        for name, v in zip(res.names, vals):
-            if math.isfinite(v) and v > 0:
-                logs[name] = math.log10(v)
-        if logs:
-            lo, hi = min(logs.values()), max(logs.values())
-            self.tint_scale.set_range(lo, hi)
-        else:
-            lo = hi = 0.0
-            self.tint_scale.set_range(None, None)
-        span = hi - lo if hi > lo else 1.0
+        logs = log_values(res.names, res.latest_probe(self.current_probe()))
+        scale = log_range(logs)
+        self.tint_scale.set_range(*(scale or (None, None)))
+        faulted, places = node_tints(self._node_map(), logs, self.model.bad_blocks(), scale)
         red = _pastel(QColor(FAULT), QColor(self.style_.bg), 0.35)
-        tinted = set()
+        colors = {nid: red if nid in faulted else self._tint_color(places[nid]) if nid in places else None
+                  for nid in self._node_map()}  # fmt: skip
         items = w.scene.node_items
-        for nid, blocks in self._node_map().items():
-            item = items.get(nid)
-            if item is None:
-                continue
-            color = None
-            if any(b in bad for b in blocks):
-                color = red
-            else:
-                ls = [logs[b] for b in blocks if b in logs]
-                if ls:
-                    color = self._tint_color((sum(ls) / len(ls) - lo) / span)
-            try:
-                item.set_tint(color)
-            except RuntimeError:  # the scene is being redrawn
-                continue
-            if color is not None:
-                tinted.add(nid)
+        tinted = _tint(items, colors)
         _untint(items, self._tinted - tinted)
         self._tinted = tinted
         if w.view.overview.isVisible():  # its schematic shows the tint too
             w.view.overview.refresh()
+
+
+def log_values(names: list[str], values) -> dict[str, float]:
+    """log10 of each block's value, for the finite positive ones."""
+    return {name: math.log10(v) for name, v in zip(names, values) if math.isfinite(v) and v > 0}
+
+
+def log_range(logs: dict[str, float]) -> tuple[float, float] | None:
+    """The colour scale's ends (None when no block has a value to show)."""
+    return (min(logs.values()), max(logs.values())) if logs else None
+
+
+def node_tints(node_blocks: dict[str, list[str]], logs: dict[str, float], bad,
+               scale: tuple[float, float] | None) -> tuple[set[str], dict[str, float]]:  # fmt: skip
+    """The nodes that stand for a faulted block (drawn red), and each other node's place (0..1)
+    on the log colour scale: the mean of its blocks' logs. A node with neither is not tinted."""
+    lo, hi = scale or (0.0, 0.0)
+    span = hi - lo if hi > lo else 1.0
+    faulted: set[str] = set()
+    places: dict[str, float] = {}
+    for nid, blocks in node_blocks.items():
+        if any(b in bad for b in blocks):
+            faulted.add(nid)
+            continue
+        ls = [logs[b] for b in blocks if b in logs]
+        if ls:
+            places[nid] = (sum(ls) / len(ls) - lo) / span
+    return faulted, places
+
+
+def _tint(items: dict, colors: dict[str, QColor | None]) -> set[str]:
+    """Give each node on the scene its colour (None: none); returns the nodes tinted."""
+    tinted = set()
+    for nid, color in colors.items():
+        item = items.get(nid)
+        if item is None:
+            continue
+        try:
+            item.set_tint(color)
+        except RuntimeError:  # the scene is being redrawn
+            continue
+        if color is not None:
+            tinted.add(nid)
+    return tinted
 
 
 def _untint(items: dict, nids) -> None:

@@ -58,6 +58,8 @@ class QtMainWindow(QMainWindow):
         self.aux = QtWorker("resviz-aux", self)  # zoo listing, Python candidates
         self.view = QtGraphView(self.scene)
         self.banner = QtBanner()
+        self._session_notes: list[str] = []  # the banner's notes: the session's, then the layout's
+        self._layout_note = ""
         self.inspector = QtInspector()
         self.issues = QtIssuesPanel()
         self.summary = QtSummaryTable()
@@ -267,17 +269,29 @@ class QtMainWindow(QMainWindow):
         self.issues.set_report(report)
         self.summary.set_report(report)
         self.actions_.session_changed(session)
-        notes = list(session.notes) + [
+        self._session_notes = list(session.notes) + [
             n for n in getattr(session.loaded, "notes", []) if n not in session.notes
         ]
-        if notes:
-            self.banner.show_message("note", "\n".join(notes))
-        else:
-            self.banner.clear()
+        self._layout_note = ""  # the new graph's layout says its own
+        self._show_notes()
         self._update_counts(report)
         if not report.ok and self.tabs.currentWidget() is self.inspector and self.inspector.node is None:
             self.tabs.setCurrentWidget(self.issues)  # problems first
         self.sessionChanged.emit(session)
+
+    def _show_notes(self) -> None:
+        notes = self._session_notes + ([self._layout_note] if self._layout_note else [])
+        if notes:
+            self.banner.show_message("note", "\n".join(notes))
+        else:
+            self.banner.clear()
+
+    def _on_layout_note(self, note: str) -> None:
+        """A layout that could not be drawn as wanted says so (Graphviz missing or failing for a
+        graph with branches: the built-in layout drew it) beside the session's notes."""
+        old, self._layout_note = self._layout_note, note
+        if note != old and (note or (old and old in self.banner.text())):
+            self._show_notes()
 
     def _update_counts(self, report) -> None:
         nm, ne = len(report.mismatches), len(report.errors)
@@ -299,6 +313,7 @@ class QtMainWindow(QMainWindow):
         keep_name = selected.name if selected is not None else None
         center = self.view.mapToScene(self.view.viewport().rect().center())
         self.scene.show_graph(drawn.graph, drawn.layout)
+        self._on_layout_note(getattr(drawn.layout, "note", ""))
         self.view.follow_scene()
         self.view.set_placeholder("")
         mode = hint.get("mode")
