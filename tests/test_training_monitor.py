@@ -471,6 +471,25 @@ def test_tensorboard_missing_is_a_note_and_the_run_goes_on(tmp_path, monkeypatch
     assert not (tmp_path / "r" / "tensorboard").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter (~1-3 s)
+def test_a_monitored_run_is_read_and_followed_without_torch(tmp_path):
+    """What a machine without torch does with a run directory the monitor wrote: `resviz follow`,
+    open_run's records and the stored report.json (the app's graph is drawn from it)."""
+    _train_with_tensorboard(tmp_path, steps=2)
+    code = (
+        "import sys, json\nfrom resviz.cli import main\n"
+        f"rc = main(['follow', {str(tmp_path / 'r')!r}, '--once'])\n"
+        "from resviz.core.training.rundir import open_run\n"
+        f"run = open_run({str(tmp_path / 'r')!r})\n"
+        "steps = [r.step for r in run.records()]\n"
+        "print(rc, steps, sorted(run.report), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "0 [0, 1] ['check', 'format', 'graph'] False", (
+        out.stdout + out.stderr
+    )
+
+
 def test_a_scaled_loss_is_measured_unscaled_with_grad_scale(tmp_path):
     """What a GradScaler does: backward on loss x S, parameter gradients unscaled before the
     optimizer step; with grad_scale=S the activation gradients are reported unscaled too."""
