@@ -161,8 +161,11 @@ def _first_tensor(obj):
 # ------------------------------------------------------------------------------------ the sink
 
 
+_F32 = torch.float32
+
+
 def _dot_ok(t: torch.Tensor) -> bool:
-    return t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+    return t.dtype is _F32 and t.is_cpu and t.is_contiguous()  # ~0.3 µs (t.device.type: ~1 µs)
 
 
 def _sq_norm(t: torch.Tensor):
@@ -171,7 +174,7 @@ def _sq_norm(t: torch.Tensor):
     ``vector_norm``), read at once (no device to wait for) and redone in float64 in the rare case
     it overflowed: a Python float. Elsewhere: a 0-d float64 tensor (float64 accumulation)."""
     t = t.detach()
-    if _dot_ok(t):
+    if t.dtype is _F32 and t.is_cpu and t.is_contiguous():  # _dot_ok, inlined: 28 calls a step
         f = t.view(-1)
         d = torch.dot(f, f).item()
         if d == math.inf:
