@@ -180,10 +180,31 @@ class ScaledBlock(Block):
         return self.relu(out + identity)
 
 
+class ListBlock(nn.Module):
+    """A block that runs its layers from a ModuleList: the residual operand is an entry's output."""
+
+    downsample = None
+
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.ModuleList([nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                                   nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)])  # fmt: skip
+
+    @property
+    def bn2(self):
+        return self.body[4]
+
+    def forward(self, x):
+        out = x
+        for layer in self.body:
+            out = layer(out)
+        return torch.relu(out + x)
+
+
 class MixedNet(Net):
     def __init__(self):
         super().__init__()
-        self.layer1 = nn.Sequential(Block(8, 8), SwitchBlock(8, 8))
+        self.layer1 = nn.Sequential(ListBlock(8), SwitchBlock(8, 8))
         self.layer2 = nn.Sequential(ScaledBlock(8, 16, 2))
 
 

@@ -454,8 +454,8 @@ class BlockWatch:
             x = _first_tensor(args) if args else _first_tensor(kwargs)
             if x is not None and x.requires_grad:
                 sink.hook_input(x, self.block_index * SLOTS + IN)
-        if not self._lookup or not (self.drop_shortcut or sink is not None):
-            out = self._forward(args, kwargs)
+        if not self._lookup or not (self.drop_shortcut or grad):
+            out = self._forward(args, kwargs)  # no add to change or measure (no_grad: no probe)
         elif grad and self.plan and not self.drop_shortcut:
             out = self._call_planned(sink, x, args, kwargs)
         else:
@@ -772,7 +772,7 @@ def _tap_children(watch: BlockWatch) -> None:
     """A :class:`ChildTap` on each direct child of the watched block. A child with an instance
     ``forward`` of its own (a probed block, the user's) is left alone: it cannot be a plan's source
     and that block keeps watching its adds with the mode."""
-    for child in watch.module.children():
+    for child in _callable_children(watch.module):
         fwd = child.__dict__.get("forward")
         if fwd is None:
             fwd = ChildTap(child).install()
@@ -780,6 +780,20 @@ def _tap_children(watch: BlockWatch) -> None:
             continue
         fwd.owners.append((watch, len(watch.taps)))
         watch.taps.append(fwd)
+
+
+def _callable_children(module: nn.Module, seen: set | None = None):
+    """The modules a block's own forward calls directly, once each: its children, looking through
+    the containers it can only iterate (``ModuleList``, ``ModuleDict``)."""
+    seen = set() if seen is None else seen
+    for child in module.children():
+        if id(child) in seen:
+            continue
+        seen.add(id(child))
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            yield from _callable_children(child, seen)
+        else:
+            yield child
 
 
 def strip_probes(model: nn.Module) -> None:
