@@ -396,9 +396,6 @@ class QtGraphScene(QGraphicsScene):
             text.setZValue(Z_LABEL)
             self.addItem(text)
 
-    def _pen_for(self, edge) -> QPen:
-        return _qpen(edge_style(self.theme, edge.kind, edge.shortcut, edge.broken))
-
     def _draw_edges(self, graph: BlockGraph, layout: Layout) -> None:
         t = self.theme
         _, _, small = self.fonts

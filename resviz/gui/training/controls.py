@@ -366,7 +366,6 @@ class TrainingControlsMixin:
         split.setStretchFactor(0, 5)
         split.setStretchFactor(1, 4)
         split.setStretchFactor(2, 3)
-        self.plot_splitter = split
         return split
 
     def _wire(self) -> None:

@@ -29,9 +29,6 @@ class TrainingViewsMixin:
 
     # ================================================================== flags
 
-    def _track_flags(self) -> None:
-        self.model.track_flags()
-
     def _update_flags(self, force: bool = False) -> None:
         entries = self.model.flag_entries()
         shown = tuple((e[0], e[3]) for e in entries)

@@ -53,9 +53,6 @@ class QtFileWatcher(QObject):
         self._debounce.stop()
         self._readd.stop()
 
-    def is_watching(self) -> bool:
-        return self._path is not None
-
     # ---------------------------------------------------------------- events
 
     def _on_event(self, path: str) -> None:
