@@ -53,12 +53,12 @@ def test_the_worker_s_state_goes_out_as_plain_values(qtbot):
 
 def test_a_long_job_sees_that_its_owner_is_stopping(qtbot):
     worker = QtWorker("test-stopping")
-    started, ended = threading.Event(), []
+    started, never, ended = threading.Event(), threading.Event(), []
 
     def long_job():
         started.set()
         while not worker.stopping:  # the job polls between its pieces of work
-            started.wait(0.01)
+            never.wait(0.005)  # one piece of work
         ended.append(True)
 
     worker.submit("a", long_job)
