@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 from .core.errors import ResvizError, Terminated
 from .core.printable import MESSAGE_LIMIT, printable
@@ -205,26 +206,58 @@ def _model_args_of(args) -> argparse.Namespace:
 
 
 def _run(args) -> int:
-    from .core.training import RecordWriter, RunState, RunWriter, TrainConfig, Trainer, default_run_dir
-    from .core.training.runreport import report_json
-    from .core.training.store import summarise_flags
+    from .core.training import RunState, RunWriter
 
-    cfg = TrainConfig(
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum,
-        nesterov=getattr(args, "nesterov", False),
-        weight_decay=args.weight_decay,
-        batch_size=args.batch,
-        steps=args.steps,
-        seed=args.seed,
-        device=args.device,
-        probes=getattr(args, "probes", True),
-    ).resolved()  # fmt: skip  (bad values are reported before the model is loaded)
+    cfg = train_config(args)  # bad values are reported before the model is loaded
     _check_outputs(args)  # and so are output files that cannot be written
     if getattr(args, "run_dir", None):
         RunWriter.check(args.run_dir)  # and a --run-dir that cannot take this run
+    trainer = _trainer(args, cfg)
+    run, what = _open_run(args, cfg, trainer)
+    print(printable(
+        f"training {what} on {trainer.data.describe()}: {cfg.steps} steps (numbered 0-{cfg.steps - 1}), "
+        f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.device}; run directory {run.path}"),
+        file=sys.stderr,
+    )  # fmt: skip
+    out = _Outcome(end_state=RunState.FINISHED)
+    try:
+        with _sigterm_unwinds():
+            _train_steps(args, cfg, trainer, run, out)
+    except (KeyboardInterrupt, Terminated) as e:
+        sig = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C (SIGINT)"
+        done = trainer.step_index
+        out.end_state, out.end_message = RunState.STOPPED, f"stopped by {sig} after {done} of {cfg.steps} steps"
+        out.status = 143 if isinstance(e, Terminated) else 130
+        print(f"\nresviz: {out.end_message}; the {done} recorded steps are kept", file=sys.stderr)
+    except BaseException as e:
+        out.end_state, out.end_message = RunState.STOPPED, f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        for w in out.writers:
+            w.close()  # what was recorded so far is kept, even on Ctrl-C, SIGTERM or an error
+        run.close(out.end_state, out.end_message)
+    for line in closing_lines(out, run):
+        print(printable(line), file=sys.stderr)
+    return out.status
+
+
+def train_config(args):
+    """The run's :class:`TrainConfig` from the command line, resolved (ResvizError when a value is bad)."""
+    from .core.training import TrainConfig
+
+    return TrainConfig(
+        optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=getattr(args, "nesterov", False),
+        weight_decay=args.weight_decay, batch_size=args.batch, steps=args.steps, seed=args.seed,
+        device=args.device, probes=getattr(args, "probes", True),
+    ).resolved()  # fmt: skip
+
+
+def _trainer(args, cfg):
+    """The model opened and checked, its training memory checked, and a Trainer for it; the notes
+    of each said on stderr."""
     from .cli import open_source
+    from .core.training import Trainer
+    from .core.training.data import check_training_memory
 
     # A Python file is checked in a child process first, exactly as by `resviz check` (an import
     # that hangs past --timeout, exits or crashes: exit 2, this process untouched); training then
@@ -232,8 +265,6 @@ def _run(args) -> int:
     session = open_source(_model_args_of(args))
     for note in session.notes:
         print(printable(f"note: {note}"), file=sys.stderr)
-    from .core.training.data import check_training_memory
-
     check_training_memory(
         session.report, cfg.batch_size, cfg.optimizer, cfg.device, session.report.model_name
     )
@@ -241,6 +272,14 @@ def _run(args) -> int:
     trainer.interactive = False  # the fault message says what to run, not "resume or reset"
     for note in trainer.notes:
         print(printable(f"note: {note}"), file=sys.stderr)
+    return trainer
+
+
+def _open_run(args, cfg, trainer):
+    """The run directory, created (``--run-dir`` or a new default one), and what is trained."""
+    from .core.training import RunWriter, default_run_dir
+    from .core.training.runreport import report_json
+
     what = f"plain twin of {trainer.name}" if args.plain else trainer.name
     run_dir = getattr(args, "run_dir", None)
     run_dir = run_dir or default_run_dir(f"{trainer.name}-plain" if args.plain else trainer.name)
@@ -248,62 +287,65 @@ def _run(args) -> int:
                            report=report_json(trainer.report))  # fmt: skip
     for note in trainer.notes:
         run.log("note", note)
-    print(printable(
-        f"training {what} on {trainer.data.describe()}: {cfg.steps} steps (numbered 0-{cfg.steps - 1}), "
-        f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, {cfg.device}; run directory {run.path}"),
-        file=sys.stderr,
-    )  # fmt: skip
-    writers: list = []
+    return run, what
+
+
+@dataclass
+class _Outcome:
+    """How the training ended, filled in as it goes (a step, Ctrl-C or an error may end it anywhere)."""
+
+    end_state: object
+    end_message: str = ""
+    status: int = EXIT_OK
+    rec: object = None  # the last StepRecord
+    writers: list = field(default_factory=list)  # --csv/--jsonl, open once a first step succeeded
+
+
+def _train_steps(args, cfg, trainer, run, out: _Outcome) -> None:
+    """Train ``cfg.steps`` steps, recording each (run directory, --csv/--jsonl, --json, progress);
+    stop at a NaN/Inf step."""
+    from .core.training import RecordWriter, RunState
+
     first_step = trainer.step_index
-    status = EXIT_OK
-    rec = None
-    end_state, end_message = RunState.FINISHED, ""
+    progress = Progress(cfg.steps)
     try:
-        with _sigterm_unwinds():
-            progress = Progress(cfg.steps)
-            try:
-                for _ in range(cfg.steps):
-                    rec = trainer.step()
-                    if rec.step == first_step:  # opened once a step succeeded: a run that fails
-                        writers = _open_writers(args, trainer, RecordWriter)  # first keeps old files
-                    run.write(rec)
-                    for w in writers:
-                        w.write(rec)
-                    if args.json:
-                        sys.stdout.write(json.dumps(rec.to_dict(), allow_nan=False) + "\n")
-                        sys.stdout.flush()
-                    progress.update(rec.step + 1, rec.loss, rec.accuracy)
-                    if rec.nonfinite:
-                        status = EXIT_NONFINITE
-                        end_state, end_message = RunState.FAULTED, rec.message
-                        break
-            finally:
-                progress.close()
-    except (KeyboardInterrupt, Terminated) as e:
-        sig = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C (SIGINT)"
-        done = trainer.step_index
-        end_state, end_message = RunState.STOPPED, f"stopped by {sig} after {done} of {cfg.steps} steps"
-        status = 143 if isinstance(e, Terminated) else 130
-        print(f"\nresviz: {end_message}; the {done} recorded steps are kept", file=sys.stderr)
-    except BaseException as e:
-        end_state, end_message = RunState.STOPPED, f"{type(e).__name__}: {e}"
-        raise
+        for _ in range(cfg.steps):
+            rec = out.rec = trainer.step()
+            if rec.step == first_step:  # opened once a step succeeded: a run that fails
+                out.writers = _open_writers(args, trainer, RecordWriter)  # first keeps old files
+            run.write(rec)
+            for w in out.writers:
+                w.write(rec)
+            if args.json:
+                sys.stdout.write(json.dumps(rec.to_dict(), allow_nan=False) + "\n")
+                sys.stdout.flush()
+            progress.update(rec.step + 1, rec.loss, rec.accuracy)
+            if rec.nonfinite:
+                out.status = EXIT_NONFINITE
+                out.end_state, out.end_message = RunState.FAULTED, rec.message
+                break
     finally:
-        for w in writers:
-            w.close()  # what was recorded so far is kept, even on Ctrl-C, SIGTERM or an error
-        run.close(end_state, end_message)
-    if rec is not None and status in (EXIT_OK, EXIT_NONFINITE):
+        progress.close()
+
+
+def closing_lines(out: _Outcome, run) -> list[str]:
+    """What is said on stderr at the end: the fault or how the last step went (when the run was
+    not stopped), and the files written."""
+    from .core.training.store import summarise_flags
+
+    lines = []
+    rec = out.rec
+    if rec is not None and out.status in (EXIT_OK, EXIT_NONFINITE):
         if rec.nonfinite:
-            print(printable(f"resviz: {rec.message}"), file=sys.stderr)
+            lines.append(f"resviz: {rec.message}")
         else:
             flags = summarise_flags(rec.flags)
             tail = f"; flagged gradients: {flags}" if flags else ""
-            print(f"done: {rec.step + 1} steps (0-{rec.step}), last loss {rec.loss:.4f}, accuracy "
-                  f"{rec.accuracy:.3f}{tail}", file=sys.stderr)  # fmt: skip
-    print(printable(f"wrote {run.path}"), file=sys.stderr)
-    for w in writers:
-        print(printable(f"wrote {w.path}"), file=sys.stderr)
-    return status
+            lines.append(f"done: {rec.step + 1} steps (0-{rec.step}), last loss {rec.loss:.4f}, accuracy "
+                         f"{rec.accuracy:.3f}{tail}")  # fmt: skip
+    lines.append(f"wrote {run.path}")
+    lines += [f"wrote {w.path}" for w in out.writers]
+    return lines
 
 
 def _open_writers(args, trainer, record_writer) -> list:
