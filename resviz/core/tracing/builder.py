@@ -67,9 +67,15 @@ def clean_message(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
+_DTYPE_NAMES: dict = {}
+
+
 def dtype_name(dtype) -> str:
     """``float32`` for ``torch.float32``: how records spell a dtype."""
-    return str(dtype).removeprefix("torch.")
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:  # every value of a trace asks: str() of a dtype is not free
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
 
 
 # Adds (op id -> evidence) past which tracing carries the shortcut's shape: their residual branch
@@ -97,6 +103,9 @@ class TraceBuilder:
     """Records one forward pass. ``values``, ``ops``, ``calls`` and ``errors`` are the records so
     far, for a front-end (and :mod:`~resviz.core.tracing.forks`) to read; only the builder's methods
     write them."""
+
+    __slots__ = ("input_shape", "dtype", "device", "inputs", "values", "ops", "calls", "errors",
+                 "_candidate_adds", "_stack", "_names", "_output_values")  # fmt: skip
 
     def __init__(
         self, input_shape: Sequence[int], *, dtype=torch.float32, device: str | torch.device = "meta",
@@ -136,8 +145,9 @@ class TraceBuilder:
 
     def value(self, shape: Sequence[int], dtype, producer: int | None = None) -> int:
         """A new tensor value made by op ``producer`` (None: a parameter, buffer or constant)."""
-        vid = len(self.values)
-        self.values.append(Value(vid, tuple(shape), dtype_name(dtype), producer))
+        values = self.values
+        vid = len(values)
+        values.append(Value(vid, tuple(shape), dtype_name(dtype), producer))
         return vid
 
     def input(self, name: str = "input") -> Op:
@@ -149,11 +159,12 @@ class TraceBuilder:
         source: tuple[str, int] | None = None, module: Any = None, call_index: int = 0,
     ) -> Op:  # fmt: skip
         """An op in the innermost open call; the caller fills in ``op.outputs`` (with :meth:`value`)."""
-        op = Op(
-            id=len(self.ops), kind=kind, name=name, type=type_, scope=self.scope, inputs=inputs,
-            outputs=[], params=params, source=source, module=module, call_index=call_index,
+        stack, ops = self._stack, self.ops
+        op = Op(  # positionally, in the record's field order: every op of a trace is made here
+            len(ops), kind, name, type_, stack[-1] if stack else 0, inputs, [], params, 0, {},
+            call_index, source, module,
         )  # fmt: skip
-        self.ops.append(op)
+        ops.append(op)
         return op
 
     def function(self, fname: str, inputs: list[int], *, source: tuple[str, int] | None = None) -> Op:
