@@ -21,21 +21,22 @@ from resviz.core.tracing.torchscript.layers import hyper_from_aten, scan_layer_g
 
 
 def test_conv_shape_goes_on_with_the_layers_output_at_wrong_channels():
-    assert rules.conv_shape((1, 3, 9, 9), 3, 8, (3, 3), 2, 1, 1) == (1, 8, 5, 5)
-    assert rules.conv_shape((1, 3, 9, 9), 3, 8, (3, 3), 1, "same", 1) == (1, 8, 9, 9)
-    assert rules.conv_shape((3, 4, 4), 3, 8, (1, 1), 1, 0, 1, transposed=True) == (8, 4, 4)  # unbatched
+    assert rules.conv_shape((1, 3, 9, 9), 3, 8, (3, 3), (2, 2), (1, 1), (1, 1)) == (1, 8, 5, 5)
+    assert rules.conv_shape((1, 3, 9, 9), 3, 8, (3, 3), (1, 1), "same", (1, 1)) == (1, 8, 9, 9)
+    assert rules.conv_shape((3, 4, 4), 3, 8, (1, 1), (1, 1), (0, 0), (1, 1), True, (0, 0)) == (8, 4, 4)  # unbatched
     with pytest.raises(rules.RuleError, match=r"^conv2d expects 3 input channels but got 4 \(input 1×4×9×9\)$") as e:
-        rules.conv_shape((1, 4, 9, 9), 3, 8, (3, 3), 2, 1, 1)
+        rules.conv_shape((1, 4, 9, 9), 3, 8, (3, 3), (2, 2), (1, 1), (1, 1))
     assert e.value.continue_shape == (1, 8, 5, 5)
     with pytest.raises(rules.RuleError, match="too small for kernel 5×5 with padding 0×0") as e:
-        rules.conv_shape((1, 3, 3, 3), 3, 8, (5, 5), 1, 0, 1, layer="Conv2d")
+        rules.conv_shape((1, 3, 3, 3), 3, 8, (5, 5), (1, 1), (0, 0), (1, 1), layer="Conv2d")
     assert e.value.continue_shape is None  # nothing sensible to go on with
     with pytest.raises(rules.RuleError, match=r"^Conv2d expects a 3D \(unbatched\) or 4D \(batched\) input"):
-        rules.conv_shape((3, 3), 3, 8, (3, 3), 1, 1, 1, layer="Conv2d")
+        rules.conv_shape((3, 3), 3, 8, (3, 3), (1, 1), (1, 1), (1, 1), layer="Conv2d")
 
 
 def test_conv_weight_shape_reads_channels_off_the_weight_and_groups():
     assert rules.conv_weight_shape((1, 8, 4, 4), (8, 2, 3, 3), 1, 1, 1, groups=4) == (1, 8, 4, 4)
+    assert rules.conv_weight_shape((1, 8, 9, 9), (8, 8, 3, 3), [2], "valid", (1, 1)) == (1, 8, 4, 4)
     assert rules.conv_weight_shape((1, 8, 4, 4), (8, 3, 2, 2), 2, 0, 1, 1, True) == (1, 3, 8, 8)
 
 
@@ -83,8 +84,9 @@ def test_in_place_ops_are_named_alike_however_they_are_spelt():
 
 
 def test_module_rules_say_what_they_need_of_a_layer():
-    conv = rules.module_rule(nn.Conv2d(3, 4, 3))
-    assert conv is rules.CONV_RULE and "groups" in conv.reads
+    layer = nn.Conv2d(3, 4, 3)
+    conv = rules.module_rule(layer)
+    assert conv is rules.CONV_RULE and "groups" in conv.reads and conv(layer, (1, 3, 5, 5)) == (1, 4, 3, 3)
     attrs = {"in_channels": 3, "out_channels": 4, "kernel_size": (3, 3), "stride": (1, 1), "padding": (0, 0)}
     assert not conv.can_run(attrs)  # no dilation
     assert conv.can_run({**attrs, "dilation": (1, 1)})

@@ -13,6 +13,7 @@ input (so one run reports every broken layer instead of stopping at the first).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -118,35 +119,37 @@ def check_spatial_input(layer: str, nd: int, shape: Shape) -> None:
         )
 
 
-def conv_shape(x: Shape, in_channels: int, out_channels: int, kernel: Sequence[int], stride, padding,
-               dilation, transposed: bool = False, output_padding=0, layer: str | None = None) -> Shape:  # fmt: skip
-    """Output shape of a convolution (``padding`` may be 'same' or 'valid'). A wrong channel count
-    goes on with the shape the conv would give; an input too small for the kernel stops."""
+def conv_shape(x: Shape, in_channels: int, out_channels: int, kernel: Sequence[int], stride: Shape,
+               padding: Shape | str, dilation: Shape, transposed: bool = False, output_padding: Shape = (),
+               layer: str | None = None) -> Shape:  # fmt: skip
+    """Output shape of a convolution over ``len(kernel)`` dimensions, its stride, padding ('same',
+    'valid' or one per dimension), dilation and output padding given per dimension (as
+    :func:`conv_geometry` gives them). A wrong channel count goes on with the shape the conv would
+    give; an input too small for the kernel stops."""
     nd = len(kernel)
-    layer = layer or (f"conv_transpose{nd}d" if transposed else f"conv{nd}d")
-    check_spatial_input(layer, nd, x)
-    s, d = as_tuple(stride, nd), as_tuple(dilation, nd)
+    if len(x) not in (nd + 1, nd + 2):
+        check_spatial_input(layer or (f"conv_transpose{nd}d" if transposed else f"conv{nd}d"), nd, x)
+    s, d = stride, dilation
     spatial = x[-nd:]
-    if transposed:
-        pads = as_tuple(padding, nd)
-        op = as_tuple(output_padding, nd)
-        out_sp = tuple(conv_transpose_out(spatial[i], kernel[i], s[i], pads[i], d[i], op[i]) for i in range(nd))
-    else:
-        if isinstance(padding, str):
-            pads = (0,) * nd if padding == "valid" else None
+    pads = ((0,) * nd if padding == "valid" else None) if type(padding) is str else padding
+    # plain loops: this runs once per conv call, and a comprehension costs a frame of its own
+    out_sp = []
+    for i in range(nd):
+        if transposed:
+            out_sp.append(conv_transpose_out(spatial[i], kernel[i], s[i], pads[i], d[i], output_padding[i]))
+        elif pads is None:  # 'same'
+            out_sp.append(spatial[i])
         else:
-            pads = as_tuple(padding, nd)
-        if pads is None:  # 'same'
-            out_sp = tuple(spatial)
-        else:
-            out_sp = tuple(conv_out(spatial[i], kernel[i], s[i], pads[i], d[i]) for i in range(nd))
+            out_sp.append(conv_out(spatial[i], kernel[i], s[i], pads[i], d[i]))
     out = (*x[: -nd - 1], out_channels, *out_sp)
     channels = x[-nd - 1]
     if channels != in_channels:
+        layer = layer or (f"conv_transpose{nd}d" if transposed else f"conv{nd}d")
         raise RuleError(
             f"{layer} expects {in_channels} input channels but got {channels} (input {fmt_shape(x)})", out
         )
     if min(out_sp) <= 0:
+        layer = layer or (f"conv_transpose{nd}d" if transposed else f"conv{nd}d")
         raise RuleError(
             f"{layer} input {fmt_shape(spatial)} is too small for kernel {fmt_shape(kernel)} "
             f"with padding {fmt_shape(pads or (0,))}"
@@ -156,10 +159,14 @@ def conv_shape(x: Shape, in_channels: int, out_channels: int, kernel: Sequence[i
 
 def conv_weight_shape(x: Shape, w: Shape, stride, padding, dilation, groups: int = 1,
                       transposed: bool = False, output_padding=0) -> Shape:  # fmt: skip
-    """:func:`conv_shape` of a conv given by its weight (a functional or aten call)."""
+    """:func:`conv_shape` of a conv given by its weight (a functional or aten call), its other
+    arguments in any form PyTorch accepts (an int, a 1-sequence, one per dimension)."""
+    nd = len(w) - 2
+    s, d = as_tuple(stride, nd), as_tuple(dilation, nd)
+    p = padding if isinstance(padding, str) else as_tuple(padding, nd)
     if transposed:
-        return conv_shape(x, w[0], w[1] * groups, w[2:], stride, padding, dilation, True, output_padding)
-    return conv_shape(x, w[1] * groups, w[0], w[2:], stride, padding, dilation)
+        return conv_shape(x, w[0], w[1] * groups, w[2:], s, p, d, True, as_tuple(output_padding, nd))
+    return conv_shape(x, w[1] * groups, w[0], w[2:], s, p, d)
 
 
 def linear_shape(x: Shape, in_features: int, out_dims: Shape, layer: str = "linear") -> Shape:
@@ -254,6 +261,8 @@ def _conv_transpose(m: nn.Module, shape: Shape) -> Shape:
 
 
 def _batchnorm(m: nn.Module, shape: Shape) -> Shape:
+    if len(shape) >= 2 and shape[1] == m.num_features:
+        return shape
     return batch_norm_shape(shape, m.num_features, type(m).__name__)
 
 
@@ -298,6 +307,8 @@ def _adaptive_pool(m: nn.Module, shape: Shape) -> Shape:
 
 
 def _linear(m: nn.Module, shape: Shape) -> Shape:
+    if shape and shape[-1] == m.in_features:
+        return (*shape[:-1], m.out_features)
     return linear_shape(shape, m.in_features, (m.out_features,), "Linear")
 
 
@@ -356,23 +367,22 @@ _ND_CLASSES = {
 
 
 
-class ModuleRule:
+class ModuleRule(functools.partial):
     """A layer's shape rule, callable as ``rule(module, input_shape)``, with what it reads of the
     layer: ``reads``, the attributes the rule and the reports use; ``needs``, those it cannot run
     without. An archive's layer (no ``nn.Module``, only what TorchScript or torch.export kept) gets
-    the rule only when its attributes can be read (``torchscript/layers.py``)."""
+    the rule only when its attributes can be read (``torchscript/layers.py``).
 
-    __slots__ = ("name", "shape", "reads", "needs")
+    A ``functools.partial`` of the shape function, so that calling a rule, once per layer call,
+    costs no more than calling the function."""
 
-    def __init__(self, name: str, shape: Callable[[nn.Module, Shape], Shape], reads: tuple[str, ...],
-                 needs: tuple[str, ...] = ()):  # fmt: skip
+    def __new__(cls, name: str, shape: Callable[[nn.Module, Shape], Shape], reads: tuple[str, ...],
+                needs: tuple[str, ...] = ()):  # fmt: skip
+        self = super().__new__(cls, shape)
         self.name = name
-        self.shape = shape
         self.reads = reads
         self.needs = needs
-
-    def __call__(self, m, shape: Shape) -> Shape:
-        return self.shape(m, shape)
+        return self
 
     def __repr__(self):
         return f"<shape rule {self.name}>"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .. import shape_rules as rules
-from .common import META, TENSOR_TYPES, Shape, TracedTensor, arg_shapes, first_tensor, flat_tensors
+from .common import META, TENSOR_TYPES, TracedTensor, arg_shapes, first_tensor, flat_tensors
 
 # ---------------------------------------------------------------------- aten-level shape rules
 # Each takes (args, kwargs) in the op's schema order with tensors replaced by their shapes and
@@ -62,21 +62,15 @@ def _batch_norm_rule(args, kwargs):
     return rules.batch_norm_rule(args[0], args[1:5]), None
 
 
-def conv_shape(x: Shape, w: Shape, stride, padding, dilation, groups: int, transposed=False,
-               output_padding=0) -> Shape:  # fmt: skip
-    """Output shape of an aten convolution; RuleError in the eager tracer's words when it cannot run."""
-    return rules.conv_weight_shape(x, w, stride, padding, dilation, groups, transposed, output_padding)
-
-
 def _convolution(args, kwargs):
     # (_)convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding,
     # groups, ...)
-    return conv_shape(args[0], args[1], args[3], args[4], args[5], args[8], args[6], args[7]), None
+    return rules.conv_weight_shape(args[0], args[1], args[3], args[4], args[5], args[8], args[6], args[7]), None
 
 
 def _conv_transpose_nd(args, kwargs):
     # conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
-    return conv_shape(args[0], args[1], args[3], args[4], args[7], args[6], True, args[5]), None
+    return rules.conv_weight_shape(args[0], args[1], args[3], args[4], args[7], args[6], True, args[5]), None
 
 
 def _view_rule(args, kwargs):
