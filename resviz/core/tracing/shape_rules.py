@@ -9,6 +9,14 @@ missing rule costs time, never correctness.
 A rule returns the output shape, or raises :class:`RuleError` carrying a message in PyTorch's
 terms and, where tracing can sensibly go on, the shape the layer *would* produce with a correct
 input (so one run reports every broken layer instead of stopping at the first).
+
+One table for every front-end. Each concept (a convolution, a linear layer, a batch norm, a
+pool, an elementwise op) has one check that holds its size formula and its error's words
+(:func:`conv_shape`, :func:`linear_shape`, ...), looked up three ways: by a layer's class
+(``MODULE_RULES``, :class:`ModuleRule` objects that also say which attributes they read), by a
+torch function (``FUNC_RULES``) and by op name (``OP_RULES``, which ``torchscript/aten.py``
+uses for aten ops of the same schema). So a wrong input reads the same whether the model was
+traced live, from TorchScript or from ``torch.export``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """Evaluating one aten op on interpreter values: its output shape from an aten-level rule where
 there is one, else by running the op for real on meta tensors made on the fly.
 
-Why rules at the aten level as well as ``rules.py``'s: a TorchScript or exported graph calls
-``aten::_convolution`` and ``aten::view``, not ``nn.Conv2d`` and ``Tensor.view``, with arguments
-in schema order; the rules here take those arguments and reuse ``rules.py``'s size formulas and
-error messages wherever the eager tracer has them. Running on meta is the slow, always-correct
-fallback (a meta ``relu`` costs ~500 µs against ~2 µs for a rule), so a missing rule costs time,
-never correctness. ``export_trace.py`` evaluates its aten nodes through :func:`aten_eval` too.
+Why look rules up by aten op name: a TorchScript or exported graph calls ``aten::_convolution``
+and ``aten::view``, not ``nn.Conv2d`` and ``Tensor.view``, with arguments in schema order. Where
+the schema is the function's (``conv2d``, ``linear``, ``max_pool2d``...) the rule is the eager
+tracer's own object from ``shape_rules.OP_RULES``; elsewhere a small adapter reads the arguments
+and checks through the same ``shape_rules`` function, so an error reads the same from every
+front-end. Running on meta is the slow, always-correct fallback (a meta ``relu`` costs ~500 µs
+against ~2 µs for a rule), so a missing rule costs time, never correctness. ``exported.py``
+evaluates its aten nodes through :func:`aten_eval` too.
 """
-
 from __future__ import annotations
 
 import math

@@ -5,8 +5,10 @@ The eager tracer gets both from the live ``nn.Module``: ``rules.module_rule(m)``
 ``m.stride``, ``m.in_channels``... by attribute. An archive has no such object. Here the rule is
 found by class *name* (restricted to ``torch.nn``'s own classes), and the attributes come from the
 module's constants (scripted modules keep them) or, for traced and exported graphs that keep none,
-from the constant arguments of the layer's principal aten call and its weight's shape. They are
-handed to the rules and to ``describe.py`` as a :class:`_Hyper` object that reads like the layer.
+from the constant arguments of the layer's principal aten call and its weight's shape; which
+attributes to read, and which a rule cannot run without, the rule object itself says
+(``ModuleRule.reads`` and ``.needs``). They are handed to the rules and to ``describe.py`` as a
+stand-in object that reads like the layer (:func:`hyper_object`).
 """
 
 from __future__ import annotations

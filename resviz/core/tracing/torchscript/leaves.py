@@ -55,7 +55,7 @@ class Submodule:
 
 
 class _LeafInfo:
-    """What recording a leaf's calls needs, worked out once per submodule (``trace._LeafInfo``'s
+    """What recording a leaf's calls needs, worked out once per submodule (``eager._LeafInfo``'s
     counterpart): parameter counts, the shape rule if it can run, and the attributes it reads."""
 
     __slots__ = ("params", "weights", "rule", "hyper", "inplace", "kind")
