@@ -185,3 +185,24 @@ def _spec_session(spec):
     loaded = LoadedModel(module=build(spec, device="meta"), exported=None, name="x", source="x", kind="spec",
                          path=None, input_shape=spec.input_shape, rebuild=None, plain_twin=None, spec=spec)  # fmt: skip
     return analyze_session(loaded)
+
+
+def test_a_fix_that_uncovers_a_cancelled_mismatch_mends_that_one_too():
+    """Found by the property test: stage 1's padding 0 and stage 2's floor pooling cancelled out, so
+    mending layer2.0 alone uncovered layer3.0. The offered fix is whole: all three edits, verified."""
+    spec = parse_spec({
+        "input": "3x33x33", "stem": {"kind": "cifar", "channels": 4}, "block": "basic", "shortcut": "A",
+        "classes": 3, "stages": [
+            {"blocks": 1, "width": 4, "stride": 1, "padding": 0},
+            {"blocks": 1, "width": 4, "stride": 2, "padding": 0},
+            {"blocks": 1, "width": 4, "stride": 2, "shortcut": "D", "padding": 1, "pool_ceil_mode": False},
+        ],
+    })  # fmt: skip
+    report = analyze(build(spec, device="meta"), spec.input_shape)
+    assert {m.block for m in report.mismatches} == {"layer1.0", "layer2.0"}
+    fixed = fix_all(spec)
+    assert fixed.remaining == [] and clean(fixed.spec)
+    assert {e.path for e in fixed.edits} == {"stages[0].padding", "stages[1].padding", "stages[2].pool_ceil_mode"}
+    layer2 = next(m for m in _spec_session(spec).report.mismatches if m.block == "layer2.0")
+    assert {e.path for e in edits_of(layer2)} == {"stages[1].padding", "stages[2].pool_ceil_mode"}
+

@@ -250,25 +250,57 @@ def _problems(report) -> tuple[set[str], int]:
     return {m.block for m in report.mismatches}, len(report.errors) + (0 if report.complete else 1)
 
 
-def fix_for(spec: NetSpec, report, mismatch, cache: dict | None = None) -> SpecFix | None:
+def fix_for(spec: NetSpec, report, mismatch, cache: dict | None = None, *, follow: int = 1) -> SpecFix | None:
     """The verified spec edits that mend ``mismatch`` (found in ``report`` of ``spec``), or None.
 
     Verified means: the edited spec, re-analysed at the report's input, has no mismatch in that
-    block, no mismatch in a block that was clean, and no more shape errors than before.
+    block, no mismatch in a block that was clean, and no more shape errors than before. An edit
+    can mend its block and uncover a mismatch further on that two errors had been cancelling (a
+    stage's padding fixed, the next stage's pooling now rounds differently): then the uncovered
+    blocks' own verified edits are added (``follow`` levels deep), so the fix offered is whole.
     """
     before_blocks, before_errors = _problems(report)
     cache = {} if cache is None else cache  # edits → re-analysis: one stage's blocks share them
     for edits in candidate_edits(spec, mismatch):
-        key = tuple(edits)
-        if key not in cache:
-            cache[key] = _analyse(apply_edits(spec, edits), report.input_shape)
-        after = cache[key]
+        after = _analysed(spec, edits, report.input_shape, cache)
         if after is None:
             continue
         blocks, errors = _problems(after)
-        if mismatch.block not in blocks and blocks <= before_blocks and errors <= before_errors:
+        if mismatch.block in blocks or errors > before_errors:
+            continue
+        if blocks <= before_blocks:
             return SpecFix(mismatch.block, tuple(edits))
+        if follow > 0:
+            whole = _with_uncovered_fixes(spec, edits, after, blocks - before_blocks, follow)
+            final = None if whole is None else _analysed(spec, whole, report.input_shape, cache)
+            if final is not None:
+                blocks, errors = _problems(final)
+                if mismatch.block not in blocks and blocks <= before_blocks and errors <= before_errors:
+                    return SpecFix(mismatch.block, tuple(whole))
     return None
+
+
+def _analysed(spec: NetSpec, edits: list[SpecEdit], input_shape, cache: dict):
+    key = tuple(edits)
+    if key not in cache:
+        cache[key] = _analyse(apply_edits(spec, edits), input_shape)
+    return cache[key]
+
+
+def _with_uncovered_fixes(spec: NetSpec, edits: list[SpecEdit], after, uncovered: set[str],
+                          follow: int) -> list[SpecEdit] | None:  # fmt: skip
+    """``edits`` plus the verified edits of each block they uncovered (in ``after``, the report of
+    the edited spec), or None when one of those blocks has none."""
+    edited = apply_edits(spec, edits)
+    whole = list(edits)
+    for m in after.mismatches:
+        if m.block not in uncovered:
+            continue
+        more = fix_for(edited, after, m, follow=follow - 1)
+        if more is None:
+            return None
+        whole += [e for e in more.edits if all(e.path != w.path for w in whole)]
+    return whole
 
 
 def attach_spec_fixes(spec: NetSpec, report) -> None:
