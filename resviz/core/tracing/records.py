@@ -9,9 +9,10 @@ formatting lives elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..inputs import Input
+if TYPE_CHECKING:  # a type only: records are read where torch is not imported (drawing a run)
+    from ..inputs import Input
 
 Shape = tuple[int, ...]
 
