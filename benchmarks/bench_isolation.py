@@ -12,7 +12,7 @@ prints, for a small file and a ResNet-50-sized one:
   re-imports the file, as every check and every app reload does);
 * ``child``: :func:`resviz.core.session.isolation.open_python` (start Python, import torch and resviz,
   the same work, plain records back), as ``resviz check model.py`` does;
-* ``warm child``: the same with the spare child the app keeps started ahead (``warm=True``),
+* ``warm child``: the same with the spare child the app keeps started ahead (:class:`SpareChild`),
   ready when the request comes, as on a reload after the user saved an edit;
 
 and the extra milliseconds per check and the ratio. The extra is mostly starting Python and
@@ -23,7 +23,6 @@ child works, so the wall-clock difference of ``resviz check model.py`` is smalle
 from __future__ import annotations
 
 import argparse
-import select
 import statistics
 import sys
 import tempfile
@@ -98,12 +97,14 @@ def main() -> None:
         def in_child(path, shape):
             return open_python(path, input_shape=shape)
 
+        spare = isolation.SpareChild()
+
         def warm_child(path, shape):
-            return open_python(path, input_shape=shape, warm=True)
+            return open_python(path, input_shape=shape, spare=spare)
 
         def wait_for_spare():  # not timed: the app's spare starts while the user edits
-            isolation.keep_spare()
-            select.select([isolation._spare.stdout], [], [], 120)  # its "ready" frame is there
+            spare.refill()
+            spare.wait_ready(120)  # its "ready" frame is there
 
         in_process(*cases[0])  # warm: the first trace imports resviz's tracer modules
         print(f"{'file':<14}{'in-process':>12}{'child':>10}{'extra':>9}{'ratio':>7}"
@@ -114,7 +115,7 @@ def main() -> None:
             warm = median_ms(lambda p=path, s=shape: warm_child(p, s), repeats, before=wait_for_spare)
             print(f"{Path(path).name:<14}{here:>10.0f}ms{child:>8.0f}ms{child - here:>7.0f}ms"
                   f"{child / here:>6.1f}x{warm:>10.0f}ms{warm - here:>7.0f}ms{warm / here:>6.1f}x")  # fmt: skip
-        isolation.drop_spare()
+        spare.close()
 
 
 if __name__ == "__main__":

@@ -285,3 +285,23 @@ def test_a_missing_file_is_said_without_starting_a_child(capfd, tmp_path, monkey
     monkeypatch.setattr(isolation, "_take_child", lambda: pytest.fail("a child was started"))
     code, _, err = check(capfd, str(tmp_path / "modle.py"))
     assert code == 2 and "no such file" in err
+
+
+@pytest.mark.slow
+def test_the_spare_child_serves_the_next_load_and_ends_with_its_owner(tmp_path, hang_guard):
+    """The app's spare child belongs to its owner (no process-wide registry, no atexit): a load
+    takes it, a new spare starts for the next, and closing the owner's spare ends it for good."""
+    from resviz.core.session.isolation import SpareChild, open_python
+
+    spare = SpareChild()
+    spare.refill()
+    assert spare.wait_ready(120)
+    first = spare._proc
+    session = open_python(write(tmp_path), input_shape=(1, 3, 8, 8), spare=spare)
+    assert session.report.ok and first.poll() is not None  # the spare ran this load and ended
+    second = spare._proc
+    assert second is not None and second is not first and second.poll() is None  # the next one
+    spare.close()
+    assert second.poll() is not None and spare._proc is None
+    spare.refill()  # a closed spare starts nothing more
+    assert spare._proc is None

@@ -28,12 +28,11 @@ model, so :attr:`LoadedModel.rebuild` imports and builds it in this process when
 modules given to :func:`resviz.analyze` / :func:`resviz.show` are the caller's own.
 
 Cost: one Python + torch start per load (see ``benchmarks/bench_isolation.py``); the app keeps
-one spare child started ahead (``warm=True``), so a reload after an edit does not wait for it.
+one spare child started ahead (:class:`SpareChild`), so a reload after an edit does not wait for it.
 """
 
 from __future__ import annotations
 
-import atexit
 import io
 import os
 import pickle
@@ -51,7 +50,7 @@ from ..errors import LoadError, ResvizError
 from ..sources.python_source import split_python_source
 from ..tracing.plain_module import PlainModule  # noqa: F401 - part of this module's interface
 
-__all__ = ["CancelToken", "Cancelled", "PlainModule", "drop_spare", "keep_spare", "open_python",
+__all__ = ["CancelToken", "Cancelled", "PlainModule", "SpareChild", "open_python",
            "python_candidates", "run_in_child"]
 
 _HEADER = struct.Struct(">Q")
@@ -150,39 +149,49 @@ def _spawn(spare: bool = False) -> subprocess.Popen:
     return proc
 
 
-# One child started ahead of the next request, for the app: between two reloads of a file the
-# user edits, it has Python and torch imported already (``warm=True``). Never for one-off checks.
-_SPARE_LOCK = threading.Lock()
-_spare: subprocess.Popen | None = None
+class SpareChild:
+    """One child started ahead of the next request, for the app: between two reloads of a file the
+    user edits, it has Python and torch imported already. Never for one-off checks.
 
+    Owned by whoever keeps it (the app's document) and closed by it. Nothing process-wide: a spare
+    whose parent exits without closing it reads the end of its stdin and exits by itself.
+    """
 
-def _take_child() -> subprocess.Popen:
-    global _spare
-    with _SPARE_LOCK:
-        proc, _spare = _spare, None
-    if proc is not None and proc.poll() is None and proc.resviz_cwd == os.getcwd():
-        return proc
-    if proc is not None:
-        _end(proc)
-    return _spawn()
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._closed = False
 
+    def take(self) -> subprocess.Popen | None:
+        """The spare, if it is alive and was started in this working directory; else None."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None and proc.resviz_cwd == os.getcwd():
+            return proc
+        if proc is not None:
+            _end(proc)
+        return None
 
-def keep_spare() -> None:
-    """Start a child now for the next request (it imports torch while nothing waits for it)."""
-    global _spare
-    with _SPARE_LOCK:
-        if _spare is None or _spare.poll() is not None:
-            _spare = _spawn(spare=True)
+    def refill(self) -> None:
+        """Start a child now for the next request (it imports torch while nothing waits for it)."""
+        with self._lock:
+            if not self._closed and (self._proc is None or self._proc.poll() is not None):
+                self._proc = _spawn(spare=True)
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the spare has said it is ready (torch imported); for benchmarks and tests."""
+        import select
 
-@atexit.register
-def drop_spare() -> None:
-    """End the spare child (the app's window closed; the interpreter exits)."""
-    global _spare
-    with _SPARE_LOCK:
-        proc, _spare = _spare, None
-    if proc is not None:
-        _end(proc)
+        with self._lock:
+            proc = self._proc
+        return proc is not None and bool(select.select([proc.stdout], [], [], timeout)[0])
+
+    def close(self) -> None:
+        """End the spare; no other is started after this."""
+        with self._lock:
+            proc, self._proc, self._closed = self._proc, None, True
+        if proc is not None:
+            _end(proc)
 
 
 def _end(proc: subprocess.Popen) -> None:
@@ -228,17 +237,18 @@ def _reader(stream, out: queue.Queue) -> None:
 
 def run_in_child(request: dict, *, file: str, timeout: float | None = None,
                  cancel: CancelToken | None = None, prepare: Callable[[], None] | None = None,
-                 on_stage: Callable[[str], None] | None = None, warm: bool = False) -> object:
+                 on_stage: Callable[[str], None] | None = None, spare: SpareChild | None = None) -> object:
     """Send ``request`` to a fresh child and return its answer.
 
     ``file`` is the user's file as given, for messages; ``prepare`` runs here while the child
     works; ``on_stage`` hears what the child is doing ("importing model.py"), on this thread;
-    ``warm`` starts a spare child for the next request once this one is done (the app).
+    ``spare`` (the app's) gives a child started ahead, and starts the next one once this request
+    is done.
     Raises :class:`LoadError` when the child fails, dies, or runs past ``timeout`` seconds;
     :class:`Cancelled` when ``cancel`` fired.
     """
     reader: threading.Thread | None = None
-    proc = _take_child()
+    proc = (spare.take() if spare is not None else None) or _spawn()
     if cancel is not None:
         cancel._attach(proc)
     waiting = _Waiting(file, timeout)
@@ -265,8 +275,8 @@ def run_in_child(request: dict, *, file: str, timeout: float | None = None,
         if reader is not None:
             reader.join(5)  # the pipe is at its end now that the child is gone
         _end(proc)
-        if warm:
-            keep_spare()
+        if spare is not None:
+            spare.refill()
 
 
 class _Waiting:
@@ -384,7 +394,7 @@ def _death_message(file: str, stage: str, code: int, detail: str = "") -> str:
 
 def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, timeout: float | None = None,
                 cancel: CancelToken | None = None, on_stage: Callable[[str], None] | None = None,
-                warm: bool = False):  # fmt: skip
+                spare: SpareChild | None = None):  # fmt: skip
     """:func:`resviz.core.session.opened_model.open_model` for a Python file, run in a child process.
 
     Returns a Session whose report holds :class:`PlainModule` records and whose ``loaded`` has no
@@ -408,7 +418,7 @@ def open_python(source: str, *, input_shape=None, kwargs: dict | None = None, ti
         input_shape = tuple(int(d) for d in input_shape)
     answer = run_in_child({"op": "open", "source": source, "input_shape": input_shape, "kwargs": kwargs},
                           file=file, timeout=timeout, cancel=cancel, prepare=_import_records,
-                          on_stage=on_stage, warm=warm)  # fmt: skip
+                          on_stage=on_stage, spare=spare)  # fmt: skip
     target = answer["target"]
 
     from ..sources import pyfile
@@ -434,7 +444,7 @@ def _import_records() -> None:
 
 
 def python_candidates(path: str, *, kwargs: dict | None = None, timeout: float | None = None,
-                      cancel: CancelToken | None = None, warm: bool = False) -> list:  # fmt: skip
+                      cancel: CancelToken | None = None, spare: SpareChild | None = None) -> list:  # fmt: skip
     """:func:`resviz.core.sources.pyfile.python_candidates`, with the file imported in a child process."""
     return run_in_child({"op": "candidates", "path": str(path), "kwargs": dict(kwargs or {})},
-                        file=str(path), timeout=timeout, cancel=cancel, warm=warm)  # fmt: skip
+                        file=str(path), timeout=timeout, cancel=cancel, spare=spare)  # fmt: skip

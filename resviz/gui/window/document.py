@@ -82,9 +82,10 @@ class Drawn:
     hint: dict = field(default_factory=dict)  # how the view should move: fit / keep / anchor
 
 
-def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_stage=None) -> Drawn:
+def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_stage=None, spare=None) -> Drawn:
     """Load (or rebuild), analyse and lay out ``src``; a Python file in a child process, which
-    ``cancel`` (a :class:`~resviz.core.session.isolation.CancelToken`) kills."""
+    ``cancel`` (a :class:`~resviz.core.session.isolation.CancelToken`) kills; ``spare`` is the
+    document's :class:`~resviz.core.session.isolation.SpareChild`."""
     from ...core.session.isolation import open_python
     from ...core.session.opened_model import analyze_session, open_model
     from ...core.sources.python_source import split_python_source
@@ -107,7 +108,7 @@ def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_sta
         from ...core.sources.loading import parse_kwargs
 
         session = open_python(src.source, input_shape=shape, kwargs=parse_kwargs(src.kwargs_text),
-                              cancel=cancel, on_stage=on_stage, warm=True)  # fmt: skip
+                              cancel=cancel, on_stage=on_stage, spare=spare)  # fmt: skip
     else:
         session = open_model(src.source, input_shape=shape, kwargs_text=src.kwargs_text, trust=src.trust)
     return view_job(session, state, measures)
@@ -149,6 +150,9 @@ class QtDocument(QObject):
         self.trust_needed: str | None = None  # the file that last failed only for want of trust
         self.trusted_paths: set[str] = set()  # files the user chose to trust, this session only
         self.worker = QtWorker("resviz-model", self)
+        from ...core.session.isolation import SpareChild
+
+        self.spare = SpareChild()  # a child started ahead for the next Python file; closed in stop()
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.worker.busyChanged.connect(self._on_busy)
@@ -359,9 +363,7 @@ class QtDocument(QObject):
             if token is not None:
                 token.cancel()  # never wait for the user's endless loop to close the window
         self.worker.stop()
-        from ...core.session.isolation import drop_spare
-
-        drop_spare()
+        self.spare.close()
 
     # -------------------------------------------------------------- internals
 
@@ -387,7 +389,7 @@ class QtDocument(QObject):
             self._stage.emit(token, text)
 
         self.worker.submit(
-            "model", lambda: _tag(job(src, shape, state, measures, cancel=token, on_stage=on_stage), hint)
+            "model", lambda: _tag(job(src, shape, state, measures, cancel=token, on_stage=on_stage, spare=self.spare), hint)
         )
 
     def _update_watch(self) -> None:

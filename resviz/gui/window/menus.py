@@ -235,7 +235,8 @@ class QtWindowActions(QObject):
             self._end_candidates(cancel=True)  # an earlier listing still running is stale
             token = self._candidates_token = CancelToken()
             self.w.document.user_code_started(token)  # the file runs in a child: Cancel stops it
-            self.aux.submit("candidates", lambda: (path, _candidates(path, token)))
+            spare = self.w.document.spare
+            self.aux.submit("candidates", lambda: (path, _candidates(path, token, spare)))
         else:
             self.w.open_source(path)
 
@@ -377,10 +378,10 @@ class QtWindowActions(QObject):
         self.w.view.overview.sync()
 
 
-def _candidates(path: str, token=None):
+def _candidates(path: str, token=None, spare=None):
     from ...core.session.isolation import python_candidates  # the file's code runs in a child process
 
-    return python_candidates(path, cancel=token, warm=True)  # the load that follows gets a ready child
+    return python_candidates(path, cancel=token, spare=spare)  # the load that follows gets a ready child
 
 
 def _zoo_entries():
