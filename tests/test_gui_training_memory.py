@@ -63,3 +63,20 @@ def test_even_batch_one_not_fitting_says_so(qtbot, panel, monkeypatch):
     panel.batch.setValue(2)
     assert panel.start() is False and not panel.controller.has_run
     assert "Even batch 1 does not fit" in panel.banner_text.text()
+
+
+def test_a_twin_run_counts_both_models(qtbot, panel, monkeypatch):
+    """A run beside the plain twin keeps two models' weights, gradients and optimizer state: a
+    batch that fits one model alone but not the pair is refused for the twin run only."""
+    report = panel.session.report
+    one = sum(data.training_memory(report, 4, "sgd").values())
+    two = sum(data.training_memory(report, 4, "sgd", models=2).values())
+    assert two - one == data.training_memory(report, 4, "sgd")["weights"] > 0
+    monkeypatch.setattr(data, "available_memory", lambda device="cpu": int((one + two) / 2 / data._MEMORY_HEADROOM))
+    panel.optimizer.setCurrentIndex(panel.optimizer.findData("sgd"))
+    panel.batch.setValue(4)
+    assert panel.start(twin=True) is False and not panel.controller.has_run
+    assert "beside its plain twin at batch 4" in panel.banner_text.text()
+    assert panel.start() is True
+    qtbot.waitUntil(lambda: panel.controller.state in ("finished", "error"), timeout=TIMEOUT)
+    assert panel.controller.state == "finished", panel.banner_text.text()

@@ -558,7 +558,7 @@ def available_memory(device: str = "cpu") -> int | None:
         return None
 
 
-def training_memory(report, batch_size: int, optimizer: str = "sgd") -> dict[str, int]:
+def training_memory(report, batch_size: int, optimizer: str = "sgd", models: int = 1) -> dict[str, int]:
     """Bytes a training step needs, estimated from the analysis ``report`` (at any batch size):
     the layer outputs kept for backward, the batch itself, weights, gradients and optimizer state.
     float32 throughout; a lower bound more than a promise (gradients in flight come on top)."""
@@ -574,7 +574,9 @@ def training_memory(report, batch_size: int, optimizer: str = "sgd") -> dict[str
     return {
         "activations": 4 * per_sample * batch_size,  # every layer's output, saved for backward
         "batch": 4 * inputs * batch_size,
-        "weights": 4 * (2 + states) * int(report.total_params),  # weights, grads, optimizer state
+        # weights, grads and optimizer state of every model trained (a twin run keeps both; their
+        # steps take turns, so one step's activations are alive at a time)
+        "weights": 4 * (2 + states) * int(report.total_params) * models,
     }
 
 
@@ -588,10 +590,11 @@ class TrainingMemoryError(DataError):
         super().__init__(f"{reason}; {advice}")
 
 
-def check_training_memory(report, batch_size: int, optimizer: str, device: str, name: str = "the model") -> None:
+def check_training_memory(report, batch_size: int, optimizer: str, device: str, name: str = "the model",
+                          models: int = 1) -> None:  # fmt: skip
     """Refuse, with the numbers, a run whose estimated memory exceeds what is free on ``device``
     (:class:`TrainingMemoryError`)."""
-    need = training_memory(report, batch_size, optimizer)
+    need = training_memory(report, batch_size, optimizer, models)
     total = sum(need.values())
     free = available_memory(device)
     if free is None or total <= free * _MEMORY_HEADROOM:

@@ -106,14 +106,14 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
                              "Open the model itself (File → Open) to train it here.")  # fmt: skip
             return False
         spec = self.spec(twin)
-        if spec is None or not self._memory_fits(spec["config"]):
+        if spec is None or not self._memory_fits(spec["config"], models=2 if twin else 1):
             return False
         self._clear_run()
         self.twin = twin
         self.controller.start(self.session, spec, then)
         return True
 
-    def _memory_fits(self, config: dict) -> bool:
+    def _memory_fits(self, config: dict, models: int = 1) -> bool:
         """The command line's memory check, before Start: a batch that will not fit is refused
         here, with the numbers and the batch that fits, instead of failing (or swapping) mid-run."""
         from ...core.training.data import TrainingMemoryError, check_training_memory
@@ -122,7 +122,8 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         report = self.session.report
         try:
             check_training_memory(report, config["batch_size"], config["optimizer"],
-                                  resolve_device(config["device"]), report.model_name)  # fmt: skip
+                                  resolve_device(config["device"]),
+                                  report.model_name + (" beside its plain twin" if models == 2 else ""), models)  # fmt: skip
         except TrainingMemoryError as exc:
             self._show_error(f"{exc.reason}. " + (
                 f"Set Batch to {exc.fits} or less." if exc.fits >= 1 else
