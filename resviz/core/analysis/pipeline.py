@@ -1,6 +1,7 @@
 """``analyze(model, input_shape) -> Report``: the passes that turn a trace into answers.
 
-Passes, in order: trace (``trace.py``) → residual adds (``residual.py``) → blocks and stages
+Passes, in order: trace (a front-end of ``resviz.core.tracing``, again where a residual branch
+proves to be the broken path: ``blame.py``) → residual adds (``residual.py``) → blocks and stages
 (``grouping.py``) → mismatch explanations (``diagnose.py``) → optional sweep of input sizes for
 size-dependent failures. Each writes plain records; :class:`Report` only holds and serialises them.
 """
