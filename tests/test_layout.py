@@ -118,3 +118,28 @@ def test_a_bug_reading_dots_output_is_not_hidden_behind_the_fallback(monkeypatch
     monkeypatch.setattr(dot_mod, "_spline_points", bug)
     with pytest.raises(KeyError):
         auto_layout(_inception_view(), engine="dot")
+
+
+def _stage_bands_hold_their_nodes(graph, lay) -> None:
+    stages = [g for g in graph.groups if g.kind == "stage"]
+    for g in stages:
+        band = lay.groups[g.id]
+        for n in g.nodes:
+            if n in lay.nodes:
+                box = lay.nodes[n]
+                assert band.y <= box.y and box.bottom <= band.bottom, (g.id, graph.nodes[n].name)
+    spans = sorted((lay.groups[g.id].y, lay.groups[g.id].bottom) for g in stages)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # bands never overlap
+
+
+def test_every_stage_band_holds_all_its_nodes_even_a_projection_made_before_its_first_block():
+    """A tree level projects its input before its first block uses it (DLA): that projection is the
+    level's, so it is drawn inside the level's band, not above it; no two bands overlap."""
+    from tests.nets_wild import TreeNet
+
+    for model, shape in [(TreeNet(), (1, 3, 16, 16)), (TreeNet(project_out=16), (1, 3, 16, 16)),
+                         (zoo.build("resnet18"), (1, 3, 64, 64))]:  # fmt: skip
+        report = resviz.analyze(model, shape)
+        for state in (ViewState(), ViewState(collapsed=set())):  # blocks folded (the app's start), open
+            graph = build_view(report, state)
+            _stage_bands_hold_their_nodes(graph, chain_layout(graph))

@@ -226,7 +226,8 @@ class _Rows:
         y, size, m = self.y, self.size, self.m
         top = max((y[p] + size[p][1] + m.gap for p in self.preds[n]), default=0.0)
         if n in self.on_main:
-            top = max(top, self.last + m.gap + self.pad) + self.titles.above(n)
+            # below its titles, or below a side node that feeds it (already inside its group)
+            top = max(top, self.last + m.gap + self.pad + self.titles.above(n))
             self.pad = self.titles.pad_after.get(n, 0)
             self.last = top + size[n][1]
         else:
@@ -234,6 +235,8 @@ class _Rows:
             first = self.titles.first
             if g in first and first[g] in y:
                 top = max(top, y[first[g]])
+            elif g in first:  # it feeds its group's first node (a tree's projection): inside the
+                top = max(top, self.last + m.gap + self.pad + m.group_pad)  # group, after the last
         y[n] = top
 
     def ready(self, n: str) -> bool:
@@ -422,6 +425,7 @@ def group_frames(graph: BlockGraph, boxes: dict[str, Box], titles: Titles, arc_x
         else:
             top = min(b.y for b in members) - titles.height(g)
         top += m.group_pad if g.kind == "stage" else m.group_pad / 2
+        top = min(top, min(b.y for b in members) - m.group_pad)  # side nodes placed before its first
         if g.kind == "stage":
             x0, x1 = left_edge - 8, right_edge + 16
         else:

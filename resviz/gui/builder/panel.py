@@ -40,9 +40,9 @@ SPEC_FILTER = "Spec files (*.toml *.json);;TOML (*.toml);;JSON (*.json)"
 STAGE_COLUMNS = ("Blocks", "Width", "Stride", "Shortcut", "Block")
 _POLICY_HELP = {
     "A": "A: zero-pad the new channels, subsample (no parameters)",
-    "B": "B: 1x1 conv + BN projection where the shape changes",
-    "C": "C: 1x1 conv + BN projection in every block",
-    "D": "D: average pool, then 1x1 conv + BN (ResNet-D)",
+    "B": "B: 1×1 conv + BN projection where the shape changes",
+    "C": "C: 1×1 conv + BN projection in every block",
+    "D": "D: 2×2 average pool, then 1×1 conv + BN (ResNet-D)",
     "identity": "identity: even where the shape changes (the add fails)",
     "none": "none: no shortcut (a plain net)",
 }
