@@ -282,7 +282,7 @@ def test_processes_the_code_starts_end_with_its_child(capfd, tmp_path, hang_guar
 def test_a_missing_file_is_said_without_starting_a_child(capfd, tmp_path, monkeypatch):
     from resviz.core.session import isolation
 
-    monkeypatch.setattr(isolation, "_take_child", lambda: pytest.fail("a child was started"))
+    monkeypatch.setattr(isolation, "_spawn", lambda *a, **k: pytest.fail("a child was started"))
     code, _, err = check(capfd, str(tmp_path / "modle.py"))
     assert code == 2 and "no such file" in err
 
