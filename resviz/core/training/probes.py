@@ -355,12 +355,14 @@ class ChildTap:
     def __getstate__(self):
         return {"module": self.module, "prev_forward": self.prev_forward, "owners": []}
 
-    def __call__(self, *args, **kwargs):
+    def _forward(self, args, kwargs):
         fwd = self.prev_forward
         if fwd is not None:
-            out = fwd(*args, **kwargs)
-        else:
-            out = type(self.module).forward(self.module, *args, **kwargs)
+            return fwd(*args, **kwargs)
+        return type(self.module).forward(self.module, *args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        out = self._forward(args, kwargs)
         for watch, index in self.owners:
             if watch._calls:
                 watch._child_out(index, out)
