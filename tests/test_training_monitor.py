@@ -535,13 +535,18 @@ def test_the_device_path_float64_norms_match_too(tmp_path):
     alike) take the float64 vector_norm path and are summed on the device."""
     model = net().double()
     reference = copy.deepcopy(model)
-    x, y = batches(1)[0]
-    x = x.double().requires_grad_(True)
+    opt, opt_ref = (torch.optim.SGD(m.parameters(), lr=0.05) for m in (model, reference))
     with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE) as mon:
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        rec = mon.step(loss)
-    _, want = reference_probes(reference, x.detach(), y)
-    for b in BLOCKS:
-        for p, v in want[b].items():
-            assert rec.blocks[b][p] == pytest.approx(v, rel=1e-9), (b, p)
+        for x, y in batches(2):  # step 0 learns each block's plan, step 1 measures by it
+            x = x.double().requires_grad_(True)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rec = mon.step(loss)
+            _, want = reference_probes(reference, x.detach(), y)
+            opt_ref.step()
+            for b in BLOCKS:
+                for p, v in want[b].items():
+                    assert rec.blocks[b][p] == pytest.approx(v, rel=1e-9), (rec.step, b, p)
+        assert all(w.plan for w in mon.probes.watches)
