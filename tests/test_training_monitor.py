@@ -530,15 +530,19 @@ def test_a_scaled_loss_is_measured_unscaled_with_grad_scale(tmp_path):
             assert b.blocks[blk][p] == pytest.approx(a.blocks[blk][p], rel=1e-5), (blk, p)
 
 
-def test_the_device_path_float64_norms_match_too(tmp_path):
-    """Tensors that are not contiguous float32 on the CPU (a float64 model here; CUDA tensors
-    alike) take the float64 vector_norm path and are summed on the device."""
-    model = net().double()
+@pytest.mark.parametrize("kind", ["float64", "channels_last"])
+def test_the_device_path_float64_norms_match_too(tmp_path, kind):
+    """Tensors that are not contiguous float32 on the CPU (a float64 model; a channels_last one,
+    whose activations are not contiguous; CUDA tensors alike) take the float64 vector_norm path,
+    squared and summed on the device together with any values the CPU path gave."""
+    model = net().double() if kind == "float64" else net().to(memory_format=torch.channels_last)
+    rel = 1e-9 if kind == "float64" else 1e-5
     reference = copy.deepcopy(model)
     opt, opt_ref = (torch.optim.SGD(m.parameters(), lr=0.05) for m in (model, reference))
     with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE) as mon:
         for x, y in batches(2):  # step 0 learns each block's plan, step 1 measures by it
-            x = x.double().requires_grad_(True)
+            x = x.double() if kind == "float64" else x.contiguous(memory_format=torch.channels_last)
+            x = x.requires_grad_(True)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
@@ -548,5 +552,5 @@ def test_the_device_path_float64_norms_match_too(tmp_path):
             opt_ref.step()
             for b in BLOCKS:
                 for p, v in want[b].items():
-                    assert rec.blocks[b][p] == pytest.approx(v, rel=1e-9), (rec.step, b, p)
+                    assert rec.blocks[b][p] == pytest.approx(v, rel=rel), (rec.step, b, p)
         assert all(w.plan for w in mon.probes.watches)

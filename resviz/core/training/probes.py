@@ -169,10 +169,12 @@ def _dot_ok(t: torch.Tensor) -> bool:
 
 
 def _sq_norm(t: torch.Tensor):
-    """Squared L2 norm of ``t``, safe from float32 overflow (a norm above ~1.8e19 squares past
+    """The squared L2 norm of ``t``, safe from float32 overflow (a norm above ~1.8e19 squares past
     float32's range). On the CPU: a BLAS dot product in float32 (~3x faster than
     ``vector_norm``), read at once (no device to wait for) and redone in float64 in the rare case
-    it overflowed: a Python float. Elsewhere: a 0-d float64 tensor (float64 accumulation)."""
+    it overflowed: a Python float, squared. Elsewhere: the norm as a 0-d float64 tensor (float64
+    accumulation), *not yet squared*: :meth:`ProbeSink.reduce` squares them all in one op (one
+    kernel launch fewer per norm on a GPU)."""
     t = t.detach()
     if t.dtype is _F32 and t.is_cpu and t.is_contiguous():  # _dot_ok, inlined: 28 calls a step
         f = t.view(-1)
@@ -180,7 +182,7 @@ def _sq_norm(t: torch.Tensor):
         if d == math.inf:
             d = torch.linalg.vector_norm(f, dtype=torch.float64).square().item()
         return d
-    return torch.linalg.vector_norm(t, dtype=torch.float64).square()
+    return torch.linalg.vector_norm(t, dtype=torch.float64)
 
 
 class ProbeSink:
@@ -189,7 +191,7 @@ class ProbeSink:
     def __init__(self, n_blocks: int):
         self.n_slots = n_blocks * SLOTS
         self.active = False
-        self.vals: list = []  # squared norms: Python floats (CPU) or 0-d float64 tensors
+        self.vals: list = []  # squared norms as Python floats (CPU), or norms as 0-d float64 tensors
         self.slots: list[int] = []
         # The output of one block is usually the input of the next, at the same version: one
         # gradient hook serves both (``alias[input slot] = output slot``).
@@ -253,16 +255,18 @@ class ProbeSink:
     def reduce(self, device) -> tuple[torch.Tensor, set[int], dict[int, int]]:
         """Sum of squared norms per slot (a float64 device tensor), the set of slots measured and
         the slot aliases (host side)."""
-        if all(isinstance(v, float) for v in self.vals):  # CPU: the values are already here
-            sums = [0.0] * self.n_slots
-            for slot, v in zip(self.slots, self.vals):
+        sums = [0.0] * self.n_slots  # the squares already on the host (CPU float32 tensors)
+        norms, norm_slots = [], []  # the others: norms on the device, squared here in one op
+        for slot, v in zip(self.slots, self.vals):
+            if type(v) is float:
                 sums[slot] += v
-            out = torch.tensor(sums, dtype=torch.float64, device=device)
-        else:
-            out = torch.zeros(self.n_slots, device=device, dtype=torch.float64)
-            v = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=device) for x in self.vals])
-            idx = torch.tensor(self.slots, device=v.device)
-            out.index_add_(0, idx, v)
+            else:
+                norms.append(v if v.device == device else v.to(device))
+                norm_slots.append(slot)
+        out = torch.tensor(sums, dtype=torch.float64, device=device)
+        if norms:
+            idx = torch.tensor(norm_slots, device=device)
+            out.index_add_(0, idx, torch.stack(norms).square())
         return out, set(self.slots), dict(self.alias)
 
     def clear(self) -> None:
