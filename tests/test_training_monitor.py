@@ -503,10 +503,13 @@ def test_a_monitored_run_is_read_and_followed_without_torch(tmp_path):
         "from resviz.core.training.rundir import open_run\n"
         f"run = open_run({str(tmp_path / 'r')!r})\n"
         "steps = [r.step for r in run.records()]\n"
-        "print(rc, steps, sorted(run.report), 'torch' in sys.modules)"
+        "from types import SimpleNamespace as NS\nfrom resviz.core.training.runreport import probe_blocks\n"
+        "stored = NS(blocks=[NS(name=b['name']) for b in run.report['graph']['blocks']])\n"
+        "same = probe_blocks(stored) == run.meta['blocks']  # the Training tab's blocks, from the file\n"
+        "print(rc, steps, sorted(run.report), same, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip().splitlines()[-1] == "0 [0, 1] ['check', 'format', 'graph'] False", (
+    assert out.stdout.strip().splitlines()[-1] == "0 [0, 1] ['check', 'format', 'graph'] True False", (
         out.stdout + out.stderr
     )
 

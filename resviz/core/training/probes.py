@@ -41,6 +41,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..tracing import shape_rules as rules
+from .runreport import probe_blocks  # noqa: F401 - re-exported: its home needs no torch
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _CORE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # resviz/core
@@ -642,15 +643,6 @@ def _residual_only(func, args, kwargs, res: torch.Tensor, shortcut_pos: int):
 
 
 # ------------------------------------------------------------------------------------ probe sets
-
-
-def probe_blocks(report) -> list[str]:
-    """Names of the blocks to probe: residual blocks, or a plain net's repeated units."""
-    names: list[str] = []
-    for b in report.blocks:
-        if b.name and b.name not in names:
-            names.append(b.name)
-    return names
 
 
 class ProbeSet:

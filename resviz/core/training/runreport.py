@@ -44,6 +44,16 @@ def _stub(type_name: str, attrs: dict):
     return plain_module(type_name, "", plain)
 
 
+def probe_blocks(report) -> list[str]:
+    """Names of the blocks to probe: residual blocks, or a plain net's repeated units. Here, not in
+    :mod:`~resviz.core.training.probes`, so that drawing a stored run's Training tab needs no torch."""
+    names: list[str] = []
+    for b in report.blocks:
+        if b.name and b.name not in names:
+            names.append(b.name)
+    return names
+
+
 def report_json(report) -> dict:
     """``{"format", "check", "graph"}`` for ``report.json`` (see the module doc)."""
     graph = {k: [_record(r) for r in getattr(report, k)] for k in _RECORDS}
