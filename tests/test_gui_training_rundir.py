@@ -169,3 +169,12 @@ def test_closing_the_window_mid_run_closes_its_run_directory(qtbot, win):
     assert "window was closed" in run.meta["message"]
     steps = [r.step for r in run.records()]
     assert steps == list(range(len(steps))) and len(steps) >= shown
+
+
+def test_the_recorded_path_is_shown_home_relative():
+    from pathlib import Path
+
+    from resviz.gui.training.panel import _home_relative
+
+    assert _home_relative(Path.home() / "runs" / "r1") == "~/runs/r1"
+    assert _home_relative("/srv/shared/runs/r1") == "/srv/shared/runs/r1"

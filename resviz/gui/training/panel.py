@@ -486,9 +486,10 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
             lab.setText(f"<span style='color:{FAULT}'>{_html(where['error'])}</span>")
         elif where.get("residual"):
             res = where["residual"]
-            plain = " (the plain twin's in the same name + <code>-plain</code>)" if where.get("plain") else ""
+            plain = " (plain twin: <code>-plain</code>)" if where.get("plain") else ""
+            shown = _home_relative(res)  # the whole path is in the tooltip and behind "copy path"
             lab.setText("<a href='copy'>copy path</a> · <a href='open'>open folder</a> · "
-                        f"Recorded in <code>{_html(res)}</code>{plain}")  # fmt: skip  (links first: a long path is cut)
+                        f"Recorded in <code>{_html(shown)}</code>{plain}")  # fmt: skip  (links first: a long path is cut)
             lab.setToolTip(f"Reopen this run later with:  resviz {res}")
         lab.setVisible(bool(where))
 
@@ -677,3 +678,13 @@ def _html(text: str) -> str:
     import html
 
     return html.escape(text).replace("\n", "<br>")
+
+
+def _home_relative(path) -> str:
+    """``/home/ada/.local/share/resviz/runs/r1`` → ``~/.local/share/resviz/runs/r1``."""
+    p, home = Path(path), Path.home()
+    try:
+        return "~/" + str(p.relative_to(home))
+    except ValueError:
+        return str(p)
+
