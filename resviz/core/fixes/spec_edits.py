@@ -25,9 +25,9 @@ from ..sources.spec import NetSpec, StageSpec, load_spec, parse_spec
 PROJECTION = "B"  # 1x1 conv + BN where the shape changes: what the diagnosis's projection is
 _POLICY_WORDS = {
     "A": "zero-padding where the shape changes",
-    "B": "a 1x1 conv + BN projection where the shape changes",
-    "C": "a 1x1 conv + BN projection in every block",
-    "D": "average pool + 1x1 conv + BN where the shape changes",
+    "B": "a 1×1 conv + BN projection where the shape changes",
+    "C": "a 1×1 conv + BN projection in every block",
+    "D": "2×2 average pool + 1×1 conv + BN where the shape changes",
     "identity": "the identity everywhere",
     "none": "no shortcut",
 }
