@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
+import torch  # noqa: E402
 from PySide6.QtGui import QColor  # noqa: E402
 from PySide6.QtWidgets import QLabel  # noqa: E402
 
@@ -173,3 +174,36 @@ def test_the_window_says_when_graphviz_was_wanted_but_the_built_in_layout_drew(q
         assert "built-in chain layout" in win.banner.text()
     finally:
         win.close()
+
+
+# ---------------------------------------------------------------------------- inspector
+
+
+class _InspectedBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+def test_the_inspector_finds_a_live_models_layer_and_block_class_by_path(qtbot):
+    """Records name their module; the report finds it in the live model for the Inspector."""
+    import inspect
+
+    import resviz
+    from resviz.gui.panels.inspector import QtInspector
+    from resviz.render.view import build_view, render_state
+
+    model = torch.nn.Sequential(_InspectedBlock(), _InspectedBlock())
+    report = resviz.analyze(model, (1, 4, 6, 6))
+    panel = QtInspector()
+    qtbot.addWidget(panel)
+    panel.set_report(report)
+    panel.show_node(build_view(report, render_state(report)).node_for_name("0"))  # a folded block
+    where = f"{__file__}:{inspect.getsourcelines(_InspectedBlock)[1]}"
+    qtbot.waitUntil(lambda: where in panel.text(), timeout=TIMEOUT)
+    panel.show_node(build_view(report, render_state(report, collapse="none")).node_for_name("1.conv"))
+    assert "out_channels = 4" in panel.text() and "kernel_size = 3" in panel.text()
+    qtbot.waitUntil(lambda: "conv.py:" in panel.text(), timeout=TIMEOUT)  # torch's Conv2d

@@ -203,11 +203,13 @@ def test_the_answer_holds_only_plain_records(tmp_path, monkeypatch):
     answer = in_child_open(path, monkeypatch)
     data = pickle.dumps(answer)
     back = loads_records(data)  # the allow-list: resviz records and builtins only
-    conv = next(op for op in back["report"].ops if op.type == "Conv2d")
-    assert isinstance(conv.module, PlainModule) and conv.module.out_channels == 4
-    assert conv.module.class_source.endswith(".py:" + conv.module.class_source.rsplit(":", 1)[1])
-    call = back["report"].calls[0]
-    assert call.module.type_name == "Net" and "model.py:" in call.module.class_source
+    report = back["report"]
+    conv = report.module(next(op for op in report.ops if op.type == "Conv2d").name)
+    assert isinstance(conv, PlainModule) and conv.out_channels == 4
+    assert conv.class_source.endswith(".py:" + conv.class_source.rsplit(":", 1)[1])
+    model = report.modules.of(report.calls[0])
+    assert model.type_name == "Net" and "model.py:" in model.class_source
+    assert report.modules.root is None  # the live model stayed in the child (the allow-list refuses nn)
     from fractions import Fraction
 
     with pytest.raises(pickle.UnpicklingError):  # any other class is refused, never imported

@@ -27,7 +27,7 @@ def test_run_reports_and_archives_use_the_same_stand_in():
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2, bias=False), torch.nn.ReLU())
     stored = report_from_json(report_json(analyze(net, (1, 3, 8, 8))))
-    conv = next(op.module for op in stored.ops if op.type == "Conv2d")
+    conv = next(stored.module(op.name) for op in stored.ops if op.type == "Conv2d")
     assert isinstance(conv, PlainModule) and type(conv).__name__ == "Conv2d"
     assert conv.stride == (2, 2) and conv.bias is None and conv.out_channels == 4
     assert isinstance(hyper_object("Conv2d", {"stride": (1, 1)}), PlainModule)

@@ -105,7 +105,7 @@ def test_finish_gives_a_plain_trace_with_open_calls_closed_and_no_builder_state(
     assert type(trace) is Trace
     assert {f.name for f in dataclasses.fields(trace)} == {
         "input_shape", "inputs", "dtype", "device", "values", "ops", "calls", "errors",
-        "candidate_adds", "complete", "output_values",
+        "candidate_adds", "complete", "output_values", "modules",
     }  # fmt: skip
     assert not hasattr(trace, "__dict__")  # slots only: nothing else can be hung on it
     assert [c.last_op for c in trace.calls] == [add.id, add.id]

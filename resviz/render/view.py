@@ -357,11 +357,11 @@ def _skip_label(report, add) -> str:
     ops = [report.ops[i] for i in add.shortcut_ops]
     convs = [o for o in ops if o.kind == "module" and o.params and o.type.startswith(("Conv", "Linear"))]
     if convs:
-        text = " + ".join(short_label(o).replace("Conv2d ", "conv ") for o in convs[:2])
+        text = " + ".join(short_label(o, report.modules).replace("Conv2d ", "conv ") for o in convs[:2])
         if any(o.type.startswith("BatchNorm") for o in ops):
             text += " + BN"
         return text
-    return f"{add.kind}: " + " + ".join(short_label(o) for o in ops[:2])
+    return f"{add.kind}: " + " + ".join(short_label(o, report.modules) for o in ops[:2])
 
 
 def _same_block(a, b) -> bool:
@@ -386,7 +386,7 @@ def _op_node(report, op, nid, enclosing, broken_adds, error_ops, culprits) -> Vi
         if block and op.name.startswith(block.name + "."):
             local = op.name[len(block.name) + 1 :]
         label = local + (f" #{op.call_index + 1}" if op.call_index else "")
-        detail = short_label(op) if op.kind == "module" else f"{op.type}()"
+        detail = short_label(op, report.modules) if op.kind == "module" else f"{op.type}()"
     mm = broken_adds.get(op.id)
     err = error_ops.get(op.id)
     n = ViewNode(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ..tracing.records import Op, ResidualAdd
+from ..tracing.records import ModuleIndex, Op, ResidualAdd
 from .describe import hyperparams
 from .residual import carrying_shortcut, find_residual_adds
 
@@ -103,11 +103,11 @@ def feature_difference(trace, add: ResidualAdd) -> tuple[int, int, int] | None:
     return diff[0], r[diff[0]], s[diff[0]]
 
 
-def declared_width(op: Op) -> int | None:
+def declared_width(op: Op, modules: ModuleIndex) -> int | None:
     """The output width a layer declares: a conv's out_channels, a Linear's out_features."""
     if op.kind != "module":
         return None
-    hp = hyperparams(op)
+    hp = hyperparams(op, modules)
     w = hp.get("out_channels", hp.get("out_features"))
     return w if isinstance(w, int) else None
 
@@ -124,7 +124,7 @@ def feature_setter(trace, path: list[int], operand: int, width: int) -> Op | Non
         if p is None or p not in on_path or width not in values[v].shape:
             return None
         op = ops[p]
-        declared = declared_width(op)
+        declared = declared_width(op, trace.modules)
         if declared is not None:
             return op if declared == width else None
         v = next((i for i in op.inputs if values[i].producer in on_path), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tracing.records import Op
+from ..tracing.records import ModuleIndex, Op
 
 # ``rules`` (and with it torch) is imported where a geometry is asked for, not here: the app draws
 # its window from this module's labels before torch has finished importing on the worker thread.
@@ -17,9 +17,10 @@ _ATTRS = (
 )  # fmt: skip
 
 
-def hyperparams(op: Op) -> dict[str, Any]:
-    """The layer's hyper-parameters as plain values (kernel, stride, padding, channels, ...)."""
-    m = op.module
+def hyperparams(op: Op, modules: ModuleIndex) -> dict[str, Any]:
+    """The layer's hyper-parameters as plain values (kernel, stride, padding, channels, ...);
+    ``modules``: the trace's (or report's) modules, where the layer is looked up by name."""
+    m = modules.of(op)
     if m is None:
         return dict(op.attrs)
     out: dict[str, Any] = {}
@@ -43,9 +44,9 @@ def _pair(v) -> str:
     return str(v)
 
 
-def short_label(op: Op) -> str:
+def short_label(op: Op, modules: ModuleIndex) -> str:
     """``Conv2d 3×3/2 64→128``, ``BatchNorm2d``, ``MaxPool2d 3×3/2``, ``add``."""
-    m = op.module
+    m = modules.of(op)
     if m is None:
         return op.type
     t = op.type
@@ -70,9 +71,9 @@ def short_label(op: Op) -> str:
     return t
 
 
-def conv_geometry(op: Op) -> dict[str, Any] | None:
+def conv_geometry(op: Op, modules: ModuleIndex) -> dict[str, Any] | None:
     """Kernel, stride, padding, dilation and channels of a conv-like layer, or None."""
-    m = op.module
+    m = modules.of(op)
     if m is None or not hasattr(m, "kernel_size") or not hasattr(m, "in_channels"):
         return None
     from ..tracing import shape_rules as rules
@@ -89,8 +90,8 @@ def conv_geometry(op: Op) -> dict[str, Any] | None:
     }
 
 
-def pool_geometry(op: Op) -> dict[str, Any] | None:
-    m = op.module
+def pool_geometry(op: Op, modules: ModuleIndex) -> dict[str, Any] | None:
+    m = modules.of(op)
     if m is None or not hasattr(m, "kernel_size") or hasattr(m, "in_channels"):
         return None
     from ..tracing import shape_rules as rules

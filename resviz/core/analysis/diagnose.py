@@ -46,8 +46,8 @@ def _projection_code(cin: int, cout: int, stride: int, nd: int = 2) -> str:
     return f"nn.Sequential({conv}, nn.BatchNorm{nd}d({cout}))"
 
 
-def _geometry(op: Op):
-    return conv_geometry(op) or pool_geometry(op)
+def _geometry(trace, op: Op):
+    return conv_geometry(op, trace.modules) or pool_geometry(op, trace.modules)
 
 
 def _in_out(trace, op: Op):
@@ -62,7 +62,7 @@ def _need_padding(g) -> int:
 
 def _is_unpadded(trace, op: Op) -> bool:
     """A conv that shrinks the map more than its stride does: it lacks 'same' padding."""
-    g = conv_geometry(op)
+    g = conv_geometry(op, trace.modules)
     if g is None or isinstance(g["padding"], str):
         return False
     before, after = _in_out(trace, op)
@@ -85,14 +85,14 @@ def _simulate(trace, ops: list[Op], size: int, dim: int, over: dict) -> int | No
         o = over.get(op.id, {})
         if o.get("remove"):
             continue
-        g = conv_geometry(op)
+        g = conv_geometry(op, trace.modules)
         i = dim - 2
         if g is not None and not isinstance(g["padding"], str):
             k, s = g["kernel"][i], o.get("stride", g["stride"][i])
             p, d = o.get("padding", g["padding"][i]), g["dilation"][i]
             size = conv_out(size, k, s, p, d)
             continue
-        pg = pool_geometry(op)
+        pg = pool_geometry(op, trace.modules)
         if pg is not None:
             k, s, p = pg["kernel"][i], o.get("stride", pg["stride"][i]), pg["padding"][i]
             size = pool_out(size, k, s, p, 1, o.get("ceil_mode", pg["ceil_mode"]))
@@ -104,17 +104,17 @@ def _simulate(trace, ops: list[Op], size: int, dim: int, over: dict) -> int | No
     return size
 
 
-def _stride(op: Op, over: dict) -> int:
+def _stride(trace, op: Op, over: dict) -> int:
     if over.get(op.id, {}).get("remove"):
         return 1
-    g = _geometry(op)
+    g = _geometry(trace, op)
     return over.get(op.id, {}).get("stride", g["stride"][0]) if g else 1
 
 
-def _stride_product(ops: list[Op], over: dict) -> int:
+def _stride_product(trace, ops: list[Op], over: dict) -> int:
     total = 1
     for op in ops:
-        total *= _stride(op, over)
+        total *= _stride(trace, op, over)
     return total
 
 
@@ -154,7 +154,8 @@ def _explain_features(trace, add: ResidualAdd, mm: Mismatch, both: str) -> bool:
     setter = feature_setter(trace, add.residual_ops, add.residual, rw)
     if setter is None:
         return False
-    attr = "out_channels" if conv_geometry(setter) or "out_channels" in hyperparams(setter) else "out_features"
+    conv_like = conv_geometry(setter, trace.modules) or "out_channels" in hyperparams(setter, trace.modules)
+    attr = "out_channels" if conv_like else "out_features"
     unit = "channels" if attr == "out_channels" else "features"
     if add.intended == "shortcut":
         mm.broken_path = "residual"
@@ -164,11 +165,11 @@ def _explain_features(trace, add: ResidualAdd, mm: Mismatch, both: str) -> bool:
             cause += f", and so must the block's output: with {rw}, {add.evidence}"
         mm.cause = f"{cause} ({both})"
         mm.culprits = [setter.name]
-        fixes = [_layer_fix(setter, sw, f"{attr}={sw}")]
+        fixes = [_layer_fix(trace, setter, sw, f"{attr}={sw}")]
         for i in add.residual_ops:
             op = trace.ops[i]
-            if op.id > setter.id and _norm_width(op) == rw:
-                fixes.append(_layer_fix(op, sw, f"num_features={sw}"))
+            if op.id > setter.id and _norm_width(trace, op) == rw:
+                fixes.append(_layer_fix(trace, op, sw, f"num_features={sw}"))
                 mm.culprits.append(op.name)
         mm.fix = "\n".join(fixes)
         return True
@@ -177,12 +178,13 @@ def _explain_features(trace, add: ResidualAdd, mm: Mismatch, both: str) -> bool:
     mm.cause = (f"{_name(setter)} has {attr} {rw} but the shortcut carries {sw} {unit} "
                 f"({both})")  # fmt: skip
     mm.culprits = [setter.name]
-    proj = next((trace.ops[i] for i in reversed(add.shortcut_ops) if declared_width(trace.ops[i])), None)
-    if proj is not None and declared_width(proj) == sw:
+    widths = ((trace.ops[i], declared_width(trace.ops[i], trace.modules)) for i in reversed(add.shortcut_ops))
+    proj = next((op for op, w in widths if w), None)
+    if proj is not None and declared_width(proj, trace.modules) == sw:
         mm.cause = (f"the projection {_name(proj)} has {attr} {sw} but the residual branch's "
                     f"{_name(setter)} has {rw} ({both})")  # fmt: skip
         mm.culprits = [proj.name]
-        mm.fix = _layer_fix(proj, rw, f"{attr}={rw}")
+        mm.fix = _layer_fix(trace, proj, rw, f"{attr}={rw}")
         return True
     res = mm.residual_shape
     if axis == len(res) - 1:
@@ -193,20 +195,22 @@ def _explain_features(trace, add: ResidualAdd, mm: Mismatch, both: str) -> bool:
     return True
 
 
-def _layer_fix(op: Op, width: int, fallback: str) -> str:
-    code = layer_code(op.module, width) if isinstance(op.module, nn.Module) else None
+def _layer_fix(trace, op: Op, width: int, fallback: str) -> str:
+    module = trace.modules.of(op)
+    code = layer_code(module, width) if isinstance(module, nn.Module) else None
     if code is None:  # a TorchScript/export layer: say it, for the code the model was made from
         return f"give `{op.name}` {fallback}"
     return f"{op.name}: {code}"
 
 
-def _norm_width(op: Op) -> int | None:
+def _norm_width(trace, op: Op) -> int | None:
     """The width a norm layer is built for, in any front-end (a module, or recorded attrs)."""
-    if isinstance(op.module, nn.Module) and norm_width(op.module) is not None:
-        return norm_width(op.module)
+    module = trace.modules.of(op)
+    if isinstance(module, nn.Module) and norm_width(module) is not None:
+        return norm_width(module)
     if "Norm" not in op.type:
         return None
-    hp = hyperparams(op)
+    hp = hyperparams(op, trace.modules)
     w = hp.get("num_features", hp.get("num_channels"))
     shape = hp.get("normalized_shape")
     if w is None and isinstance(shape, (list, tuple)) and len(shape) == 1:
@@ -224,7 +228,7 @@ def _explain_missing_projection(trace, add: ResidualAdd, mm: Mismatch) -> bool:
         return False
     fork, res, sc = trace.values[add.fork].shape, mm.residual_shape, mm.shortcut_shape
     nd = len(res) - 2
-    stride = _stride_product(res_ops, {})
+    stride = _stride_product(trace, res_ops, {})
     # a 1x1 projection with that stride must land exactly on the residual branch's size
     if any(conv_out(f, 1, stride, 0, 1) != r for f, r in zip(fork[2:], res[2:])):
         return False
@@ -232,7 +236,7 @@ def _explain_missing_projection(trace, add: ResidualAdd, mm: Mismatch) -> bool:
             "zero-pad": "the shortcut only zero-pads"}[add.kind]  # fmt: skip
     details, culprits = [], []
     for op in res_ops:
-        g = conv_geometry(op)
+        g = conv_geometry(op, trace.modules)
         if g is None:
             continue
         bits = []
@@ -315,7 +319,7 @@ def _padding_finding(trace, ops: list[Op]) -> _Finding:
     found = _Finding()
     for op in ops:
         if _is_unpadded(trace, op):
-            g = conv_geometry(op)
+            g = conv_geometry(op, trace.modules)
             before, after = _in_out(trace, op)
             k, s, p = g["kernel"][0], g["stride"][0], g["padding"][0]
             extra = f" with stride {s}" if s > 1 else ""
@@ -342,24 +346,25 @@ def _downsampling_finding(trace, res_ops: list[Op], sc_ops: list[Op], fork, over
     r_sp, s_sp = _path_sizes(trace, res_ops, sc_ops, fork, over)
     if r_sp == s_sp or None in r_sp + s_sp:
         return _Finding()
-    rs, ss = _stride_product(res_ops, over), _stride_product(sc_ops, over)
+    rs, ss = _stride_product(trace, res_ops, over), _stride_product(trace, sc_ops, over)
     if rs == ss and rs > 1:
-        found = _rounding_finding(res_ops, sc_ops, fork[2], r_sp[0], s_sp[0], over)
+        found = _rounding_finding(trace, res_ops, sc_ops, fork[2], r_sp[0], s_sp[0], over)
     elif ss < rs:
-        found = _shortcut_strides_less(res_ops, sc_ops, rs, ss, over)
+        found = _shortcut_strides_less(trace, res_ops, sc_ops, rs, ss, over)
     else:
-        found = _shortcut_strides_more(res_ops, sc_ops, rs, ss, over)
+        found = _shortcut_strides_more(trace, res_ops, sc_ops, rs, ss, over)
     if not found.whole_projection:
         r_sp, s_sp = _path_sizes(trace, res_ops, sc_ops, fork, _merged(over, found.over))
         found.whole_projection = r_sp != s_sp
     return found
 
 
-def _rounding_finding(res_ops: list[Op], sc_ops: list[Op], h: int, r: int, s: int, over: dict) -> _Finding:
+def _rounding_finding(trace, res_ops: list[Op], sc_ops: list[Op], h: int, r: int, s: int,
+                      over: dict) -> _Finding:  # fmt: skip
     """Both paths downsample by the same factor but round the odd size ``h`` differently (to ``r``
     and ``s``): the first pool that rounds down is set to ``ceil_mode``."""
-    strided_res = [o for o in res_ops if _stride(o, over) > 1]
-    strided_sc = [o for o in sc_ops if _stride(o, over) > 1]
+    strided_res = [o for o in res_ops if _stride(trace, o, over) > 1]
+    strided_sc = [o for o in sc_ops if _stride(trace, o, over) > 1]
     lo_op = (strided_sc if s < r else strided_res)[-1:]
     hi_op = (strided_res if s < r else strided_sc)[-1:]
     found = _Finding()
@@ -370,47 +375,49 @@ def _rounding_finding(res_ops: list[Op], sc_ops: list[Op], h: int, r: int, s: in
     )
     found.culprits += [o.name for o in lo_op + hi_op]
     for o in sc_ops + res_ops:
-        pg = pool_geometry(o)
-        if pg is not None and not pg["ceil_mode"] and _stride(o, over) > 1:
+        pg = pool_geometry(o, trace.modules)
+        if pg is not None and not pg["ceil_mode"] and _stride(trace, o, over) > 1:
             found.over[o.id] = {"ceil_mode": True}
             break
     return found
 
 
-def _shortcut_strides_less(res_ops: list[Op], sc_ops: list[Op], rs: int, ss: int, over: dict) -> _Finding:
+def _shortcut_strides_less(trace, res_ops: list[Op], sc_ops: list[Op], rs: int, ss: int,
+                           over: dict) -> _Finding:  # fmt: skip
     """The residual branch downsamples by ``rs``, the shortcut by less (``ss``): the shortcut's
     conv takes the missing stride, or the shortcut gets a whole projection."""
-    strided_res = [o for o in res_ops if _stride(o, over) > 1]
+    strided_res = [o for o in res_ops if _stride(trace, o, over) > 1]
     found = _Finding()
-    found.causes.append(f"{_strides_text(strided_res, over)}: the residual branch downsamples by {rs} "
+    found.causes.append(f"{_strides_text(trace, strided_res, over)}: the residual branch downsamples by {rs} "
                         f"but the shortcut by {ss}")  # fmt: skip
     found.culprits += [o.name for o in strided_res]
-    conv = next((o for o in sc_ops if conv_geometry(o)), None)
+    conv = next((o for o in sc_ops if conv_geometry(o, trace.modules)), None)
     if conv is not None and rs % ss == 0:
-        found.over[conv.id] = {"stride": _stride(conv, over) * rs // ss}
+        found.over[conv.id] = {"stride": _stride(trace, conv, over) * rs // ss}
         found.culprits.append(conv.name)
     else:
         found.whole_projection = True
     return found
 
 
-def _shortcut_strides_more(res_ops: list[Op], sc_ops: list[Op], rs: int, ss: int, over: dict) -> _Finding:
+def _shortcut_strides_more(trace, res_ops: list[Op], sc_ops: list[Op], rs: int, ss: int,
+                           over: dict) -> _Finding:  # fmt: skip
     """The shortcut downsamples by ``ss``, more than the residual branch's ``rs``: the last strided
     shortcut layer that can give up the difference does (a pool that would stride 1 is removed)."""
-    strided_sc = [o for o in sc_ops if _stride(o, over) > 1]
+    strided_sc = [o for o in sc_ops if _stride(trace, o, over) > 1]
     found = _Finding()
-    found.causes.append(f"{_strides_text(strided_sc, over)}: the shortcut downsamples by {ss} but the "
+    found.causes.append(f"{_strides_text(trace, strided_sc, over)}: the shortcut downsamples by {ss} but the "
                         f"residual branch by {rs}")  # fmt: skip
     found.culprits += [o.name for o in strided_sc]
     for o in reversed(strided_sc):
         if ss % rs:
             break
-        new = _stride(o, over) * rs // ss
-        if pool_geometry(o) is not None and new == 1:
+        new = _stride(trace, o, over) * rs // ss
+        if pool_geometry(o, trace.modules) is not None and new == 1:
             found.over[o.id] = {"remove": True}
             break
-        if new >= 1 and _stride(o, over) % (ss // rs) == 0:
-            found.over[o.id] = {"stride": _stride(o, over) // (ss // rs)}
+        if new >= 1 and _stride(trace, o, over) % (ss // rs) == 0:
+            found.over[o.id] = {"stride": _stride(trace, o, over) // (ss // rs)}
             break
     return found
 
@@ -422,7 +429,7 @@ def _channel_finding(trace, res_ops: list[Op], sc_ops: list[Op], res_c: int, sc_
     if res_c == sc_c:
         return found
     sc_chan = [o for o in sc_ops if _changes(trace, o, channels=True)]
-    if sc_chan and conv_geometry(sc_chan[-1]):
+    if sc_chan and conv_geometry(sc_chan[-1], trace.modules):
         proj = sc_chan[-1]
         found.causes.append(f"the projection {_name(proj)} outputs {sc_c} channels but the residual "
                             f"branch outputs {res_c}")  # fmt: skip
@@ -446,7 +453,7 @@ def _layers_fix(trace, add: ResidualAdd, res_ops: list[Op], sc_ops: list[Op], fo
     fixes: list[str] = []
     over = found.over
     if found.whole_projection:
-        stride = _stride_product(res_ops, over)
+        stride = _stride_product(trace, res_ops, over)
         fixes.append(_shortcut_prefix(trace, add) + _projection_code(cin, cout, stride, nd))
         sc_ids = {o.id for o in sc_ops}
         over = {k: v for k, v in over.items() if k not in sc_ids}
@@ -457,14 +464,14 @@ def _layers_fix(trace, add: ResidualAdd, res_ops: list[Op], sc_ops: list[Op], fo
     return "\n".join(f for f in dict.fromkeys(fixes) if f)
 
 
-def _strides_text(ops: list[Op], over: dict) -> str:
-    return ", ".join(f"{_name(o)} has stride {_stride(o, over)}" for o in ops) or "no layer strides"
+def _strides_text(trace, ops: list[Op], over: dict) -> str:
+    return ", ".join(f"{_name(o)} has stride {_stride(trace, o, over)}" for o in ops) or "no layer strides"
 
 
 def _fix_line(trace, op: Op, o: dict, add: ResidualAdd, nd: int) -> str:
     if o.get("remove"):
-        return f"{op.name}: nn.Identity()  # remove {short_label(op)}"
-    g = conv_geometry(op)
+        return f"{op.name}: nn.Identity()  # remove {short_label(op, trace.modules)}"
+    g = conv_geometry(op, trace.modules)
     if "out_channels" in o and g is not None:
         s = o.get("stride", g["stride"][0])
         line = (f"{op.name}: nn.Conv{nd}d({g['in']}, {o['out_channels']}, kernel_size="
@@ -476,7 +483,7 @@ def _fix_line(trace, op: Op, o: dict, add: ResidualAdd, nd: int) -> str:
                 break
         return line
     if "ceil_mode" in o:
-        pg = pool_geometry(op)
+        pg = pool_geometry(op, trace.modules)
         k, s = pg["kernel"][0], o.get("stride", pg["stride"][0])
         kind = "AvgPool" if "Avg" in op.type else "MaxPool"
         extra = ", count_include_pad=False" if kind == "AvgPool" else ""
@@ -496,7 +503,7 @@ def _explain_broadcast(trace, add: ResidualAdd, mm: Mismatch, both: str) -> None
         b, a = _in_out(trace, op)
         if b is not None and len(a) == len(b) and any(x == 1 and y != 1 for x, y in zip(a, b)):
             squeezer = op
-    where = f" at {_name(squeezer)} ({short_label(squeezer)})" if squeezer else ""
+    where = f" at {_name(squeezer)} ({short_label(squeezer, trace.modules)})" if squeezer else ""
     mm.cause = (
         f"the {name} is reduced to {_fmt(small)}{where}; PyTorch broadcasts it over the other "
         f"operand without an error, so the block adds the same value at every position ({both})"
@@ -517,7 +524,7 @@ def _explain_generic(trace, add: ResidualAdd, mm: Mismatch, both: str) -> None:
             last = op
     if last is not None:
         out = trace.values[last.outputs[0]].shape
-        mm.cause = f"{_name(last)} ({short_label(last)}) makes {_fmt(out)}: {both}"
+        mm.cause = f"{_name(last)} ({short_label(last, trace.modules)}) makes {_fmt(out)}: {both}"
         mm.culprits = [last.name]
     else:
         mm.cause = both

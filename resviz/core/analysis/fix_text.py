@@ -196,8 +196,9 @@ def _empty_slot(block: nn.Module) -> str | None:
 
 
 def _root_module(trace):
-    calls = getattr(trace, "calls", None)
-    root = calls[0].module if calls else None
+    """The live eager model the fix is written against, or None (an archive, a plain report)."""
+    modules = getattr(trace, "modules", None)
+    root = modules.of(trace.calls[0]) if modules is not None and trace.calls else None
     return root if isinstance(root, nn.Module) and not hasattr(root, "_c") else None
 
 

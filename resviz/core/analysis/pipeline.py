@@ -24,7 +24,18 @@ from ..inputs import Input, resolve_inputs
 from ..shapes import human_shape
 from ..tracing.dispatch import is_exported_program, is_script_module, trace_any
 from ..tracing.eager import trace_module
-from ..tracing.records import Block, Call, Mismatch, Op, ResidualAdd, ShapeError, Stage, Trace, Value
+from ..tracing.records import (
+    Block,
+    Call,
+    Mismatch,
+    ModuleIndex,
+    Op,
+    ResidualAdd,
+    ShapeError,
+    Stage,
+    Trace,
+    Value,
+)
 from . import grouping
 from .blame import absorb_branch_errors, trace_blaming
 from .diagnose import explain
@@ -55,6 +66,9 @@ class Report:
     seconds: float = 0.0
     suggested_sizes: list[int] = field(default_factory=list)
     inputs: list[Input] = field(default_factory=list)  # every input, in call order
+    # the traced modules by path: the live model in this process, plain stand-ins in a report from
+    # a child process or a run directory (records name their module, they do not hold it)
+    modules: ModuleIndex = field(default_factory=ModuleIndex)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +95,13 @@ class Report:
 
     def op_named(self, name: str) -> Op | None:
         return next((o for o in self.ops if o.name == name), None)
+
+    def module(self, path: str):
+        """The module at ``path`` ('' is the model): the live ``nn.Module`` of a model analysed in
+        this process, a :class:`~resviz.core.tracing.plain_module.PlainModule` (class name, class
+        source, hyper-parameters) for one analysed in a child process or read from a run
+        directory, a layer's stand-in for an archive; None where there is none."""
+        return self.modules.get(path)
 
     @cached_property
     def graph(self):
@@ -282,7 +303,7 @@ def build_report(trace: Trace, model: nn.Module | None, name: str) -> Report:
         mismatches=mismatches, errors=errors, complete=trace.complete,
         total_params=total, trainable_params=trainable,
         output_shapes=[trace.values[v].shape for v in trace.output_values],
-        inputs=list(getattr(trace, "inputs", [])),
+        inputs=list(getattr(trace, "inputs", [])), modules=trace.modules,
     )  # fmt: skip
 
 

@@ -93,7 +93,7 @@ def _is_merge(trace, fork: int, sc_path: list[int], res_path: list[int]) -> bool
 def _path_text(trace, path: list[int]) -> str:
     from .describe import short_label
 
-    return " → ".join(short_label(trace.ops[i]) for i in path) or "identity"
+    return " → ".join(short_label(trace.ops[i], trace.modules) for i in path) or "identity"
 
 
 def _projects(op: Op) -> bool:
@@ -109,7 +109,7 @@ def classify_shortcut(trace, ops: list[Op], fork: int, operand: int) -> tuple[st
     from .describe import short_label
 
     prefix = _common_prefix([o.name for o in ops if o.kind == "module"])
-    parts = " → ".join(short_label(o) for o in ops)
+    parts = " → ".join(short_label(o, trace.modules) for o in ops)
     detail = f"{prefix}: {parts}" if prefix else parts
     if any(o.kind == "module" and o.params and _projects(o) for o in ops):
         return "projection", detail

@@ -112,13 +112,12 @@ def _plain_module(module: object, cache: dict[int, PlainModule]) -> PlainModule 
 
 
 def plain_report(report):
-    """``report`` with every live module replaced by a :class:`PlainModule`, attrs made plain."""
+    """``report`` with its modules (the live model) swapped for a :class:`PlainModule` per module
+    op and call path, attrs made plain: nothing of the user's module is left to pickle."""
     cache: dict[int, PlainModule] = {}
+    report.modules = report.modules.plain(report.ops, report.calls, lambda m: _plain_module(m, cache))
     for op in report.ops:
-        op.module = _plain_module(op.module, cache)
         op.attrs = _plain_value(op.attrs)
-    for call in report.calls:
-        call.module = _plain_module(call.module, cache)
     report.__dict__.pop("graph", None)  # a cached networkx graph: rebuilt on demand in the parent
     return report
 

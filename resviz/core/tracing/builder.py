@@ -13,7 +13,9 @@ through this one builder, the way torch.fx's ``Tracer`` records into a ``Graph``
 * ``layer_shape``: a leaf layer's shape rule applied, a rule violation recorded;
 * ``fail`` / ``fail_in_call``: a shape error, charged to an op or to the innermost open call;
 * ``finish``: the finished :class:`~resviz.core.tracing.records.Trace`, a plain record with no
-  builder state on it.
+  builder state on it. Records name their module by path; the trace's one
+  :class:`~resviz.core.tracing.records.ModuleIndex` finds it (in the ``root`` given to ``finish``,
+  or among the stand-ins given to ``op``).
 
 The builder owns the call stack, the failures, the add policy and the message cleaner
 (:func:`clean_message`). A front-end raises :class:`TraceAborted` once it has recorded a fatal
@@ -40,7 +42,7 @@ import torch
 from ..inputs import Input
 from . import shape_rules as rules
 from .forks import split_add
-from .records import Call, Op, ShapeError, Trace, Value
+from .records import Call, ModuleIndex, Op, ShapeError, Trace, Value
 
 Shape = tuple[int, ...]
 
@@ -105,7 +107,7 @@ class TraceBuilder:
     write them."""
 
     __slots__ = ("input_shape", "dtype", "device", "inputs", "values", "ops", "calls", "errors",
-                 "_candidate_adds", "_stack", "_names", "_output_values")  # fmt: skip
+                 "_candidate_adds", "_stack", "_names", "_output_values", "_stand_ins")  # fmt: skip
 
     def __init__(
         self, input_shape: Sequence[int], *, dtype=torch.float32, device: str | torch.device = "meta",
@@ -123,6 +125,7 @@ class TraceBuilder:
         self._stack: list[int] = []
         self._names: dict[tuple[int, str], int] = {}
         self._output_values: list[int] = []
+        self._stand_ins: dict[str, Any] = {}  # path -> what reads like the layer (no live module)
 
     # ------------------------------------------------------------------ where we are
 
@@ -156,15 +159,20 @@ class TraceBuilder:
 
     def op(
         self, kind: str, name: str, type_: str, inputs: list[int], *, params: int = 0,
-        source: tuple[str, int] | None = None, module: Any = None, call_index: int = 0,
+        source: tuple[str, int] | None = None, stand_in: Any = None, call_index: int = 0,
     ) -> Op:  # fmt: skip
-        """An op in the innermost open call; the caller fills in ``op.outputs`` (with :meth:`value`)."""
+        """An op in the innermost open call; the caller fills in ``op.outputs`` (with :meth:`value`).
+
+        ``stand_in``: for a module op whose layer the model cannot give back by path (an archive's
+        layer), an object that reads like it (its hyper-parameters as attributes)."""
         stack, ops = self._stack, self.ops
         op = Op(  # positionally, in the record's field order: every op of a trace is made here
             len(ops), kind, name, type_, stack[-1] if stack else 0, inputs, [], params, 0, {},
-            call_index, source, module,
+            call_index, source,
         )  # fmt: skip
         ops.append(op)
+        if stand_in is not None:
+            self._stand_ins[name] = stand_in
         return op
 
     def function(self, fname: str, inputs: list[int], *, source: tuple[str, int] | None = None) -> Op:
@@ -203,12 +211,11 @@ class TraceBuilder:
 
     # ------------------------------------------------------------------ calls
 
-    def enter(self, path: str, type_: str, inputs: list[int], *, module: Any = None, params: int = 0) -> int:
+    def enter(self, path: str, type_: str, inputs: list[int], *, params: int = 0) -> int:
         """Open a call of a non-leaf module (``path`` '' for the model itself); returns its id."""
         cid = len(self.calls)
         parent = self._stack[-1] if self._stack else None
-        self.calls.append(Call(cid, path, type_, parent, inputs, first_op=len(self.ops), module=module,
-                               params=params))  # fmt: skip
+        self.calls.append(Call(cid, path, type_, parent, inputs, first_op=len(self.ops), params=params))
         self._stack.append(cid)
         return cid
 
@@ -304,12 +311,13 @@ class TraceBuilder:
 
     # ------------------------------------------------------------------ the record
 
-    def finish(self, *, complete: bool) -> Trace:
-        """The finished trace (``complete``: the forward ran to the end). Open calls are closed."""
+    def finish(self, *, complete: bool, root: Any = None) -> Trace:
+        """The finished trace (``complete``: the forward ran to the end). Open calls are closed.
+        ``root``: the traced model, where its modules can be found by path (eager, TorchScript)."""
         self.exit_all()
         return Trace(
             input_shape=self.input_shape, inputs=self.inputs, dtype=self.dtype, device=self.device,
             values=self.values, ops=self.ops, calls=self.calls, errors=self.errors,
             candidate_adds=self._candidate_adds, complete=complete,
-            output_values=self._output_values,
+            output_values=self._output_values, modules=ModuleIndex(root, self._stand_ins),
         )  # fmt: skip

@@ -96,7 +96,7 @@ class _EagerTracer:
     def enter_call(self, path: str, module: nn.Module, args) -> int:
         with self._nofunc:
             inputs = [self._ensure_value(t) for t in _tensors(args)]
-        return self.builder.enter(path, type(module).__name__, inputs, module=module)
+        return self.builder.enter(path, type(module).__name__, inputs)
 
     def exit_call(self, cid: int, module: nn.Module, out) -> None:
         params = macs = None
@@ -153,8 +153,7 @@ class _EagerTracer:
         self._module_calls[id(module)] = n + 1
         op = self.builder.op(
             "module", proxy._path, proxy._info.type, inputs,
-            params=proxy._info.count_params(self._counted) if n == 0 else 0, module=module,
-            call_index=n,
+            params=proxy._info.count_params(self._counted) if n == 0 else 0, call_index=n,
         )  # fmt: skip
         op.attrs["layer"] = proxy._info.kind
         rule = proxy._rule
@@ -672,7 +671,7 @@ def _trace_module(model, inputs: list[Input], device) -> Trace:
         with tracer._nofunc:
             builder.output([tracer._ensure_value(t) for t in _tensors(out)])
     tracer.forget_tensors()
-    return builder.finish(complete=complete)
+    return builder.finish(complete=complete, root=model)  # the shadow was built along model._modules
 
 
 def _input_tensors(tracer: _EagerTracer, inputs: list[Input]) -> tuple[list, dict]:

@@ -400,7 +400,7 @@ class _ExportTracer:
         hyper = hyper_object(group.type, hyper_attrs or {})
         op = self._op(
             "module", group.path, group.type, inputs, params=params if n_call == 0 else 0,
-            module=hyper, call_index=n_call,
+            stand_in=hyper, call_index=n_call,
         )  # fmt: skip
         # what the layer does (its aten ops) decides its kind; torch.nn's own class names next
         kind = rules.kind_of_ops(_op_base(n.target) for n in group.nodes if n.op == "call_function")

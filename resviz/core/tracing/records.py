@@ -1,7 +1,9 @@
 """Plain records written by the tracers (through ``builder.TraceBuilder``) and the analysis passes.
 
-They hold numbers and strings only (plus a reference to the traced module where one exists), so the
-renderer, the GUI and the JSON report can read them without knowing anything about tracing. The
+They hold numbers and strings only, so the renderer, the GUI and the JSON report can read them
+without knowing anything about tracing. A record names its module by qualified path; the module
+itself (for hyper-parameters, the Inspector's class source, a fix's definition site) is asked of the
+trace's one :class:`ModuleIndex` (``trace.modules`` / ``report.module(path)``), never kept per record. The
 split follows torchinfo's ``LayerInfo`` and torch.fx's ``node.meta``: passes write records,
 formatting lives elsewhere.
 """
@@ -43,7 +45,6 @@ class Op:
     attrs: dict[str, Any] = field(default_factory=dict)  # hyper-parameters: kernel, stride, ...
     call_index: int = 0  # >0 when the same module is called again (torchvision's shared `relu`)
     source: tuple[str, int] | None = None  # file and line that made the call, when known
-    module: Any = None  # the traced (original) nn.Module for module ops; read only
 
     @property
     def path(self) -> str:
@@ -64,11 +65,98 @@ class Call:
     first_op: int = 0  # ops with ids in [first_op, last_op] happened during this call
     last_op: int = -1
     source: tuple[str, int] | None = None  # where the module's class is defined
-    module: Any = None
     # parameters of the module not counted by any op inside it (its own gamma, a fused norm's
     # affine, a child's weight read directly): counted once, at the module's first call
     params: int = 0
     macs: int = 0  # of the weight and bias the module applies itself (a fused norm's affine)
+
+
+class ModuleIndex:
+    """The modules of one trace by qualified path: what ``report.module(path)`` answers.
+
+    One object per trace, not one reference per record. It looks a path up on demand in
+
+    * stand-ins: path → an object that reads like the module (its hyper-parameters as attributes):
+      what the TorchScript and torch.export front-ends recover of a layer (``layers``, by module
+      op), a :class:`~resviz.core.tracing.plain_module.PlainModule` per module op and call for a
+      report that crossed a process boundary or was read back from a run directory (:meth:`plain`);
+    * ``root``: the traced model itself (an eager ``nn.Module`` or a ScriptModule), walked along
+      ``_modules`` as the tracers walked it, for a path without a stand-in. ``None`` once the
+      report holds no live module.
+
+    Costs nothing per layer at trace time: building it stores one reference. A module op and the
+    call of the same path (a model that is one layer) keep their own stand-ins.
+    """
+
+    __slots__ = ("root", "layers", "calls")
+
+    def __init__(self, root: Any = None, layers: dict[str, Any] | None = None,
+                 calls: dict[str, Any] | None = None):  # fmt: skip
+        self.root = root
+        self.layers: dict[str, Any] = layers if layers is not None else {}
+        self.calls: dict[str, Any] = calls if calls is not None else {}
+
+    def get(self, path: str) -> Any:
+        """The module (or its stand-in) at ``path`` ('' is the model), or None."""
+        m = self.layers.get(path)
+        if m is None:
+            m = self.calls.get(path)
+        return self._walk(path) if m is None else m
+
+    def of(self, record: Op | Call) -> Any:
+        """The module of a module op or a call; None for any other op (a functional op's name may
+        equal a module's path: ``layer1.0.relu`` from ``F.relu`` beside a ``self.relu``)."""
+        if isinstance(record, Call):
+            m = self.calls.get(record.path)
+            return self._walk(record.path) if m is None else m
+        if record.kind != "module":
+            return None
+        m = self.layers.get(record.name)
+        return self._walk(record.name) if m is None else m
+
+    def _walk(self, path: str) -> Any:
+        m = self.root
+        if m is None or not path:
+            return m
+        for part in path.split("."):
+            try:
+                m = m._modules[part]
+            except (AttributeError, KeyError, TypeError):  # not a module, or no such child
+                return None
+            if m is None:
+                return None
+        return m
+
+    def plain(self, ops: list[Op], calls: list[Call], convert) -> ModuleIndex:
+        """An index holding no live module: the module of every module op and call as
+        ``convert(module)`` (a :class:`~resviz.core.tracing.plain_module.PlainModule`), by path. A
+        module reached by two paths is converted once."""
+        converted: dict[int, Any] = {}  # the modules stay alive in self: ids are not reused
+
+        def plain_of(m):
+            key = id(m)
+            if key not in converted:
+                converted[key] = convert(m)
+            return converted[key]
+
+        index = ModuleIndex()
+        for records, table in ((ops, index.layers), (calls, index.calls)):
+            for rec in records:
+                path = rec.path if isinstance(rec, Call) else rec.name
+                if path in table:
+                    continue
+                m = self.of(rec)
+                p = None if m is None else plain_of(m)
+                if p is not None:
+                    table[path] = p
+        return index
+
+    def __reduce__(self):
+        return ModuleIndex, (self.root, self.layers, self.calls)
+
+    def __repr__(self) -> str:
+        root = "no live model" if self.root is None else f"root {type(self.root).__name__}"
+        return f"<ModuleIndex {root}, {len(self.layers) + len(self.calls)} stand-ins>"
 
 
 @dataclass(slots=True)
@@ -100,6 +188,7 @@ class Trace:
     candidate_adds: list[int]  # add ops of two distinct traced tensors, for the residual analysis
     complete: bool  # the forward ran to the end
     output_values: list[int]
+    modules: ModuleIndex = field(default_factory=ModuleIndex)  # the traced modules by path
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else "stopped"

@@ -2,7 +2,8 @@
 
 ``report_json(report)`` gives ``{"format": 1, "check": <exactly resviz check --json>, "graph":
 {...}}``; ``graph`` holds every record of the analysis (values, ops, calls, residual adds, blocks,
-stages, mismatches, errors and the totals) as plain JSON, without the traced ``nn.Module`` objects.
+stages, mismatches, errors and the totals) as plain JSON, and each layer's hyper-parameters (read
+through ``report.modules``) instead of the traced ``nn.Module`` objects.
 :func:`report_from_json` rebuilds a :class:`~resviz.core.analysis.pipeline.Report` from it, which the
 renderer and the app draw as they draw a freshly traced one (the inspector has no module to show).
 Writing needs no torch; rebuilding imports the analysis module (and so torch).
@@ -23,12 +24,12 @@ _SCALARS = ("model_name", "input_shape", "complete", "total_params", "trainable_
             "seconds", "suggested_sizes")  # fmt: skip
 
 
-def _record(r) -> dict:
-    d = {f.name: _plain(getattr(r, f.name)) for f in dataclasses.fields(r) if f.name != "module"}
-    if getattr(r, "module", None) is not None and hasattr(r, "attrs"):  # a layer op: its hyper-parameters
+def _record(r, modules) -> dict:
+    d = {f.name: _plain(getattr(r, f.name)) for f in dataclasses.fields(r)}
+    if hasattr(r, "attrs") and modules.of(r) is not None:  # a layer op: its hyper-parameters
         from ..analysis.describe import hyperparams
 
-        d["layer"] = _plain(hyperparams(r))
+        d["layer"] = _plain(hyperparams(r, modules))
     return d
 
 
@@ -56,7 +57,7 @@ def probe_blocks(report) -> list[str]:
 
 def report_json(report) -> dict:
     """``{"format", "check", "graph"}`` for ``report.json`` (see the module doc)."""
-    graph = {k: [_record(r) for r in getattr(report, k)] for k in _RECORDS}
+    graph = {k: [_record(r, report.modules) for r in getattr(report, k)] for k in _RECORDS}
     graph.update({k: _plain(getattr(report, k)) for k in _SCALARS})
     return {"format": REPORT_FORMAT, "check": report.to_dict(), "graph": graph}
 
@@ -70,7 +71,8 @@ _TUPLE_FIELDS = {"shape", "source", "input_shape", "output_shape", "residual_sha
 
 
 def report_from_json(d: dict):
-    """A Report rebuilt from :func:`report_json`'s output (no modules attached)."""
+    """A Report rebuilt from :func:`report_json`'s output: each layer a stand-in with its
+    hyper-parameters (no code, no weights, no class source)."""
     from ..analysis.pipeline import Report
     from ..errors import ResvizError
     from ..tracing import records
@@ -79,6 +81,7 @@ def report_from_json(d: dict):
     if not isinstance(graph, dict):
         raise ResvizError("report.json has no graph: it was written without the trace (re-run the training)")
     kw = {}
+    layers = {}  # op name -> the layer's stand-in
     try:
         for key, cls_name in _RECORDS.items():
             cls = getattr(records, cls_name)
@@ -88,7 +91,7 @@ def report_from_json(d: dict):
                 args = {k: (_tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v)
                         for k, v in row.items() if k in names}  # fmt: skip
                 if key == "ops" and isinstance(row.get("layer"), dict):
-                    args["module"] = _stub(str(row.get("type", "")), row["layer"])
+                    layers.setdefault(str(row.get("name", "")), _stub(str(row.get("type", "")), row["layer"]))
                 if key == "errors":
                     args["input_shapes"] = [tuple(s) for s in args.get("input_shapes", [])]
                 rows.append(cls(**args))
@@ -98,6 +101,6 @@ def report_from_json(d: dict):
                 kw[k] = graph[k]
         kw["input_shape"] = tuple(kw["input_shape"])
         kw["output_shapes"] = [tuple(s) for s in kw.get("output_shapes", [])]
-        return Report(**kw)
+        return Report(**kw, modules=records.ModuleIndex(None, layers))
     except (TypeError, KeyError, ValueError) as e:
         raise ResvizError(f"report.json: the graph cannot be read back ({type(e).__name__}: {e})") from None

@@ -119,9 +119,9 @@ class QtInspector(QTextBrowser):
         r = self._report
         module = None
         if node.call is not None and 0 <= node.call < len(r.calls):
-            module = r.calls[node.call].module
+            module = r.modules.of(r.calls[node.call])
         elif node.ops:
-            module = r.ops[node.ops[0]].module
+            module = r.modules.of(r.ops[node.ops[0]])
         if module is None:
             return None
         from ...core.session.isolation import PlainModule
@@ -168,7 +168,7 @@ class QtInspector(QTextBrowser):
         r = self._report
         op = r.ops[n.ops[0]]
         rows = []
-        params = hyperparams(op)
+        params = hyperparams(op, r.modules)
         if params:
             text = "<br>".join(f"{_e(k)} = {_e(_fmt(v))}" for k, v in params.items())
             rows.append(("hyper-parameters", text))

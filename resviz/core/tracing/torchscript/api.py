@@ -56,7 +56,7 @@ def trace_script_module(sm, input_shape: Sequence[int], *, dtype=torch.float32) 
     inp = builder.input()
     x = TracedTensor(tuple(builder.input_shape), dtype)
     inp.outputs = [interp._new_value(x, inp.id)]
-    builder.enter("", root.type, [x.vid], module=sm)
+    builder.enter("", root.type, [x.vid])
     out = None
     complete = False
     try:
@@ -71,7 +71,7 @@ def trace_script_module(sm, input_shape: Sequence[int], *, dtype=torch.float32) 
         builder.exit_all()
     if out is not None:
         builder.output([interp._vid(o) for o in flat_tensors(out, [])])
-    return builder.finish(complete=complete)
+    return builder.finish(complete=complete, root=sm)  # Submodule.child walks sm._modules too
 
 
 def _run_forward(interp: Interpreter, sm, root: Submodule, x: TracedTensor):

@@ -281,7 +281,7 @@ class Interpreter(GraphCompiler, AtenRecorder, LeafLayers):
         if mod.leaf:
             return self.call_leaf(mod, method, args)
         inputs = [self._vid(a) for a in flat_tensors(args, [])]
-        cid = self.builder.enter(mod.path, mod.type, inputs, module=mod.py, params=self._own_params(mod))
+        cid = self.builder.enter(mod.path, mod.type, inputs, params=self._own_params(mod))
         out = self.run_method(mod, method, args)
         self.builder.exit(cid, [self._vid(o) for o in flat_tensors(out, [])])
         return out

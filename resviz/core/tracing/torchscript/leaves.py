@@ -150,7 +150,7 @@ class LeafLayers:
         mod.ncalls = n + 1
         op = t.op(
             "module", mod.path, mod.type, inputs, params=info.params if n == 0 else 0,
-            module=info.hyper if info.hyper is not None else mod.py, call_index=n,
+            stand_in=info.hyper, call_index=n,  # without one, the trace's root gives mod.py by path
         )  # fmt: skip
         op.attrs["layer"] = info.kind
         if info.rule is not None and len(args) == 1 and isinstance(args[0], TracedTensor):
