@@ -88,13 +88,14 @@ class ModuleIndex:
     call of the same path (a model that is one layer) keep their own stand-ins.
     """
 
-    __slots__ = ("root", "layers", "calls")
+    __slots__ = ("root", "layers", "calls", "_walked")
 
     def __init__(self, root: Any = None, layers: dict[str, Any] | None = None,
                  calls: dict[str, Any] | None = None):  # fmt: skip
         self.root = root
         self.layers: dict[str, Any] = layers if layers is not None else {}
         self.calls: dict[str, Any] = calls if calls is not None else {}
+        self._walked: dict[str, Any] = {}  # path -> what the walk found: a redraw asks every layer
 
     def get(self, path: str) -> Any:
         """The module (or its stand-in) at ``path`` ('' is the model), or None."""
@@ -115,16 +116,18 @@ class ModuleIndex:
         return self._walk(record.name) if m is None else m
 
     def _walk(self, path: str) -> Any:
-        m = self.root
-        if m is None or not path:
+        m = self._walked.get(path)
+        if m is not None or self.root is None:
             return m
-        for part in path.split("."):
+        m = self.root
+        for part in path.split(".") if path else ():
             try:
                 m = m._modules[part]
             except (AttributeError, KeyError, TypeError):  # not a module, or no such child
                 return None
             if m is None:
                 return None
+        self._walked[path] = m
         return m
 
     def plain(self, ops: list[Op], calls: list[Call], convert) -> ModuleIndex:
