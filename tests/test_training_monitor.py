@@ -495,7 +495,7 @@ def test_tensorboard_missing_is_a_note_and_the_run_goes_on(tmp_path, monkeypatch
 @pytest.mark.slow  # a fresh interpreter (~1-3 s)
 def test_a_monitored_run_is_read_and_followed_without_torch(tmp_path):
     """What a machine without torch does with a run directory the monitor wrote: `resviz follow`,
-    open_run's records and the stored report.json (the app's graph is drawn from it)."""
+    open_run's records, the stored report.json and the app's open job drawing the graph from it."""
     _train_with_tensorboard(tmp_path, steps=2)
     code = (
         "import sys, json\nfrom resviz.cli import main\n"
@@ -506,6 +506,10 @@ def test_a_monitored_run_is_read_and_followed_without_torch(tmp_path):
         "from types import SimpleNamespace as NS\nfrom resviz.core.training.runreport import probe_blocks\n"
         "stored = NS(blocks=[NS(name=b['name']) for b in run.report['graph']['blocks']])\n"
         "same = probe_blocks(stored) == run.meta['blocks']  # the Training tab's blocks, from the file\n"
+        "from resviz.gui.window.document import Source, open_job\nfrom resviz.render.view import ViewState\n"
+        "from resviz.render.layout import approx_measure\n"
+        f"drawn = open_job(Source({str(tmp_path / 'r')!r}), None, ViewState(), (approx_measure, approx_measure))\n"
+        "same = same and len(drawn.layout.nodes) > 10  # the app's open job: the graph, laid out\n"
         "print(rc, steps, sorted(run.report), same, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -6,27 +6,17 @@ source means the same thing everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-from ..analysis.pipeline import Report, analyze_any
+from ..analysis.pipeline import analyze_any
 from ..errors import ResvizError
 from ..inputs import Input, parse_input
 from ..shapes import parse_shape
+from .session_record import Session
 
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_TOKENS = 16
-
-
-@dataclass
-class Session:
-    loaded: object  # loading.LoadedModel
-    input_shape: tuple[int, ...]  # the first input's shape
-    report: Report
-    notes: list[str] = field(default_factory=list)
-    inputs: list[Input] = field(default_factory=list)  # every input, in call order
 
 
 def guess_input(module) -> tuple[Input, str]:

@@ -20,8 +20,7 @@ import dataclasses
 import difflib
 import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,10 +32,11 @@ from ..files import check_readable_file
 from ..shapes import parse_shape
 from . import archives, pyfile
 from .archives import READS
+from .loaded import LoadedModel
 from .pyfile import Candidate, python_candidates
 
 if TYPE_CHECKING:
-    from torch.export import ExportedProgram
+    pass
 
 __all__ = [
     "Candidate",
@@ -52,27 +52,6 @@ _MAX_KWARGS_CHARS = 100_000
 _MAX_CLASSES = 10_000_000  # as for a spec's classes
 _FILE_SUFFIXES = {".py", ".toml", ".json", ".pt", ".pth", ".pt2", ".ts", ".zip", ".ckpt", ".bin",
                   ".pkl", ".pickle", ".tar", ".safetensors", ".onnx", ".h5", ".jit"}
-
-
-@dataclass
-class LoadedModel:
-    """A model and where it came from."""
-
-    module: nn.Module | None  # an nn.Module (eager) or a torch.jit.ScriptModule (TorchScript)
-    exported: ExportedProgram | None  # for torch.export archives (module is None then)
-    name: str  # display name: 'resnet18', 'model.py:ResNet', 'net.pt'
-    source: str  # the MODEL argument as given
-    kind: str  # 'zoo' | 'spec' | 'python' | 'torchscript' | 'export' | 'pickle' | 'live'
-    path: Path | None  # the file to watch and reload; None for zoo and live models
-    input_shape: tuple[int, ...] | None  # the default input, when the source knows it
-    rebuild: Callable[[str], nn.Module] | None  # a fresh copy on a device ('cpu', 'meta', ...)
-    plain_twin: Callable[[str], nn.Module] | None  # zoo/spec: the same net without shortcuts
-    kwargs: dict = field(default_factory=dict)  # the --kwargs used to build it
-    notes: list[str] = field(default_factory=list)  # things worth telling the user, in words
-    # loaded and analysed in a child process (resviz.core.session.isolation): module is None, the report
-    # holds plain records, and rebuild imports the user's file here (for training only)
-    isolated: bool = False
-    spec: object = None  # zoo/spec: the NetSpec it was built from (spec-level fixes, the builder)
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ _TUPLE_FIELDS = {"shape", "source", "input_shape", "output_shape", "residual_sha
 def report_from_json(d: dict):
     """A Report rebuilt from :func:`report_json`'s output: each layer a stand-in with its
     hyper-parameters (no code, no weights, no class source)."""
-    from ..analysis.pipeline import Report
+    from ..analysis.report import Report
     from ..errors import ResvizError
     from ..tracing import records
 

@@ -413,9 +413,9 @@ def _stat(path: Path) -> tuple | None:
 
 def open_run_session(path: str | os.PathLike, capacity: int = CAPACITY):
     """A Session for the app from a run directory: the graph from ``report.json`` (no model code
-    runs), the steps in ``session.run`` (a :class:`RunFollower`). Imports the analysis (torch)."""
-    from ...core.session.opened_model import Session
-    from ...core.sources.loading import LoadedModel
+    runs), the steps in ``session.run`` (a :class:`RunFollower`). Imports no torch."""
+    from ...core.session.session_record import Session
+    from ...core.sources.loaded import LoadedModel
     from ...core.training.runreport import report_from_json
 
     follower = RunFollower.open(path, capacity)

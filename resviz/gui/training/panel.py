@@ -277,7 +277,7 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         names: list[str] = []
         if session is not None:
             try:
-                from ...core.training.probes import probe_blocks
+                from ...core.training.runreport import probe_blocks
 
                 names = probe_blocks(session.report)
             except Exception:  # noqa: BLE001 - the run will say what is wrong when started

@@ -86,10 +86,15 @@ def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_sta
     """Load (or rebuild), analyse and lay out ``src``; a Python file in a child process, which
     ``cancel`` (a :class:`~resviz.core.session.isolation.CancelToken`) kills; ``spare`` is the
     document's :class:`~resviz.core.session.isolation.SpareChild`."""
-    from ...core.session.isolation import open_python
-    from ...core.session.opened_model import analyze_session, open_model
+    # imports per kind: a recorded run is drawn without importing torch (or the tracers)
     from ...core.sources.python_source import split_python_source
     from ...core.training.rundir import is_run_dir
+
+    if src.spec is None and src.module is None and is_run_dir(src.source):  # no model code runs
+        from ..training.follow import open_run_session
+
+        return view_job(open_run_session(src.source), state, measures)
+    from ...core.session.opened_model import analyze_session, open_model
 
     if src.spec is not None:
         from ...core.sources.loading import from_spec
@@ -98,13 +103,9 @@ def open_job(src: Source, shape, state: ViewState, measures, cancel=None, on_sta
     elif src.module is not None:
         from ...core.sources.loading import from_module
 
-        loaded = from_module(src.module, name=src.name)
-        session = analyze_session(loaded, shape)
-    elif is_run_dir(src.source):  # a recorded run: the graph from its report.json, no model code
-        from ..training.follow import open_run_session
-
-        session = open_run_session(src.source)
+        session = analyze_session(from_module(src.module, name=src.name), shape)
     elif split_python_source(src.source) is not None:
+        from ...core.session.isolation import open_python
         from ...core.sources.loading import parse_kwargs
 
         session = open_python(src.source, input_shape=shape, kwargs=parse_kwargs(src.kwargs_text),
