@@ -103,8 +103,9 @@ class ResvizCallback(Callback):
         if self.monitor is not None and scaler is not None and self._recording():
             try:
                 self._grad_scale = float(scaler.get_scale())
-            except Exception:
-                self._grad_scale = None
+            except Exception as e:  # noqa: BLE001 - never raises into the user's training: logged in the run
+                self._grad_scale = None  # the activation gradients are then recorded as backward saw them
+                self.monitor._fail("reading the GradScaler's scale (activation gradients recorded scaled)", e)
 
     def _recording(self) -> bool:
         mon = self.monitor

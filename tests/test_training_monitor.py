@@ -465,6 +465,26 @@ def _train_with_tensorboard(tmp_path, steps=2, **kwargs):
     return recs
 
 
+def test_lightning_a_grad_scaler_that_cannot_say_its_scale_is_logged_and_training_goes_on(tmp_path):
+    pytest.importorskip("lightning", reason="Lightning is not installed (pip install 'resviz[lightning]')")
+    from types import SimpleNamespace
+
+    from resviz.lightning import ResvizCallback
+
+    class BrokenScaler:
+        def get_scale(self):
+            raise RuntimeError("no scale here")
+
+    cb = ResvizCallback(run_dir=tmp_path / "r")
+    cb.monitor = resviz.monitor(net(), tmp_path / "r", input_shape=SHAPE)
+    trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=BrokenScaler()))
+    cb.on_before_optimizer_step(trainer, None, None)  # does not raise into Lightning's loop
+    cb.monitor.close()
+    assert cb._grad_scale is None
+    assert any("GradScaler" in e and "no scale here" in e for e in cb.monitor.errors)
+    assert any("no scale here" in e["message"] for e in open_run(tmp_path / "r").new_events())
+
+
 def test_tensorboard_scalars_hold_the_recorded_probes(tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'resviz[tensorboard]')")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -54,7 +54,9 @@ MAX_LOGGED_ERRORS = 20  # per run: after that only a count (a failing probe must
 
 class _SafeSink(ProbeSink):
     """The probe sink of a monitor: only counts a training forward (grad enabled), and a failure
-    in a probe is reported to the monitor instead of raising into the user's forward/backward."""
+    in a probe is reported to the monitor instead of raising into the user's forward/backward.
+    The broad excepts here and in :meth:`Monitor.step` are the contract: whatever a probe raises,
+    the user's training goes on; the failure is written to ``events.jsonl`` (and ``mon.errors``)."""
 
     def __init__(self, n_blocks: int, monitor: Monitor):
         super().__init__(n_blocks)
@@ -63,25 +65,25 @@ class _SafeSink(ProbeSink):
     def hook_input(self, x, slot):
         try:
             super().hook_input(x, slot)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - never into the user's loop: logged (events.jsonl)
             self._monitor._fail("input hook", e)
 
     def hook_output(self, y, slot):
         try:
             super().hook_output(y, slot)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - never into the user's loop: logged (events.jsonl)
             self._monitor._fail("output hook", e)
 
     def grad_hook(self, slot, grad):
         try:
             super().grad_hook(slot, grad)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - never into the user's loop: logged (events.jsonl)
             self._monitor._fail("gradient hook", e)
 
     def measure(self, t):
         try:
             return super().measure(t)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - never into the user's loop: logged (events.jsonl)
             self._monitor._fail("residual probe", e)
             return None
 
@@ -90,7 +92,7 @@ class _SafeSink(ProbeSink):
             return
         try:
             super().add_norms(slot_res, res, sc)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - never into the user's loop: logged (events.jsonl)
             self._monitor._fail("residual probe", e)
 
 
@@ -108,32 +110,46 @@ def _dist():
     return 0, 1, False
 
 
+def _probed_module(model) -> nn.Module:
+    """The module the probes go on: the user's module inside a (Distributed)DataParallel wrapper
+    (the wrapper calls it), which must be an eager ``nn.Module``."""
+    if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        model = model.module
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise ResvizError(
+            f"resviz.monitor needs an eager torch.nn.Module, not a {type(model).__name__} "
+            "(TorchScript and torch.export programs cannot be instrumented)"
+        )
+    return model
+
+
+def _checked_every(every) -> int:
+    every = int(every)
+    if every < 1:
+        raise ResvizError(f"resviz.monitor: every must be 1 or more, got {every}")
+    return every
+
+
+def _analysed(model: nn.Module, input_shape, name: str):
+    """The model's report, traced with one input of ``input_shape``."""
+    if input_shape is None:
+        raise ResvizError("resviz.monitor needs input_shape (e.g. (1, 3, 32, 32)) to find the blocks")
+    from ..analysis.pipeline import analyze
+
+    return analyze(model, input_shape, name=name, suggest_sizes=False)
+
+
 class Monitor:
     """The per-block probes on a live model; see the module doc. Build with :func:`monitor`."""
 
     def __init__(self, model: nn.Module, run_dir=None, *, input_shape=None, every: int = 1, report=None,
                  name: str | None = None, config: dict | None = None, tensorboard=False):  # fmt: skip
-        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            model = model.module  # the probes go on the user's module; the wrapper calls it
-        if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
-            raise ResvizError(
-                f"resviz.monitor needs an eager torch.nn.Module, not a {type(model).__name__} "
-                "(TorchScript and torch.export programs cannot be instrumented)"
-            )
-        every = int(every)
-        if every < 1:
-            raise ResvizError(f"resviz.monitor: every must be 1 or more, got {every}")
+        model = _probed_module(model)
         self.model = model
-        self.every = every
+        self.every = every = _checked_every(every)
         self.name = name or type(model).__name__
         self.rank, self.world_size, self.distributed = _dist()
-        if report is None:
-            if input_shape is None:
-                raise ResvizError("resviz.monitor needs input_shape (e.g. (1, 3, 32, 32)) to find the blocks")
-            from ..analysis.pipeline import analyze
-
-            report = analyze(model, input_shape, name=self.name, suggest_sizes=False)
-        self.report = report
+        self.report = report = report if report is not None else _analysed(model, input_shape, self.name)
         params = [p for p in model.parameters()]
         self.device = params[0].device if params else torch.device("cpu")
         self._host = self.device.type == "cpu" and not self.distributed  # see _host_values
@@ -145,6 +161,7 @@ class Monitor:
         self._t_last = time.perf_counter()
         self._zero = torch.zeros((), device=self.device)
         self.writer: RunWriter | None = None
+        self.run_dir = None
         self._tb = None
         self.probes = ProbeSet(model, report, residual_ratio=True, device=self.device)
         try:
@@ -153,24 +170,26 @@ class Monitor:
                 w.sink = self.probes.sink
             self.block_names = list(self.probes.names)
             if self.rank == 0:
-                from .runreport import report_json
-
                 cfg = {"source": "resviz.monitor", "every": every, "world_size": self.world_size,
                        "device": str(self.device), "torch": torch.__version__,
                        "input_shape": list(report.input_shape), **(config or {})}  # fmt: skip
-                self.writer = RunWriter.create(run_dir or default_run_dir(self.name), name=self.name, config=cfg,
-                                               blocks=self.block_names, report=report_json(report))  # fmt: skip
-                self.run_dir = self.writer.path
-                for note in self.probes.notes:
-                    self.writer.log("note", note)
-                if tensorboard:
-                    self._open_tensorboard(tensorboard)
-            else:
-                self.run_dir = None
+                self._open_run(run_dir, cfg, tensorboard)
         except BaseException:
             self.probes.remove()
             raise
         self._arm(0)
+
+    def _open_run(self, run_dir, cfg: dict, tensorboard) -> None:
+        """Rank 0: the run directory (report, configuration, notes) and TensorBoard if asked."""
+        from .runreport import report_json
+
+        self.writer = RunWriter.create(run_dir or default_run_dir(self.name), name=self.name, config=cfg,
+                                       blocks=self.block_names, report=report_json(self.report))  # fmt: skip
+        self.run_dir = self.writer.path
+        for note in self.probes.notes:
+            self.writer.log("note", note)
+        if tensorboard:
+            self._open_tensorboard(tensorboard)
 
     # ---------------------------------------------------------------- the user's calls
 
@@ -191,13 +210,13 @@ class Monitor:
         try:
             if k % self.every == 0:
                 rec = self._record(k, loss, accuracy, lr, grad_scale)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - never into the user's loop: logged (events.jsonl)
             self._fail(f"step {k}", e)
             rec = None
         finally:
             try:
                 self._arm(self.step_index)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - as above
                 self._fail("re-arming the probes", e)
         return rec
 
@@ -212,8 +231,8 @@ class Monitor:
         if self._tb is not None:
             try:
                 self._tb.close()
-            except Exception:
-                pass
+            except Exception as e:  # noqa: BLE001 - closing must go on to close the run; the failure is logged
+                self._fail("closing TensorBoard", e)
         if self.writer is not None:
             if self.error_count > len(self.errors):
                 self.writer.log("error", f"{self.error_count} probe failures in all")
@@ -251,7 +270,7 @@ class Monitor:
         if self.writer is not None:
             try:
                 self.writer.log("error", msg)
-            except Exception:
+            except (OSError, ValueError):  # disk full, or the file already closed: mon.errors keeps it
                 pass
 
     def _record(self, k: int, loss, accuracy, lr, grad_scale=None) -> StepRecord:
@@ -309,7 +328,7 @@ class Monitor:
                 else:
                     loss_t = torch.tensor([math.nan if loss is None else float(loss)], dtype=torch.float64,
                                           device=self.device)  # fmt: skip
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - re-raised (to step's handler) unless distributed
                 if not self.distributed:
                     raise
                 # every rank must join the all-reduce below, or the others wait forever
@@ -390,7 +409,9 @@ class Monitor:
 
             self._tb = SummaryWriter(logdir)
             self._tb_summary = Summary
-        except Exception as e:  # the tensorboard package is not installed: say so once, go on
+        # An optional extra whose import fails in many ways (not installed, a protobuf mismatch):
+        # a note in events.jsonl, and the run goes on without it.
+        except Exception as e:  # noqa: BLE001
             self.writer.log(
                 "note",
                 f"TensorBoard scalars are off: {type(e).__name__}: {e} (pip install 'resviz[tensorboard]')",
@@ -410,7 +431,7 @@ class Monitor:
             if math.isfinite(rec.loss):
                 values.append(Summary.Value(tag="resviz/loss", simple_value=rec.loss))
             self._tb.file_writer.add_summary(Summary(value=values), rec.step)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - never raises into the user's training: logged in events.jsonl
             self._fail("TensorBoard", e)
 
 

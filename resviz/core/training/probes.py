@@ -656,39 +656,12 @@ class ProbeSet:
     def __init__(self, model: nn.Module, report, names: list[str] | None = None, *,
                  residual_ratio: bool = True, device=None, match: str = "auto"):  # fmt: skip
         self.model = model
-        self.names = []
-        self.watches: list[BlockWatch] = []
         sites = block_sites(report, model, match) if residual_ratio else {}
-        names = probe_blocks(report) if names is None else names
-        modules = []
-        for name in names:
-            sub = _get(model, name)
-            if sub is None or sub is model:
-                continue
-            self.names.append(name)
-            modules.append(sub)
+        self.names, modules = _probed_modules(model, probe_blocks(report) if names is None else names)
         self.sink = ProbeSink(len(self.names))
         self.notes: list[str] = []
-        for i, (name, sub) in enumerate(zip(self.names, modules)):
-            w = sub.__dict__.get("forward")
-            if not isinstance(w, BlockWatch):
-                w = BlockWatch(sub, sites.get(name)).install()
-            elif sites.get(name) is None or w.drop_shortcut:
-                pass  # a plain twin's watch: keep its sites, measure gradients only
-            w.sink = self.sink
-            w.block_index = i
-            self.watches.append(w)
-        for w in self.watches:
-            if w._lookup and not w.drop_shortcut:
-                _tap_children(w)
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        pid = {id(p): i for i, p in enumerate(self.params)}
-        pi, bi = [], []
-        for b, sub in enumerate(modules):
-            for p in sub.parameters():
-                if id(p) in pid:
-                    pi.append(pid[id(p)])
-                    bi.append(b)
+        self.watches: list[BlockWatch] = _install_watches(self.names, modules, sites, self.sink)
+        self.params, pi, bi = _block_params(model, modules)
         device = device or (self.params[0].device if self.params else torch.device("cpu"))
         self.param_index = torch.tensor(pi, dtype=torch.long, device=device)
         self.block_index = torch.tensor(bi, dtype=torch.long, device=device)
@@ -764,6 +737,54 @@ class ProbeSet:
             if bad(i, IN, "input_grad_norm") or not math.isfinite(d.get("grad_norm", 0.0)):
                 return self.names[i], "inside"
         return None
+
+
+def _probed_modules(model: nn.Module, names: list[str]) -> tuple[list[str], list[nn.Module]]:
+    """The names that are submodules of ``model`` (not the model itself), and those modules."""
+    found, modules = [], []
+    for name in names:
+        sub = _get(model, name)
+        if sub is None or sub is model:
+            continue
+        found.append(name)
+        modules.append(sub)
+    return found, modules
+
+
+def _install_watches(
+    names: list[str], modules: list[nn.Module], sites: dict, sink: ProbeSink
+) -> list[BlockWatch]:
+    """A :class:`BlockWatch` on each block feeding ``sink`` (a plain twin's watch is reused: it keeps
+    its sites and measures gradients only), then the taps on the children of every watch that
+    measures a residual ratio."""
+    watches = []
+    for i, (name, sub) in enumerate(zip(names, modules)):
+        w = sub.__dict__.get("forward")
+        if not isinstance(w, BlockWatch):
+            w = BlockWatch(sub, sites.get(name)).install()
+        w.sink = sink
+        w.block_index = i
+        watches.append(w)
+    for w in watches:
+        if w._lookup and not w.drop_shortcut:
+            _tap_children(w)
+    return watches
+
+
+def _block_params(
+    model: nn.Module, modules: list[nn.Module]
+) -> tuple[list[nn.Parameter], list[int], list[int]]:
+    """Every trainable parameter of ``model`` and, for each (parameter, block) pair of a block's
+    own parameters, the parameter's index and the block's."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    pid = {id(p): i for i, p in enumerate(params)}
+    pi, bi = [], []
+    for b, sub in enumerate(modules):
+        for p in sub.parameters():
+            if id(p) in pid:
+                pi.append(pid[id(p)])
+                bi.append(b)
+    return params, pi, bi
 
 
 def _tap_children(watch: BlockWatch) -> None:
