@@ -275,6 +275,24 @@ def test_every_n_records_every_nth_step_and_registers_nothing_between(tmp_path):
     assert "forward" not in model.layer1[0].__dict__
 
 
+def test_gradients_whose_squares_overflow_float32_are_recorded_exactly(tmp_path):
+    """Norms near 1e20 are finite in float32 but their squares are not: the CPU path's float32
+    sums of squares overflow and the step is redone in float64, never recorded as Inf."""
+    model = net()
+    (x, y), = batches(1)
+    with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE) as mon:
+        loss = F.cross_entropy(model(x), y) * 1e21
+        loss.backward()
+        rec = mon.step(loss)
+    assert not rec.nonfinite and not mon.errors
+    for name in ("layer1.0", "layer2.0"):
+        block = model.get_submodule(name)
+        want = math.sqrt(sum(p.grad.double().square().sum().item() for p in block.parameters()))
+        got = rec.blocks[name]["grad_norm"]
+        assert 2e19 < want < 1e30 and abs(got - want) <= 1e-5 * want
+        assert math.isfinite(rec.blocks[name]["output_grad_norm"])
+
+
 def test_a_probe_failure_is_logged_and_the_training_goes_on(tmp_path, monkeypatch):
     from resviz.core.training import probes
 

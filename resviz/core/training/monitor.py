@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ..errors import ResvizError
-from .probes import IN, OUT, SLOTS, ProbeSet, ProbeSink, param_sq_norms
+from .probes import IN, OUT, SLOTS, ProbeSet, ProbeSink, _dot_ok, param_sq_norms
 from .rundir import RunWriter, default_run_dir
 from .steps import StepRecord, flag_norms
 from .store import RunState
@@ -94,6 +94,21 @@ class _SafeSink(ProbeSink):
             super().add_norms(slot_res, res, sc)
         except Exception as e:  # noqa: BLE001 - never into the user's loop: logged (events.jsonl)
             self._monitor._fail("residual probe", e)
+
+
+def _host_param_sq(grads: list[torch.Tensor]) -> list[float]:
+    """Squared norms of CPU gradients as Python floats. Float32 contiguous ones (the usual): a BLAS
+    dot each, ~13% less time than ``_foreach_norm`` where the gradients come from memory (resnet50's
+    25M: 8.6 ms against 9.8 ms); it overflows past a norm of ~1.8e19, and the caller redoes a step
+    that is not finite in float64. Others: ``_foreach_norm``, its float32 norms squared in float64
+    as on the device."""
+    out = []
+    for g in grads:
+        if not _dot_ok(g):
+            return [n * n for n in torch.stack(torch._foreach_norm(grads)).tolist()] if grads else []
+        f = g.view(-1)
+        out.append(torch.dot(f, f).item())
+    return out
 
 
 def _grad_slots(act: torch.Tensor) -> torch.Tensor:
@@ -277,7 +292,8 @@ class Monitor:
         probes = self.probes
         probes.sink.end()
         with torch.no_grad():
-            grads = [p.grad if p.grad is not None else self._zero for p in probes.params]
+            zero = self._zero
+            grads = [g if (g := p.grad) is not None else zero for p in probes.params]
             host = self._host_values(loss, grads, grad_scale) if self._host else None
         if host is not None:
             values, measured, alias = host
@@ -300,8 +316,7 @@ class Monitor:
             loss_v = loss.detach().reshape(-1)[0].item()
         else:
             loss_v = math.nan if loss is None else float(loss)
-        norms = torch.stack(torch._foreach_norm(grads)).tolist() if grads else []
-        param_sq = [n * n for n in norms]  # float32 norms squared in float64, as on the device
+        param_sq = _host_param_sq(grads)
         grad_sq = sum(param_sq)
         if not math.isfinite(grad_sq):  # float32 norms overflow past ~1.8e19: redo in float64
             param_sq = param_sq_norms(grads, exact=True).tolist()
