@@ -279,7 +279,7 @@ def test_gradients_whose_squares_overflow_float32_are_recorded_exactly(tmp_path)
     """Norms near 1e20 are finite in float32 but their squares are not: the CPU path's float32
     sums of squares overflow and the step is redone in float64, never recorded as Inf."""
     model = net()
-    (x, y), = batches(1)
+    ((x, y),) = batches(1)
     with resviz.monitor(model, tmp_path / "r", input_shape=SHAPE) as mon:
         loss = F.cross_entropy(model(x), y) * 1e21
         loss.backward()
