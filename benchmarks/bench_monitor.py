@@ -11,6 +11,9 @@ step a user writes (zero_grad, forward, cross-entropy, backward, optimizer step)
 * ``bare``    the same loop without the monitor;
 * ``bare2``   an identical second bare loop: its ratio to ``bare`` is the noise floor.
 
+``mon.step`` itself is timed too (CPU time inside the call: the record's own work, the
+parameter-gradient norms and the JSON line, apart from the hooks' share in forward/backward).
+
 ``--breakdown`` adds three monitored loops that each leave out or change one part of the work, to
 attribute the cost (their records are wrong by design; they only measure): ``no_reads`` takes no norm of an
 activation or gradient (each is one extra read of a tensor that is usually out of cache by then),
@@ -59,6 +62,7 @@ class Loop:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         self.mon = None
         self.leave_out = leave_out
+        self.step_cpu: list[float] = []  # CPU time inside mon.step, per step
         if mon_dir is not None:
             self.mon = resviz.monitor(self.model, mon_dir, input_shape=(1, *shape), every=every)
             for w in self.mon.probes.watches:
@@ -77,7 +81,9 @@ class Loop:
             loss.backward()
             self.opt.step()
             if self.mon is not None:
+                c0 = time.process_time()
                 self.mon.step(loss)
+                self.step_cpu.append(time.process_time() - c0)
         finally:
             probes._sq_norm = sq_norm
         return loss.item()
@@ -133,6 +139,8 @@ def bench(name, shape, batch, steps, warmup, device, every, tmp, breakdown=False
         "paired_wall": statistics.median(m / b for m, b in zip(wall["monitor"], wall["bare"])),
         "paired_cpu": statistics.median(m / b for m, b in zip(cpu["monitor"], cpu["bare"])),
         "control": statistics.median(m / b for m, b in zip(wall["bare2"], wall["bare"])),
+        "mon_step": statistics.median(loops["monitor"].step_cpu[warmup:]),
+        "bare_cpu": statistics.median(cpu["bare"]),
         "left_out": {k: statistics.median(m / b for m, b in zip(cpu[k], cpu["bare"]))
                      for k in ("no_reads", "no_adds", "no_plan") if k in cpu},
         # the quietest fifth of each loop's steps (CPU time): other processes only ever add time
@@ -169,6 +177,8 @@ def main(argv=None) -> int:
             print(f"{r['model']:>10} {r['input']:>8} b{r['batch']:<4} {r['blocks']:>2} blocks | wall ms: monitor "
                   f"{w['monitor'] * 1e3:8.2f} bare {w['bare'] * 1e3:8.2f} | monitor/bare paired wall "
                   f"{r['paired_wall']:.3f} cpu {r['paired_cpu']:.3f} | control bare2/bare {r['control']:.3f}")  # fmt: skip
+            print(f"{'':>10} mon.step itself: {r['mon_step'] * 1e3:.2f} ms CPU "
+                  f"({100 * r['mon_step'] / r['bare_cpu']:.2f}% of a bare step)")  # fmt: skip
             for k, v in r["left_out"].items():
                 print(f"{'':>10} monitor {k.replace('_', ' ')}: paired cpu {v:.3f} of bare")
             print(f"{'':>10} quietest fifth of the steps, CPU time / bare: "
