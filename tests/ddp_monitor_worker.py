@@ -44,6 +44,9 @@ def main(run_dir: str) -> None:
     if mon.errors:
         raise SystemExit("\n".join(mon.errors))
     if distributed:
+        # both ranks done with every collective before either tears the group down: a rank whose
+        # peer (or the store on rank 0) is already gone can abort in gloo at exit
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
