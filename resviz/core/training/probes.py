@@ -328,17 +328,15 @@ class _Call:
         self.failed = False  # plan: a norm could not be taken
 
 
-class ChildTap:
-    """Replaces ``forward`` on a direct child of a watched block (an instance attribute, as
-    :class:`BlockWatch`): counts the child's calls inside the block's call and hands its output to
-    the block's plan. One tap serves every watched block the module is a child of."""
+class _ForwardWrapper:
+    """What :class:`ChildTap` and :class:`BlockWatch` share: each replaces ``forward`` on one module
+    instance (an instance attribute, so the class and every other instance are untouched), calls
+    through to the forward it replaced, and puts it back on :meth:`uninstall`."""
 
-    def __init__(self, module: nn.Module):
-        self.module = module
-        self.prev_forward = module.__dict__.get("forward")
-        self.owners: list = []  # (BlockWatch, index of this child in it)
+    module: nn.Module
+    prev_forward: object
 
-    def install(self) -> ChildTap:
+    def install(self):
         self.module.__dict__["forward"] = self
         return self
 
@@ -348,6 +346,23 @@ class ChildTap:
                 del self.module.__dict__["forward"]
             else:
                 self.module.__dict__["forward"] = self.prev_forward
+
+    def _forward(self, args, kwargs):
+        fwd = self.prev_forward
+        if fwd is not None:
+            return fwd(*args, **kwargs)
+        return type(self.module).forward(self.module, *args, **kwargs)
+
+
+class ChildTap(_ForwardWrapper):
+    """Replaces ``forward`` on a direct child of a watched block (an instance attribute, as
+    :class:`BlockWatch`): counts the child's calls inside the block's call and hands its output to
+    the block's plan. One tap serves every watched block the module is a child of."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.prev_forward = module.__dict__.get("forward")
+        self.owners: list = []  # (BlockWatch, index of this child in it)
 
     def __deepcopy__(self, memo):  # a copy calls through and serves no block
         new = object.__new__(ChildTap)
@@ -360,12 +375,6 @@ class ChildTap:
     def __getstate__(self):
         return {"module": self.module, "prev_forward": self.prev_forward, "owners": []}
 
-    def _forward(self, args, kwargs):
-        fwd = self.prev_forward
-        if fwd is not None:
-            return fwd(*args, **kwargs)
-        return type(self.module).forward(self.module, *args, **kwargs)
-
     def __call__(self, *args, **kwargs):
         out = self._forward(args, kwargs)
         for watch, index in self.owners:
@@ -374,7 +383,7 @@ class ChildTap:
         return out
 
 
-class BlockWatch:
+class BlockWatch(_ForwardWrapper):
     """Replaces ``module.forward`` on one block of a training copy (an instance attribute).
 
     ``drop_shortcut``: return only the residual operand at the block's residual adds (plain twin).
@@ -409,18 +418,7 @@ class BlockWatch:
         self.matched = 0  # residual adds recognised so far (for diagnostics)
         self.missed = 0  # calls where an expected residual add was not found
 
-    # installation -------------------------------------------------------------------------
-
-    def install(self) -> BlockWatch:
-        self.module.__dict__["forward"] = self
-        return self
-
-    def uninstall(self) -> None:
-        if self.module.__dict__.get("forward") is self:
-            if self.prev_forward is None:
-                del self.module.__dict__["forward"]
-            else:
-                self.module.__dict__["forward"] = self.prev_forward
+    # copies and pickles -------------------------------------------------------------------
 
     def _fresh(self) -> None:
         self.sink = None
@@ -446,12 +444,6 @@ class BlockWatch:
         return state
 
     # the call -----------------------------------------------------------------------------
-
-    def _forward(self, args, kwargs):
-        fwd = self.prev_forward
-        if fwd is not None:
-            return fwd(*args, **kwargs)
-        return type(self.module).forward(self.module, *args, **kwargs)
 
     def __call__(self, *args, **kwargs):
         sink = self.sink if self.sink is not None and self.sink.active else None
