@@ -8,37 +8,18 @@ builder edits asks first (``QtMainWindow.close_checks``).
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from ..window.lazy_tab import LazyTab
 
 TAB_TITLE = "Builder"
 
 
-class BuilderTab(QWidget):
+class BuilderTab(LazyTab):
     """A light shell that builds the builder panel on first use."""
 
-    def __init__(self, window, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.window_ = window
-        self._panel = None
-        box = QVBoxLayout(self)
-        box.setContentsMargins(0, 0, 0, 0)
+    def make_panel(self):
+        from .panel import QtBuilderPanel
 
-    @property
-    def panel(self):
-        if self._panel is None:
-            from .panel import QtBuilderPanel
-
-            self._panel = QtBuilderPanel(self.window_, self)
-            self.layout().addWidget(self._panel)
-        return self._panel
-
-    @property
-    def built(self) -> bool:
-        return self._panel is not None
-
-    def showEvent(self, event) -> None:
-        self.panel  # noqa: B018 - build on first show
-        super().showEvent(event)
+        return QtBuilderPanel(self.window_, self)
 
     def may_close(self) -> bool:
         """False when the user chose to keep the window open (unsaved edits, Cancel)."""

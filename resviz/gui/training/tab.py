@@ -17,26 +17,24 @@ import os
 import sys
 
 from PySide6.QtCore import QEvent, QObject, QTimer
-from PySide6.QtWidgets import QApplication, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QWidget
+
+from ..window.lazy_tab import LazyTab
 
 TAB_TITLE = "Training"
 WIDE_SHARE = 0.56  # the share of the window the right-hand side gets while the Training tab shows
 
 
-class TrainingTab(QWidget):
+class TrainingTab(LazyTab):
     """The Training tab: a light shell that builds the panel on first use."""
 
     def __init__(self, window, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.window_ = window
-        self._panel = None
+        super().__init__(window, parent)
         self._closed = False
         self._saved_sizes: list[int] | None = None
         self._wide_sizes: list[int] | None = None
         self._auto: dict | None = None  # --train N: {"steps": N, "twin": bool, "started": bool}
         self._announced = False
-        box = QVBoxLayout(self)
-        box.setContentsMargins(0, 0, 0, 0)
         window.tabs.currentChanged.connect(self._on_tab_changed)
         window.sessionChanged.connect(self._on_session)
         window.installEventFilter(self)
@@ -44,26 +42,17 @@ class TrainingTab(QWidget):
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)
 
-    @property
-    def panel(self):
-        """The TrainingPanel (built now if it was not yet)."""
-        if self._panel is None:
-            from .panel import TrainingPanel
+    def make_panel(self):
+        from .panel import TrainingPanel
 
-            self._panel = TrainingPanel(self.window_, self)
-            self.layout().addWidget(self._panel)
-            self._panel.runStateChanged.connect(self._on_run_state)
-        return self._panel
-
-    @property
-    def built(self) -> bool:
-        return self._panel is not None
+        panel = TrainingPanel(self.window_, self)
+        panel.runStateChanged.connect(self._on_run_state)
+        return panel
 
     # ---------------------------------------------------------------- the tab's space
 
     def showEvent(self, event) -> None:
-        self.panel  # noqa: B018 - build on first show
-        super().showEvent(event)
+        super().showEvent(event)  # builds the panel on first show
         QTimer.singleShot(0, self._widen)
 
     def _widen(self) -> None:
