@@ -197,3 +197,15 @@ def test_the_app_s_default_batch_is_the_command_line_s(qtbot, win):
 
     p = win.training_tab.panel  # fresh settings (conftest): the default, not a remembered batch
     assert p.batch.value() == DEFAULT_BATCH == TrainConfig().batch_size
+
+
+def test_a_thread_count_that_is_not_one_is_said_and_ignored(capsys):
+    from resviz.gui.app import set_thread_policy
+
+    before = torch.get_num_threads()
+    for text in ("abc", "-3", "0", "99999999999"):
+        env = {"RESVIZ_TRAIN_THREADS": text}
+        assert set_thread_policy(env) is None and "OMP_NUM_THREADS" not in env
+        assert f"RESVIZ_TRAIN_THREADS={text!r} is not a thread count" in capsys.readouterr().err
+    assert torch.get_num_threads() == before
+

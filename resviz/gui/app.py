@@ -113,7 +113,12 @@ def set_thread_policy(environ=None) -> int | None:
     the host's. Returns the count set, or None."""
     environ = os.environ if environ is None else environ
     chosen = environ.get("RESVIZ_TRAIN_THREADS", "").strip()
-    if not chosen.isdigit() or int(chosen) <= 0:
+    if not chosen:
+        return None
+    most = 4 * (os.cpu_count() or 1)  # past that, threads only wait on each other
+    if not chosen.isdigit() or not 0 < int(chosen) <= most:
+        print(f"resviz: RESVIZ_TRAIN_THREADS={chosen[:20]!r} is not a thread count from 1 to {most} "
+              "(this machine's cores, up to 4 each); torch's default stands", file=sys.stderr)  # fmt: skip
         return None
     threads = int(chosen)
     torch = sys.modules.get("torch")
