@@ -80,9 +80,9 @@ class _SafeSink(ProbeSink):
         except Exception as e:  # noqa: BLE001 - never into the user's loop: logged (events.jsonl)
             self._monitor._fail("gradient hook", e)
 
-    def measure(self, t):
+    def measure(self, t, made_by=None):
         try:
-            return super().measure(t)
+            return super().measure(t, made_by)
         except Exception as e:  # noqa: BLE001 - never into the user's loop: logged (events.jsonl)
             self._monitor._fail("residual probe", e)
             return None

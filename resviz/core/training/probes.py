@@ -36,6 +36,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -186,24 +187,118 @@ def _sq_norm(t: torch.Tensor):
     return torch.linalg.vector_norm(t, dtype=torch.float64)
 
 
+_BN_BACKWARD = getattr(torch._C._functions, "NativeBatchNormBackward0", None)
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _output_batchnorm(module: nn.Module) -> nn.Module | None:
+    """The BatchNorm layer whose output ``module`` returns as is (the module itself, or the last
+    layer of a ``Sequential`` such as a projection shortcut ``conv, bn``), or None."""
+    while isinstance(module, nn.Sequential) and len(module):
+        module = module[-1]
+    if type(module) not in _BN_TYPES:
+        return None
+    fwd = module.__dict__.get("forward")  # only the class's forward (a tap calls it through)
+    return module if fwd is None or (isinstance(fwd, ChildTap) and fwd.prev_forward is None) else None
+
+
+class _BatchNormLater:
+    """The squared norm of a BatchNorm layer's output in training (batch statistics), taken from
+    the layer's per-channel numbers instead of a read of the output, after the forward pass, with
+    the others in one batch (:func:`_batchnorm_values`); see :func:`_batchnorm_later`.
+
+    Batch-normalised values have, per channel c over its M = numel/C entries, zero mean and mean
+    square ``var/(var+eps) = 1 - eps*invstd^2``, so
+    ``||gamma*xhat + beta||^2 = M * sum_c(gamma_c^2 * (1 - eps*invstd_c^2) + beta_c^2)``: exact up
+    to the float32 rounding of the stored values (tested against a read).
+
+    Why: on the CPU a norm is one more pass over a tensor that is out of cache by then (~10-15 GB/s
+    here), and the residual operand of nearly every ResNet block (and a projection shortcut) is a
+    BatchNorm output. Why later, in a batch: right after a layer has streamed megabytes through
+    the cache, every small Python or torch operation costs ~10-15 us (its state was evicted), ten
+    times its cost in a loop that does nothing else. ``gamma`` and ``beta`` must be unchanged since
+    the forward (their versions), so the batch runs before the optimizer steps: at the first
+    gradient hook of the backward pass; one whose layer changed by then goes unmeasured."""
+
+    __slots__ = ("invstd", "eps", "w", "b", "w_version", "b_version", "per_channel")
+
+    def __init__(self, invstd, eps, w, b, per_channel):
+        self.invstd, self.eps, self.w, self.b, self.per_channel = invstd, eps, w, b, per_channel
+        self.w_version = w._version if w is not None else 0
+        self.b_version = b._version if b is not None else 0
+
+    def unchanged(self) -> bool:
+        w, b = self.w, self.b
+        return (w is None or w._version == self.w_version) and (b is None or b._version == self.b_version)
+
+
+def _batchnorm_values(items: list[_BatchNormLater]) -> list[float | None]:
+    """The squared norms of ``items`` (None for one whose layer changed since), computed together:
+    one concatenation per per-channel quantity and a handful of vector operations in all."""
+    out: list[float | None] = [None] * len(items)
+    ok = [i for i, it in enumerate(items) if it.unchanged()]
+    if not ok:
+        return out
+    sizes = [items[i].invstd.numel() for i in ok]
+
+    def cat(get, fill: float) -> np.ndarray:
+        parts = []
+        for i, n in zip(ok, sizes):
+            t = get(items[i])
+            parts.append(t.detach().reshape(-1) if t is not None else torch.full((n,), fill))
+        return torch.cat(parts).numpy().astype(np.float64)
+
+    inv = cat(lambda it: it.invstd, 1.0)
+    gamma = cat(lambda it: it.w, 1.0)
+    beta = cat(lambda it: it.b, 0.0)
+    eps = np.repeat(np.array([items[i].eps for i in ok], dtype=np.float64), sizes)
+    frac = 1.0 - eps * inv * inv
+    np.maximum(frac, 0.0, out=frac)  # var/(var+eps) >= 0; only rounding makes it negative
+    frac *= gamma * gamma
+    frac += beta * beta
+    sums = np.add.reduceat(frac, np.cumsum([0, *sizes[:-1]]))
+    for i, v in zip(ok, sums.tolist()):
+        out[i] = v * items[i].per_channel
+    return out
+
+
+def _batchnorm_later(t: torch.Tensor, bn: nn.Module) -> _BatchNormLater | None:
+    """``t``'s norm from BatchNorm layer ``bn``'s statistics, or None where ``t`` is not shown to be
+    its training-mode output, unchanged: its autograd node is a batch norm in training whose saved
+    weight is ``bn``'s own, and ``t`` is at version 0. CPU float32 only (elsewhere a read is
+    cheap or asynchronous, and the stored values' rounding would exceed the test tolerance)."""
+    g = t.grad_fn
+    if _BN_BACKWARD is None or type(g) is not _BN_BACKWARD or t._version or not g._saved_training:
+        return None
+    if t.dtype is not _F32 or not t.is_cpu or t.dim() < 2:
+        return None
+    w = bn.weight
+    if g._saved_weight is not w:
+        return None
+    invstd = g._saved_result2
+    channels = invstd.numel()
+    if channels == 0 or t.shape[1] != channels:
+        return None
+    return _BatchNormLater(invstd, g._saved_eps, w, bn.bias, t.numel() // channels)
+
+
 class ProbeSink:
     """Collects 0-d norm tensors during one step; ``reduce()`` sums squares per slot on device."""
 
     def __init__(self, n_blocks: int):
         self.n_slots = n_blocks * SLOTS
         self.active = False
-        self.vals: list = []  # squared norms as Python floats (CPU), or norms as 0-d float64 tensors
+        # squared norms as Python floats (CPU), norms as 0-d float64 tensors, or deferred ones
+        self.vals: list = []
         self.slots: list[int] = []
+        self.later = False  # some of vals are _BatchNormLater: flush() before reading them
         # The output of one block is usually the input of the next, at the same version: one
         # gradient hook serves both (``alias[input slot] = output slot``).
         self.alias: dict[int, int] = {}
         self._last_out: tuple[torch.Tensor, int, int] | None = None
 
     def begin(self) -> None:
-        self.vals.clear()
-        self.slots.clear()
-        self.alias.clear()
-        self._last_out = None
+        self.clear()
         self.active = True
 
     def end(self) -> None:
@@ -215,14 +310,32 @@ class ProbeSink:
         if last is not None and last[0] is x and last[1] == x._version:
             self.alias[slot] = last[2]
             return
-        x.register_hook(lambda g, k=slot: self.grad_hook(k, g))
+        self._hook(x, slot)
 
     def hook_output(self, y: torch.Tensor, slot: int) -> None:
-        y.register_hook(lambda g, k=slot: self.grad_hook(k, g))
+        self._hook(y, slot)
         self._last_out = (y, y._version, slot)
 
+    def _hook(self, t: torch.Tensor, slot: int) -> None:
+        """Have :meth:`grad_hook` see ``t``'s gradient. A pre-hook on the autograd node that made
+        ``t`` (one C++ call, where ``Tensor.register_hook`` takes several Python steps) gets the
+        gradient of ``t`` at this version even if ``t`` is changed in place later (the node is
+        fixed now), as a tensor hook does; a leaf has no node and takes a tensor hook."""
+        node = t.grad_fn
+        if node is None:
+            t.register_hook(lambda g, k=slot: self.grad_hook(k, g))
+        else:
+            node.register_prehook(lambda grads, k=slot, i=t.output_nr: self._node_grads(k, grads[i]))
+
+    def _node_grads(self, slot: int, grad) -> None:
+        if grad is not None:  # None: no gradient reached this output of the node
+            self.grad_hook(slot, grad)
+
     def grad_hook(self, slot: int, grad: torch.Tensor) -> None:
-        # fires during backward (the hook was registered in this step's forward)
+        # fires during backward (the hook was registered in this step's forward); the first one
+        # also takes the forward pass's deferred norms, before any optimizer step
+        if self.later:
+            self.flush()
         self.vals.append(_sq_norm(grad))
         self.slots.append(slot)
 
@@ -232,20 +345,50 @@ class ProbeSink:
         self.vals += (_sq_norm(res), _sq_norm(sc))
         self.slots += (slot_res, slot_res + 1)
 
-    def measure(self, t: torch.Tensor):
+    def measure(self, t: torch.Tensor, made_by: nn.Module | None = None):
         """Squared norm of one residual-add operand, taken where a learned plan finds it (see
         :class:`BlockWatch`); committed with :meth:`commit` once the block's call matched its plan.
-        None when it cannot be measured."""
+        ``made_by``: the child module that returned ``t``; a BatchNorm layer's output is measured
+        from its statistics after the forward pass (a :class:`_BatchNormLater`, CPU float32), any
+        other tensor by a read now. None when it cannot be measured."""
+        if made_by is not None:
+            bn = _output_batchnorm(made_by)
+            if bn is not None:
+                later = _batchnorm_later(t, bn)
+                if later is not None:
+                    return later
         return _sq_norm(t)
+
+    def flush(self) -> None:
+        """Take the deferred (:class:`_BatchNormLater`) norms now, in one batch; one that no longer
+        holds is dropped (its slot goes unmeasured). The lists hold only values afterwards, even
+        when the batch raises."""
+        if not self.later:
+            return
+        self.later = False
+        pending = {id(v): v for v in self.vals if isinstance(v, _BatchNormLater)}  # one value each
+        values: dict[int, float | None] = {}
+        try:
+            values = dict(zip(pending, _batchnorm_values(list(pending.values()))))
+        finally:  # on a failure every deferred value is dropped: the lists must hold only numbers
+            kept = [
+                (slot, values.get(id(v)) if isinstance(v, _BatchNormLater) else v)
+                for slot, v in zip(self.slots, self.vals)
+            ]
+            self.slots[:] = [slot for slot, v in kept if v is not None]
+            self.vals[:] = [v for slot, v in kept if v is not None]
 
     def commit(self, pending: list) -> None:
         for slot, v in pending:
             self.vals.append(v)
             self.slots.append(slot)
+            if isinstance(v, _BatchNormLater):
+                self.later = True
 
     def reduce_host(self) -> tuple[list[float], set[int], dict[int, int]] | None:
         """:meth:`reduce` as Python floats, without a tensor op, when every value already is one
         (CPU float32 tensors); None otherwise."""
+        self.flush()
         sums = [0.0] * self.n_slots
         for slot, v in zip(self.slots, self.vals):
             if type(v) is not float:
@@ -256,6 +399,7 @@ class ProbeSink:
     def reduce(self, device) -> tuple[torch.Tensor, set[int], dict[int, int]]:
         """Sum of squared norms per slot (a float64 device tensor), the set of slots measured and
         the slot aliases (host side)."""
+        self.flush()
         sums = [0.0] * self.n_slots  # the squares already on the host (CPU float32 tensors)
         norms, norm_slots = [], []  # the others: norms on the device, squared here in one op
         for slot, v in zip(self.slots, self.vals):
@@ -273,6 +417,7 @@ class ProbeSink:
     def clear(self) -> None:
         self.vals.clear()
         self.slots.clear()
+        self.later = False
         self.alias.clear()
         self._last_out = None
 
@@ -533,10 +678,10 @@ class BlockWatch(_ForwardWrapper):
             self.plan = None
         return out
 
-    def _measure(self, sink: ProbeSink, call: _Call, t, slots) -> None:
+    def _measure(self, sink: ProbeSink, call: _Call, t, slots, made_by: nn.Module | None = None) -> None:
         if not (isinstance(t, torch.Tensor) and t.is_floating_point()):
             return
-        v = sink.measure(t)
+        v = sink.measure(t, made_by)
         if v is None:
             call.failed = True
             return
@@ -554,7 +699,7 @@ class BlockWatch(_ForwardWrapper):
             return
         slots = self.plan.slots.get((index, n))
         if slots is not None:
-            self._measure(self.sink, call, out, slots)
+            self._measure(self.sink, call, out, slots, self.taps[index].module)
 
     def _scope_source(self):
         """(in the block's own call?, source line of the add) by walking up the frames."""
