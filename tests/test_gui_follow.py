@@ -114,6 +114,26 @@ def test_a_run_opens_with_its_graph_and_recorded_steps(qtbot, win, tmp_path, rep
     assert win.set_input_shape("1x3x32x32") is False  # drawn at the shape it was trained at
 
 
+def test_a_recorded_run_shows_its_own_settings_not_the_forms(qtbot, win, tmp_path, report):
+    """The form holds the settings of a run to start; for a recorded run they would contradict
+    the run's own (500 steps for a 30-step run): it is hidden, and the detail line says them."""
+    p = win.training_tab.panel
+    assert p.settings_widgets and all(w.isVisibleTo(p) for w in p.settings_widgets)
+    w = RunWriter.create(tmp_path / "r", name="net", blocks=BLOCKS, report=report,
+                         config={"optimizer": "sgd", "lr": 0.1, "batch_size": 4, "steps": 30})  # fmt: skip
+    for s in range(3):
+        w.write(record(s))
+    w.close(RunState.FINISHED)
+    open_run(qtbot, win, tmp_path / "r")
+    assert p.steps in p.settings_widgets and p.lr in p.settings_widgets
+    assert not any(w.isVisibleTo(p) for w in p.settings_widgets)
+    assert "sgd lr 0.1 · batch 4 · 30 steps" in p.detail.text()
+    win.open_source("resnet20")  # a model to train again: the form is back
+    qtbot.waitUntil(lambda: win.is_idle() and win.session.loaded.kind != "run", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not p.following, timeout=TIMEOUT)
+    assert all(w.isVisibleTo(p) for w in p.settings_widgets)
+
+
 def test_the_app_follows_appended_records_and_a_torn_last_line(qtbot, win, tmp_path, report):
     w = new_run(tmp_path / "r", report, 3)
     p = open_run(qtbot, win, tmp_path / "r")

@@ -197,6 +197,9 @@ class TrainingControlsMixin:
         data_row.addWidget(self.data_path, 1)
         data_row.addWidget(self.data_browse)
         grid.addLayout(data_row, 2, 2, 1, 6)
+        # the settings of a run to start: hidden while a recorded run is shown (its own are in the
+        # detail line; the form's would contradict them)
+        self.settings_widgets = _widgets_in(grid, rows=range(3))
         tint_row = QHBoxLayout()
         tint_row.setSpacing(6)
         tint_row.addWidget(self.tint)
@@ -452,3 +455,24 @@ def _number_validator(parent) -> QDoubleValidator:
     v.setLocale(QLocale.c())
     v.setNotation(QDoubleValidator.ScientificNotation)
     return v
+
+
+def _widgets_in(grid: QGridLayout, rows) -> list[QWidget]:
+    """The widgets in ``rows`` of ``grid``, nested layouts included."""
+    found: list[QWidget] = []
+
+    def walk(item) -> None:
+        if item is None:
+            return
+        if item.widget() is not None:
+            found.append(item.widget())
+        elif item.layout() is not None:
+            lay = item.layout()
+            for i in range(lay.count()):
+                walk(lay.itemAt(i))
+
+    for i in range(grid.count()):
+        row, _col, _rspan, _cspan = grid.getItemPosition(i)
+        if row in rows:
+            walk(grid.itemAt(i))
+    return found

@@ -270,13 +270,15 @@ class RunFollower:
         return read_json_object(self.path / REPORT_FILE, "report")
 
     def describe(self) -> str:
-        """``resnet20 · sgd lr 0.1 · batch 32 · cpu``: the run's settings in one line."""
+        """``resnet20 · sgd lr 0.1 · batch 32 · 500 steps · cpu``: the run's settings in one line."""
         c = self.meta.get("config") or {}
         parts = [self.name]
         if c.get("optimizer"):
             parts.append(f"{c['optimizer']} lr {c.get('lr', '?')}")
         if c.get("batch_size"):
             parts.append(f"batch {c['batch_size']}")
+        if c.get("steps"):
+            parts.append(f"{c['steps']} steps")
         if c.get("data"):
             parts.append(str(c["data"]))
         if c.get("device"):

@@ -583,6 +583,8 @@ class TrainingPanel(TrainingControlsMixin, TrainingViewsMixin, GraphTintMixin, Q
         for w in (self.optimizer, self.lr, self.momentum, self.nesterov, self.weight_decay, self.batch, self.steps,
                   self.seed, self.device, self.data_kind, self.data_path, self.data_browse):  # fmt: skip
             w.setEnabled(not self.following)  # a recorded run's own settings are in the detail line
+        for w in self.settings_widgets:  # ... so the form's, which would contradict them, are hidden
+            w.setVisible(not self.following)
         if not self.following:  # what the form itself enables: momentum for SGD, a path for files
             sgd = self.optimizer.currentData() == "sgd"
             self.momentum.setEnabled(sgd)
