@@ -25,12 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 
 from .core import gcpause
 from .core.errors import ResvizError, Terminated
+from .core.interrupts import signals_unwind
 from .core.printable import MESSAGE_LIMIT, printable
 
 COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen", "follow")
@@ -184,7 +183,7 @@ def _main(argv: list[str] | None) -> int:
         if args.command is None:
             build_parser().print_help()
             return EXIT_OK
-        with _sigterm_raises():
+        with signals_unwind():  # Ctrl-C and SIGTERM unwind, and are never lost (interrupts.py)
             return COMMAND_FUNCS[args.command](args)
     except ResvizError as e:
         print(printable(f"resviz: {e}", limit=MESSAGE_LIMIT), file=sys.stderr)
@@ -206,26 +205,6 @@ def _main(argv: list[str] | None) -> int:
             file=sys.stderr,
         )  # fmt: skip
         return 3
-
-
-class _sigterm_raises:
-    """While a command runs, SIGTERM raises :class:`Terminated` (like Ctrl-C raises
-    KeyboardInterrupt), so that cleanup runs: a Python file's child process is killed, no temp
-    file is left. Only in the main thread; the previous handler comes back afterwards."""
-
-    def __enter__(self):
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
 
 
 def open_source(args):

@@ -17,16 +17,14 @@ message says what to run instead), 2 bad input (model, data, arguments), 130 Ctr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 from .core.errors import ResvizError, Terminated
+from .core.interrupts import raise_pending, signals_unwind
 from .core.printable import MESSAGE_LIMIT, printable
 
 EXIT_OK, EXIT_NONFINITE, EXIT_BAD_INPUT = 0, 1, 2
@@ -160,28 +158,6 @@ def run_train(args) -> int:
         return EXIT_BAD_INPUT
 
 
-@contextlib.contextmanager
-def _sigterm_unwinds():
-    """Turn SIGTERM into :class:`Terminated` while training, so the run directory and the files are
-    closed with what was recorded; the previous handler is back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except (ValueError, OSError):  # not settable here (embedded interpreter): keep the default
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def run_config(args, cfg, trainer) -> dict:
     """What ``run.json`` records of a ``resviz train`` run (see the README's run directory format)."""
     import torch
@@ -221,7 +197,7 @@ def _run(args) -> int:
     )  # fmt: skip
     out = _Outcome(end_state=RunState.FINISHED)
     try:
-        with _sigterm_unwinds():
+        with signals_unwind():  # and a Ctrl-C swallowed in a step is raised again (interrupts.py)
             _train_steps(args, cfg, trainer, run, out)
     except (KeyboardInterrupt, Terminated) as e:
         sig = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C (SIGINT)"
@@ -320,6 +296,7 @@ def _train_steps(args, cfg, trainer, run, out: _Outcome) -> None:
                 sys.stdout.write(json.dumps(rec.to_dict(), allow_nan=False) + "\n")
                 sys.stdout.flush()
             progress.update(rec.step + 1, rec.loss, rec.accuracy)
+            raise_pending()  # a Ctrl-C that code inside the step caught and dropped
             if rec.nonfinite:
                 out.status = EXIT_NONFINITE
                 out.end_state, out.end_message = RunState.FAULTED, rec.message

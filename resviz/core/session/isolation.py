@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import LoadError, ResvizError
+from ..interrupts import raise_pending
 from ..sources.python_source import split_python_source
 from ..tracing.plain_module import PlainModule  # noqa: F401 - part of this module's interface
 
@@ -316,6 +317,7 @@ class _Waiting:
 
 
 _ENDED = object()  # the child's output ended without an answer
+_POLL_S = 0.25  # how often a wait for the child looks for a Ctrl-C that never arrived as one
 
 
 def _await_answer(answers: queue.Queue, waiting: _Waiting,
@@ -323,10 +325,14 @@ def _await_answer(answers: queue.Queue, waiting: _Waiting,
     """The child's answer, read off ``answers`` as it reports its stages; :data:`_ENDED` when its
     output ends first. Raises its error, or :meth:`_Waiting.timed_out` past the deadline."""
     while True:
+        left = waiting.seconds_left()
         try:
-            kind, payload = answers.get(timeout=waiting.seconds_left())
+            kind, payload = answers.get(timeout=_POLL_S if left is None else min(left, _POLL_S))
         except queue.Empty:
-            raise waiting.timed_out() from None
+            raise_pending()  # a Ctrl-C that code we do not own swallowed (see interrupts.py)
+            if waiting.seconds_left() == 0.0:
+                raise waiting.timed_out() from None
+            continue
         if kind == "ready":  # imports done; the user's code comes next
             continue
         if kind == "stage":

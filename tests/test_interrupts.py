@@ -1,0 +1,65 @@
+"""Ctrl-C and SIGTERM are never lost: code that swallows the exception cannot keep resviz waiting.
+
+Seen: one Ctrl-C in 25 sent while ``import torch`` ran in resviz's process was swallowed there, and
+``resviz check model.py`` then waited for ever for a child whose code loops for ever."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+
+import pytest
+
+from resviz.core import interrupts
+from resviz.core.errors import Terminated
+from resviz.core.session.isolation import _await_answer, _Waiting
+
+
+def swallowed(sig) -> None:
+    """A signal whose exception some library catches and drops."""
+    try:
+        os.kill(os.getpid(), sig)
+        for _ in range(1000):  # Python runs the handler between bytecodes, here
+            pass
+    except (KeyboardInterrupt, Terminated):
+        pass
+
+
+@pytest.mark.parametrize("sig, exc", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_swallowed_signal_is_raised_again_and_the_handlers_come_back(sig, exc):
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with interrupts.signals_unwind():
+        interrupts.raise_pending()  # nothing received: nothing raised
+        swallowed(sig)
+        with pytest.raises(exc):
+            interrupts.raise_pending()
+    assert {s: signal.getsignal(s) for s in before} == before
+    interrupts.raise_pending()  # the record ends with the block
+
+
+def test_the_wait_for_a_child_raises_a_swallowed_ctrl_c_instead_of_waiting_for_ever():
+    answers: queue.Queue = queue.Queue()
+    # should the Ctrl-C be lost, the wait ends with this answer instead of hanging the test
+    fallback = threading.Timer(60.0, lambda: answers.put(("ok", "no Ctrl-C seen")))
+    fallback.start()
+    try:
+        with interrupts.signals_unwind():
+            swallowed(signal.SIGINT)
+            with pytest.raises(KeyboardInterrupt):
+                _await_answer(answers, _Waiting("model.py", None), None)
+    finally:
+        fallback.cancel()
+        fallback.join()
+
+
+def test_outside_a_command_nothing_is_recorded():
+    previous = signal.signal(signal.SIGINT, lambda *a: None)  # the host's own handler, as in the app
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+        interrupts.raise_pending()  # the host's business: resviz raises nothing
+    finally:
+        signal.signal(signal.SIGINT, previous)
