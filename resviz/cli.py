@@ -29,7 +29,7 @@ import sys
 
 from .core import gcpause
 from .core.errors import ResvizError, Terminated
-from .core.interrupts import signals_unwind
+from .core.interrupts import import_torch, signals_unwind
 from .core.printable import MESSAGE_LIMIT, printable
 
 COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen", "follow")
@@ -219,6 +219,7 @@ def open_source(args):
         kwargs = parse_kwargs(args.kwargs) if args.kwargs else None
         return open_python(args.model, input_shape=args.input, kwargs=kwargs,
                            timeout=getattr(args, "timeout", None))  # fmt: skip
+    import_torch()  # a Ctrl-C during torch's start-up is held until it is done (interrupts.py)
     from .core.session.opened_model import open_model
 
     return open_model(args.model, input_shape=args.input, kwargs_text=args.kwargs, trust=args.trust)

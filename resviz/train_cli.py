@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from .core.errors import ResvizError, Terminated
-from .core.interrupts import raise_pending, signals_unwind
+from .core.interrupts import import_torch, raise_pending, signals_unwind
 from .core.printable import MESSAGE_LIMIT, printable
 
 EXIT_OK, EXIT_NONFINITE, EXIT_BAD_INPUT = 0, 1, 2
@@ -182,6 +182,7 @@ def _model_args_of(args) -> argparse.Namespace:
 
 
 def _run(args) -> int:
+    import_torch()  # a Ctrl-C during torch's start-up is held until it is done (interrupts.py)
     from .core.training import RunState, RunWriter
 
     cfg = train_config(args)  # bad values are reported before the model is loaded

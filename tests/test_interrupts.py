@@ -63,3 +63,19 @@ def test_outside_a_command_nothing_is_recorded():
         interrupts.raise_pending()  # the host's business: resviz raises nothing
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_signal_held_back_during_an_import_arrives_when_it_ends():
+    """Sent to the main thread: the test process has other threads, which do not hold it back (in
+    resviz's command line only the main thread exists when it imports torch, and the threads that
+    the import starts inherit the block)."""
+    reached = False
+    with interrupts.signals_unwind():
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.deferred():
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                for _ in range(1000):  # held back: no exception inside the block
+                    pass
+                reached = True
+            pytest.fail("the held-back Ctrl-C was lost")  # pragma: no cover
+        assert reached

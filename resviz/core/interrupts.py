@@ -9,6 +9,11 @@ thread happens to be, and code that resviz does not own can catch it there and c
 here: one Ctrl-C in 25 sent while ``import torch`` ran was swallowed without a word, and
 ``resviz check model.py`` then waited for ever for a child whose code loops for ever. So every
 wait that can last polls :func:`raise_pending`, which raises the recorded signal's exception again.
+
+Where the exception must not land at all, :func:`deferred` holds the signals back: in torch's
+start-up, whose C++ code runs Python, a KeyboardInterrupt raised inside was swallowed (2 of 30
+Ctrl-Cs in a bare ``import torch``) or aborted the process (1 of 30), which would leave a Python
+file's child running with no parent.
 """
 
 from __future__ import annotations
@@ -69,3 +74,27 @@ def raise_pending() -> None:
     (no signal, or not under ``signals_unwind``, as in the app)."""
     if _pending is not None:
         raise _exception(_pending)
+
+
+@contextlib.contextmanager
+def deferred():
+    """Hold SIGINT and SIGTERM back while the block runs (importing torch); one that arrives
+    meanwhile is delivered as the block ends, where its exception unwinds cleanly. Threads started
+    inside the block keep them blocked (Python runs signal handlers in the main thread only, and
+    the kernel would otherwise hand the signal to one of them). Main thread only; a no-op where
+    ``pthread_sigmask`` is missing."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def import_torch() -> None:
+    """``import torch`` with the signals held back (see :func:`deferred`): for resviz's own
+    process, before the first use of torch in a command."""
+    with deferred():
+        import torch  # noqa: F401

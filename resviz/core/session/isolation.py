@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import LoadError, ResvizError
-from ..interrupts import raise_pending
+from ..interrupts import deferred, raise_pending
 from ..sources.python_source import split_python_source
 from ..tracing.plain_module import PlainModule  # noqa: F401 - part of this module's interface
 
@@ -256,11 +256,12 @@ def run_in_child(request: dict, *, file: str, timeout: float | None = None,
     try:
         write_frame(proc.stdin, request)  # stdin stays open: the child exits when it closes
         answers: queue.Queue = queue.Queue()
-        reader = threading.Thread(target=_reader, args=(proc.stdout, answers), daemon=True,
-                                  name="resviz-child-reader")  # fmt: skip
-        reader.start()
-        if prepare is not None:
-            prepare()
+        with deferred():  # Ctrl-C waits for the end of prepare's imports (see interrupts.py)
+            reader = threading.Thread(target=_reader, args=(proc.stdout, answers), daemon=True,
+                                      name="resviz-child-reader")  # fmt: skip
+            reader.start()
+            if prepare is not None:
+                prepare()
         waiting.start_grace()
         answer = _await_answer(answers, waiting, on_stage)
         if answer is _ENDED:
