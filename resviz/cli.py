@@ -29,7 +29,7 @@ import sys
 
 from .core import gcpause
 from .core.errors import ResvizError, Terminated
-from .core.interrupts import import_torch, signals_unwind
+from .core.interrupts import forget_unhandled_interrupt, import_torch, signals_unwind
 from .core.printable import MESSAGE_LIMIT, printable
 
 COMMANDS = ("check", "summary", "render", "zoo", "train", "codegen", "follow")
@@ -189,6 +189,7 @@ def _main(argv: list[str] | None) -> int:
         print(printable(f"resviz: {e}", limit=MESSAGE_LIMIT), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        forget_unhandled_interrupt()  # exit 130 as documented, not by SIGINT (interrupts.py)
         print("resviz: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
         return 130
     except Terminated:
@@ -214,9 +215,13 @@ def open_source(args):
 
     if split_python_source(args.model) is not None:  # user code: run it in a child process
         from .core.session.isolation import open_python
-        from .core.sources.loading import parse_kwargs
 
-        kwargs = parse_kwargs(args.kwargs) if args.kwargs else None
+        kwargs = None
+        if args.kwargs:  # (its module imports torch: otherwise that waits for the child to start)
+            import_torch()
+            from .core.sources.loading import parse_kwargs
+
+            kwargs = parse_kwargs(args.kwargs)
         return open_python(args.model, input_shape=args.input, kwargs=kwargs,
                            timeout=getattr(args, "timeout", None))  # fmt: skip
     import_torch()  # a Ctrl-C during torch's start-up is held until it is done (interrupts.py)

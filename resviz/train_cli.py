@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from .core.errors import ResvizError, Terminated
-from .core.interrupts import import_torch, raise_pending, signals_unwind
+from .core.interrupts import forget_unhandled_interrupt, import_torch, raise_pending, signals_unwind
 from .core.printable import MESSAGE_LIMIT, printable
 
 EXIT_OK, EXIT_NONFINITE, EXIT_BAD_INPUT = 0, 1, 2
@@ -205,6 +205,7 @@ def _run(args) -> int:
         done = trainer.step_index
         out.end_state, out.end_message = RunState.STOPPED, f"stopped by {sig} after {done} of {cfg.steps} steps"
         out.status = 143 if isinstance(e, Terminated) else 130
+        forget_unhandled_interrupt()  # exit 130 as documented, not by SIGINT (interrupts.py)
         print(f"\nresviz: {out.end_message}; the {done} recorded steps are kept", file=sys.stderr)
     except BaseException as e:
         out.end_state, out.end_message = RunState.STOPPED, f"{type(e).__name__}: {e}"

@@ -79,3 +79,25 @@ def test_a_signal_held_back_during_an_import_arrives_when_it_ends():
                 reached = True
             pytest.fail("the held-back Ctrl-C was lost")  # pragma: no cover
         assert reached
+
+
+def test_a_handled_ctrl_c_does_not_leave_python_set_to_exit_by_sigint():
+    """CPython marks a KeyboardInterrupt that escaped ``exec`` of a string as unhandled, even once
+    caught, and at exit kills the process with SIGINT (exit -2, not the documented 130)."""
+    import ctypes
+
+    try:
+        mark = ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
+    except ValueError:
+        pytest.skip("this Python keeps the mark elsewhere")
+    with interrupts.signals_unwind():
+        try:
+            exec("import signal, threading\n"
+                 "signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)\n"
+                 "for _ in range(1000): pass")  # fmt: skip
+        except KeyboardInterrupt:
+            pass
+    if mark.value != 1:
+        pytest.skip("this Python does not mark it")
+    interrupts.forget_unhandled_interrupt()
+    assert mark.value == 0
