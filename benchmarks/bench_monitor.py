@@ -60,6 +60,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import resviz  # noqa: E402
+from resviz.core.errors import ResvizError  # noqa: E402
 from resviz.core.sources import zoo  # noqa: E402
 from resviz.core.training import probes  # noqa: E402
 
@@ -193,22 +194,40 @@ def bench(name, shape, batch, steps, warmup, device, every, tmp, breakdown=False
     }  # fmt: skip
 
 
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="*", default=list(CASES))
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--size", type=int, default=None, help="input height and width (default per model)")
+    p.add_argument("--batch", type=_at_least(1), default=None)
+    p.add_argument("--size", type=_at_least(1), default=None, help="input height and width (default per model)")
     p.add_argument("--malloc", choices=("steady", "default"), default="steady",
                    help="steady: glibc reuses freed memory (see the module doc); default: as glibc is set")  # fmt: skip
-    p.add_argument("--steps", type=int, default=24, help="measured rounds (default 24)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--every", type=int, default=1, help="record every N steps (default 1: every step)")
+    p.add_argument("--steps", type=_at_least(1), default=24, help="measured rounds (default 24)")
+    p.add_argument("--warmup", type=_at_least(0), default=3)
+    p.add_argument("--every", type=_at_least(1), default=1, help="record every N steps (default 1: every step)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="torch CPU threads")
     p.add_argument("--quick", action="store_true", help="6 measured rounds, 1 warm-up")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the monitor without norm reads and without the add watch")  # fmt: skip
     args = p.parse_args(argv)
+    for name in args.models:
+        try:
+            zoo.get(name)
+        except ResvizError as e:
+            p.error(str(e))
     if args.malloc == "steady" and any(os.environ.get(k) != v for k, v in STEADY_MALLOC.items()):
         # glibc reads these at start-up only: run again with them set
         env = {**os.environ, **STEADY_MALLOC}
